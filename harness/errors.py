@@ -1,0 +1,13 @@
+"""One exception type for every user-facing failure.
+
+The CLI prints `error: <message>` on one line and exits non-zero; anything else is a bug and gets
+a traceback.
+"""
+
+
+class VQBenchError(Exception):
+    """A failure caused by input, configuration or environment that the user can fix."""
+
+
+class MissingWeightsError(VQBenchError):
+    """A weights file or the package that carries it is not installed."""

@@ -1,0 +1,84 @@
+"""The streaming evaluation pipeline: one pass over a split feeds every requested metric.
+
+Batches are consecutive slices dealt round-robin to DDP ranks (harness.distributed.shard_batches),
+each metric keeps summable states, and ``Metric.sync`` all-reduces them before ``compute``: a
+sharded evaluation equals the single-process one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .catalog import build_tokenizer, load_all
+from .contracts import EvalBatch, Metric, Tokenizer
+from .distributed import Dist, shard_batches
+from .errors import VQBenchError
+from .registry import METRICS
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    name: str
+    value: float
+    higher_is_better: bool
+    protocol: str
+    source: str          # the registry name of the metric that emitted it
+
+
+def load_tokenizer(checkpoint: str | Path, device: torch.device | str = "cpu",
+                   use_ema: bool = True) -> tuple[Tokenizer, dict, Path]:
+    """Rebuild the tokenizer a checkpoint was trained as and load its (EMA) weights."""
+    path = ckpt.resolve(checkpoint)
+    weights, _, state = ckpt.load(path)
+    if state.get("kind") != "tokenizer":
+        raise VQBenchError(f"checkpoint {path} is not a tokenizer checkpoint (kind={state.get('kind')!r})")
+    load_all()
+    overrides = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v)
+                 for k, v in state["model_config"].items()}
+    _, model = build_tokenizer(state["preset"], overrides)
+    prefix = "ema." if use_ema and any(k.startswith("ema.") for k in weights) else "model."
+    sd = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise VQBenchError(f"checkpoint {path} does not match preset {state['preset']!r} as configured "
+                           f"({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), state, path
+
+
+def build_metrics(names: list[str] | tuple[str, ...]) -> list[Metric]:
+    load_all()
+    metrics = []
+    for n in names:
+        m = METRICS.get(n)()
+        m.source = n
+        metrics.append(m)
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_tokenizer(model: Tokenizer, dataset, metrics: list[Metric], batch_size: int,
+                       d: Dist, progress: bool = False) -> list[MetricValue]:
+    for m in metrics:
+        m.reset()
+    batches = shard_batches(len(dataset), batch_size, d)
+    if progress and d.is_main:
+        from tqdm.auto import tqdm
+        batches = tqdm(batches, desc="eval", dynamic_ncols=True)
+    for rows in batches:
+        real, labels = dataset.batch(torch.tensor(list(rows)))
+        real = real.to(d.device)
+        out = model(real)
+        batch = EvalBatch(real=real, reconstruction=out.reconstruction.clamp(-1, 1),
+                          indices=out.indices, labels=labels, layout=model.layout)
+        for m in metrics:
+            m.update(batch)
+    values = []
+    for m in metrics:
+        m.sync()
+        for name, value in m.compute().items():
+            values.append(MetricValue(name, float(value), m.higher_is_better[name], m.protocol, m.source))
+    return values

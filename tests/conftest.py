@@ -1,0 +1,29 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _registries_loaded():
+    from harness.catalog import load_all
+    load_all()
+
+
+@pytest.fixture
+def cli_env(tmp_path):
+    """Environment for subprocesses: repo importable, isolated cache of converted weights kept shared."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_cli(*args, env=None, cwd=None, timeout=300):
+    import subprocess
+    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd or REPO, timeout=timeout)

@@ -1,0 +1,38 @@
+import torch
+
+from harness.quantize import VectorQuantizer, nearest_code
+
+
+def test_nearest_code_matches_full_distance_matrix_in_small_chunks():
+    g = torch.Generator().manual_seed(0)
+    z, cb = torch.randn(300, 8, generator=g), torch.randn(1000, 8, generator=g)
+    expected = torch.cdist(z, cb).argmin(1)
+    assert torch.equal(nearest_code(z, cb, max_elements=1000 * 7), expected)   # 7 rows per chunk
+    assert torch.equal(nearest_code(z, cb), expected)
+
+
+def test_nearest_code_restricted_to_first_codes():
+    cb = torch.tensor([[0.0], [10.0], [1.0]])
+    z = torch.tensor([[0.9]])
+    assert nearest_code(z, cb).item() == 2
+    assert nearest_code(z, cb, num_codes=2).item() == 0
+
+
+def test_straight_through_and_losses():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(16, 4, beta=0.25)
+    z = torch.randn(3, 5, 4, requires_grad=True)
+    out = vq(z)
+    assert out.indices.shape == (3, 5)
+    torch.testing.assert_close(out.quantized, vq.lookup(out.indices))
+    out.quantized.sum().backward()
+    torch.testing.assert_close(z.grad, torch.ones_like(z))     # identity gradient to the encoder
+    expected_commit = 0.25 * (z.detach() - vq.lookup(out.indices).detach()).pow(2).mean()
+    torch.testing.assert_close(out.losses["commitment"], expected_commit)
+
+
+def test_l2_normalized_lookup_uses_cosine_similarity():
+    vq = VectorQuantizer(8, 3, l2_norm=True)
+    z = torch.randn(10, 3)
+    cos = torch.nn.functional.normalize(z, dim=-1) @ vq.codebook().t()
+    assert torch.equal(vq(z).indices, cos.argmax(1))
