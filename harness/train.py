@@ -218,8 +218,8 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
         if d.is_main:
             usage = _rolling_usage(usage_window, out.indices, model.layout.max_codebook_size)
             if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
-                scalars = {k: float(v) for k, v in logs.items()} | {
-                    "total": float(total), "lr": lr, "rolling_codebook_usage": usage}
+                scalars = {k: float(v.detach()) for k, v in logs.items()} | {
+                    "total": float(total.detach()), "lr": lr, "rolling_codebook_usage": usage}
                 for k, v in scalars.items():
                     writer.add_scalar(f"train/{k}", v, step + 1)
                 bar.set_postfix(loss=f"{scalars['total']:.4f}", usage=f"{usage:.3f}", lr=f"{lr:.2e}")
