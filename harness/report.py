@@ -31,9 +31,10 @@ def wide_table(df: pd.DataFrame) -> pd.DataFrame:
     # keep the latest row when a run recorded the same metric twice
     df = df.drop_duplicates(subset=ROW_KEYS + ["column"], keep="last")
     order = list(dict.fromkeys(df["column"]))
-    wide = df.pivot_table(index=ROW_KEYS, columns="column", values="value", aggfunc="last",
-                          dropna=False, sort=False)
-    wide = wide.reindex(columns=order).reset_index()
+    df[ROW_KEYS] = df[ROW_KEYS].fillna("")
+    rows = list(dict.fromkeys(map(tuple, df[ROW_KEYS].itertuples(index=False))))
+    wide = df.pivot(index=ROW_KEYS, columns="column", values="value")
+    wide = wide.reindex(index=pd.MultiIndex.from_tuples(rows, names=ROW_KEYS), columns=order).reset_index()
     wide.columns.name = None
     return wide.rename(columns={"n_images": "N"})
 

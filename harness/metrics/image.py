@@ -18,8 +18,8 @@ MAX_PSNR_DB = 100.0     # identical images: report 100 dB (MSE clamped to 1e-10)
 
 
 def to_unit_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float -> uint8-rounded values in [0, 1], float64."""
-    return ((x.double().clamp(-1, 1) + 1) * 127.5).round() / 255.0
+    """[-1, 1] float -> uint8-rounded values in [0, 1], float64 (rounding in float32, as images are saved)."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().double() / 255.0
 
 
 def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,49 @@
+"""The CLI front door and the resumable suite runner."""
+import json
+
+from conftest import REPO, run_cli
+from harness.cli import main
+from harness.suites import run_suite
+
+
+def test_list_params_and_settings(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for kind in ("tokenizers", "generators", "metrics", "datasets", "suites"):
+        assert kind in out
+    assert "vq-f16-imagenet" in out and "fashion-mnist" in out and "smoke" in out
+    assert main(["params", "vq-f16-imagenet"]) == 0
+    assert "71,883,403 parameters" in capsys.readouterr().out
+    assert main(["params", "vq-f16-imagenet", "--set", "codebook_size=1024"]) == 0
+    assert "71,760,523" in capsys.readouterr().out            # 15,360 fewer codes of dim 8
+    assert main(["train", "vq-tiny", "--run-dir", "unused", "--help-settings"]) == 0
+    out = capsys.readouterr().out
+    assert "codebook_size = 64" in out and "lr = 0.0001" in out
+
+
+def test_help_explains_every_command():
+    for cmd in ("list", "params", "train", "eval", "run", "report"):
+        r = run_cli(cmd, "--help")
+        assert r.returncode == 0 and "usage: vqbench " + cmd in r.stdout
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "run_all.py", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0 and "--suite" in r.stdout
+
+
+def test_tiny_suite_runs_resumes_and_reports(tmp_path, capsys):
+    table = run_suite("tiny", tmp_path, progress=False)
+    text = table.read_text()
+    assert "vq-tiny" in text and "psnr ↑" in text and "codebook_usage ↑" in text
+    rows = [json.loads(line) for line in open(tmp_path / "results.jsonl")]
+    assert {r["metric"] for r in rows} >= {"psnr", "ssim", "codebook_usage", "unique_ratio"}
+    assert all(r["n_images"] == 64 and r["dataset"] == "procedural" and r["protocol"] for r in rows)
+    stamp = (tmp_path / "results.jsonl").stat().st_mtime_ns
+    run_suite("tiny", tmp_path, progress=False)                    # finished: nothing is redone
+    assert (tmp_path / "results.jsonl").stat().st_mtime_ns == stamp
+    assert len(open(tmp_path / "results.jsonl").readlines()) == len(rows)
+
+    assert main(["report", str(tmp_path / "results.jsonl"), "--out", str(tmp_path / "tables")]) == 0
+    assert (tmp_path / "tables" / "results.tex").exists()
+    assert main(["report", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err

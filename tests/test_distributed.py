@@ -1,0 +1,39 @@
+"""torchrun --nproc_per_node 2 on CPU (gloo): training runs, and evaluation equals one process."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_cli
+
+
+def _torchrun(*args, env, timeout=300):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "harness.cli", *map(str, args)]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _values(path):
+    rows = [json.loads(line) for line in open(path)]
+    return {r["metric"]: r["value"] for r in rows}, rows
+
+
+def test_ddp_suite_and_evaluation_equal_single_process(tmp_path, cli_env):
+    env = cli_env | {"OMP_NUM_THREADS": "1"}
+    r = _torchrun("run", "tiny", "--out", tmp_path / "ddp", "--quiet", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ddp_values, ddp_rows = _values(tmp_path / "ddp" / "results.jsonl")
+    assert {"psnr", "ssim", "codebook_usage", "unique_ratio"} <= set(ddp_values)
+    assert all(json.loads(row["extra"])["world_size"] == 2 for row in ddp_rows)
+    state = json.loads(next((tmp_path / "ddp" / "runs").glob("*/checkpoints/step_*/state.json")).read_text())
+    assert state["world_size"] == 2
+
+    single = tmp_path / "single.jsonl"
+    r = run_cli("eval", tmp_path / "ddp" / "runs" / "vq-tiny", "--results", single, "--n-eval", "64",
+                "--batch-size", "32", "--quiet", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    single_values, _ = _values(single)
+    assert single_values.keys() == ddp_values.keys()
+    for k in ddp_values:
+        assert single_values[k] == pytest.approx(ddp_values[k], rel=1e-6, abs=1e-9), k
