@@ -59,8 +59,8 @@ register_suite(Suite(
                   n_eval=2000),)))
 
 register_suite(Suite(
-    "default", "the main job (python run_all.py): vq-fmnist trained 3,000 steps, full 10k test split",
-    (TokenizerRun("vq-fmnist", "vq-fmnist", FMNIST_TRAIN + ("steps=3000", "disc_start=1500")),)))
+    "default", "the main job (python run_all.py): vq-fmnist trained 2,000 steps, full 10k test split",
+    (TokenizerRun("vq-fmnist", "vq-fmnist", FMNIST_TRAIN + ("steps=2000", "disc_start=1000")),)))
 
 
 def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool = True) -> Path | None:

@@ -199,7 +199,7 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
         if not all_true(bool(torch.isfinite(total)), d):
             where = f"; the last good checkpoint is {last_saved}" if last_saved else "; no checkpoint was written yet"
             raise VQBenchError(f"non-finite training loss at step {step} "
-                               f"({', '.join(f'{k}={float(v):.4g}' for k, v in logs.items())}){where}")
+                               f"({', '.join(f'{k}={float(v.detach()):.4g}' for k, v in logs.items())}){where}")
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         _clip_and_step(opt_g, model, tc.grad_clip, scaler)
