@@ -10,7 +10,8 @@ from .contracts import Tokenizer
 from .plugins import load_plugins
 from .registry import TOKENIZERS
 
-BUILTIN_MODULES = ("harness.data", "harness.metrics.image", "harness.metrics.tokens", "harness.suites")
+BUILTIN_MODULES = ("harness.data", "harness.metrics.image", "harness.metrics.tokens", "harness.suites",
+                   "harness.teachers")
 _loaded = False
 
 

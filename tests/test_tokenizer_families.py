@@ -1,0 +1,79 @@
+"""Family-specific behaviour beyond the shared contract: CVQ nested dropout, FQ factorization."""
+import math
+import sys
+
+import torch
+
+from harness.catalog import build_tokenizer
+
+
+def test_cvq_tokens_are_channels_with_parity_to_vq():
+    _, cvq = build_tokenizer("cvq-fmnist")
+    _, vq = build_tokenizer("vq-fmnist")
+    assert cvq.layout.position_kind == "channel"
+    assert cvq.layout.num_positions == vq.layout.num_positions == 49
+    assert cvq.code_dim == 7 * 7 == cvq.layout.num_positions          # C = H1 * W1
+    _, paper = build_tokenizer("cvq-1024-k16k-imagenet", device="meta")
+    assert paper.layout.num_positions == 1024 and paper.code_dim == 32 * 32
+
+
+def test_cvq_nested_dropout_masks_trailing_channels_and_scales_gan_weight():
+    torch.manual_seed(0)
+    _, model = build_tokenizer("cvq-tiny", {"dropout_p": "1.0"})
+    model.train()
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    seen = set()
+    for _ in range(20):
+        out = model(x)
+        k = int(out.logs["active_channels"])
+        seen.add(k)
+        c = model.layout.num_positions
+        expected = 1 / (1 + math.exp(-(k - c / 2) / (c / 8)))
+        assert abs(out.gan_weight_scale - expected) < 1e-6
+        assert out.indices.shape == (2, c)                             # all channels still tokenized
+    assert len(seen) > 5                                               # k ~ U{1..C}
+
+    model.eval()
+    with torch.no_grad():
+        idx = model.encode(x)
+        full = model.decode(idx)
+        prefix = model.decode_prefix(idx, 3)
+        z = model.quantizer.lookup(idx)
+        z[:, 3:] = 0
+        torch.testing.assert_close(prefix, model._decode_channels(z))
+        assert not torch.allclose(prefix, full)
+
+
+def test_cvq_quantization_loss_covers_only_active_channels():
+    torch.manual_seed(0)
+    _, model = build_tokenizer("cvq-tiny", {"dropout_p": "1.0"})
+    model.train()
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    torch.manual_seed(1)
+    out = model(x)
+    k = int(out.logs["active_channels"])
+    z = model.encoder(x).flatten(2)[:, :k]
+    e = model.quantizer.lookup(model.quantizer(z).indices)
+    torch.testing.assert_close(out.losses["codebook"], (e - z).pow(2).mean())
+
+
+def test_fq_sub_codebooks_are_independent_and_regularized():
+    torch.manual_seed(0)
+    _, model = build_tokenizer("fq-tiny")
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    model.train()
+    out = model(x)
+    assert out.indices.shape == (2, 64, 2)
+    assert {"disentangle", "representation", "codebook_f0", "codebook_f1"} <= set(out.losses)
+    assert 0 <= out.losses["disentangle"] <= 0.1 and 0 <= out.losses["representation"] <= 2 * 0.5
+    assert not any(k.startswith("_teacher") or "teacher." in k for k in model.state_dict())
+    model.eval()
+    with torch.no_grad():
+        idx = model.encode(x)
+        swapped = idx.clone()
+        swapped[..., 0] = (swapped[..., 0] + 1) % 64                 # change only factor 0
+        assert torch.equal(model.encode(x)[..., 1], idx[..., 1])
+        assert not torch.allclose(model.decode(swapped), model.decode(idx))
+    disentangle = sys.modules["vqbench_plugins.tokenizers.fq"].disentangle_loss
+    a, b = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.0, 2.0]]])
+    assert float(disentangle([a, b])) == 0 and abs(float(disentangle([a, 3 * a])) - 1) < 1e-6

@@ -1,0 +1,142 @@
+"""Channel-wise VQ (CVQ): each latent channel's H1 x W1 map is one token.
+
+CVQ/CAR paper (cvq-car-channel-wise-vq.txt, Sec. 3.1, App. B) and the channel-wise masked-generation
+paper (Sec. 3.2). The encoder maps the image to C x H1 x W1; channel c, flattened to an H1*W1 vector,
+is matched to the nearest code by Frobenius (= flattened L2) distance, with the codebook and
+commitment losses and a straight-through estimator. With ``C = H1 * W1`` a CVQ tokenizer has the
+same number of tokens and the same code dimension as the patch-wise VQ of the same grid
+("dimensionality parity", as the papers compare them).
+
+Nested channel dropout (App. B): with probability ``dropout_p`` a training step keeps the first
+k ~ U{1..C} channels and zeroes the rest; the quantization loss then covers only active channels,
+and the adversarial weight is scaled by ``sigmoid((k - C/2) / tau)`` (design.md section 5: the
+paper's sigmoid adaptive GAN weight, whose exact form its text lost; assumed here and documented).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from harness.contracts import TokenLayout, Tokenizer, TokenizerOutput
+from harness.nn import Decoder, Encoder, crop_to
+from harness.quantize import VectorQuantizer
+from harness.registry import TOKENIZERS
+
+
+@dataclass(frozen=True)
+class CVQConfig:
+    resolution: int = 256
+    in_channels: int = 3
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    num_tokens: int = 256          # latent channels C = tokens per image
+    norm_groups: int = 32
+    attention: bool = True
+    codebook_size: int = 16384
+    beta: float = 0.25
+    dropout_p: float = 0.0         # probability of a nested-channel-dropout step (paper: 0, 0.25, 0.5)
+    gan_tau: float = 0.0           # sigmoid smoothness of the per-k GAN weight; 0 -> C / 8
+
+    def build(self) -> "CVQTokenizer":
+        return CVQTokenizer(self)
+
+
+class CVQTokenizer(Tokenizer):
+    family = "cvq"
+
+    def __init__(self, cfg: CVQConfig):
+        super().__init__()
+        self.cfg = cfg
+        common = dict(ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=cfg.num_res_blocks,
+                      z_channels=cfg.num_tokens, groups=cfg.norm_groups, attention=cfg.attention)
+        self.encoder = Encoder(cfg.in_channels, **common)
+        self.decoder = Decoder(cfg.in_channels, **common)
+        side = cfg.resolution
+        for _ in range(len(cfg.ch_mult) - 1):
+            side = math.ceil(side / 2)
+        self.grid = (side, side)
+        self.code_dim = side * side
+        self.quantizer = VectorQuantizer(cfg.codebook_size, self.code_dim, cfg.beta)
+        self.layout = TokenLayout.constant(cfg.num_tokens, cfg.codebook_size, position_kind="channel")
+
+    def _decode_channels(self, z_q: torch.Tensor) -> torch.Tensor:
+        """z_q: N x C x (H1*W1) -> image."""
+        out = self.decoder(z_q.view(z_q.shape[0], -1, *self.grid))
+        return crop_to(out, (self.cfg.resolution, self.cfg.resolution))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quantizer(self.encoder(x).flatten(2)).indices
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        return self._decode_channels(self.quantizer.lookup(indices))
+
+    def decode_prefix(self, indices: torch.Tensor, k: int) -> torch.Tensor:
+        """Decode from the first k channel tokens only (the rest zeroed), as nested dropout trains."""
+        z_q = self.quantizer.lookup(indices)
+        z_q[:, k:] = 0
+        return self._decode_channels(z_q)
+
+    def forward(self, x: torch.Tensor) -> TokenizerOutput:
+        z = self.encoder(x).flatten(2)                           # N x C x (H1*W1)
+        c = z.shape[1]
+        k = c
+        if self.training and self.cfg.dropout_p > 0 and torch.rand(()) < self.cfg.dropout_p:
+            k = int(torch.randint(1, c + 1, ()))
+        q = self.quantizer(z[:, :k])                              # losses over active channels only
+        z_q = F.pad(q.quantized, (0, 0, 0, c - k)) if k < c else q.quantized
+        indices = self.quantizer(z).indices if k < c else q.indices
+        tau = self.cfg.gan_tau or c / 8
+        scale = float(torch.sigmoid(torch.tensor((k - c / 2) / tau))) if self.cfg.dropout_p > 0 else 1.0
+        return TokenizerOutput(self._decode_channels(z_q), indices, q.losses,
+                               logs={"active_channels": float(k)}, gan_weight_scale=scale)
+
+    def code_embeddings(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.quantizer.lookup(indices)
+
+    def last_layer_weight(self) -> torch.Tensor:
+        return self.decoder.conv_out.weight
+
+
+@TOKENIZERS.register("cvq-tiny", family="cvq", scale="tiny",
+                     description="64 channel tokens of 8x8 on 16x16 gray, K=64, dropout 0.5 (tests)")
+def cvq_tiny() -> CVQConfig:
+    return CVQConfig(resolution=16, in_channels=1, ch=16, ch_mult=(1, 2), num_res_blocks=1,
+                     num_tokens=64, norm_groups=8, attention=False, codebook_size=64, dropout_p=0.5)
+
+
+def _cvq_fmnist(dropout_p: float) -> CVQConfig:
+    # parity with vq-fmnist: 49 tokens, codes of dim 7*7 = 49, K = 1024
+    return CVQConfig(resolution=28, in_channels=1, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+                     num_tokens=49, norm_groups=16, attention=False, codebook_size=1024,
+                     dropout_p=dropout_p)
+
+
+@TOKENIZERS.register("cvq-fmnist", family="cvq", scale="small",
+                     description="49 channel tokens of 7x7 on 28x28 Fashion-MNIST, K=1024, no dropout")
+def cvq_fmnist() -> CVQConfig:
+    return _cvq_fmnist(0.0)
+
+
+@TOKENIZERS.register("cvq-fmnist-drop25", family="cvq", scale="small",
+                     description="cvq-fmnist with nested channel dropout p=0.25")
+def cvq_fmnist_drop25() -> CVQConfig:
+    return _cvq_fmnist(0.25)
+
+
+def _register_paper_presets():
+    # 256 tokens: f16 latent (16x16 = 256-dim codes, 256 channels); 1024 tokens: f8 (32x32, 1024 channels)
+    for tokens, ch_mult in ((256, (1, 1, 2, 2, 4)), (1024, (1, 2, 2, 4))):
+        for k in (1024, 4096, 16384, 65536):
+            name = f"cvq-{tokens}-k{k // 1024}k-imagenet"
+
+            def preset(tokens=tokens, ch_mult=ch_mult, k=k) -> CVQConfig:
+                return CVQConfig(ch_mult=ch_mult, num_tokens=tokens, codebook_size=k, dropout_p=0.25)
+            TOKENIZERS.add(name, preset, family="cvq", scale="paper",
+                           description=f"CVQ at 256x256: {tokens} channel tokens, K={k}, nested dropout 0.25")
+
+
+_register_paper_presets()
