@@ -67,6 +67,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<suite>)")
     _add_device(p)
 
+    p = sub.add_parser("analyze", help="token-sequence analyses (VCQ schedules, entropy-cliff bounds)",
+                       description="Information-capacity analyses of the VCQ paper.")
+    asub = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    a = asub.add_parser("schedule", help="K_t table, average K, bits per pixel and t* of a VCQ schedule",
+                        description="Print a VCQ codebook-size schedule and its statistics.")
+    a.add_argument("--schedule", default="cosine", choices=("constant", "linear", "cosine", "power"))
+    a.add_argument("--k-min", type=int, default=2)
+    a.add_argument("--k-max", type=int, default=16384)
+    a.add_argument("--length", type=int, default=256, help="sequence length T")
+    a.add_argument("--power", type=float, default=2.5, help="exponent of the power schedule")
+    a.add_argument("--image-size", type=int, default=256, help="for bits per pixel")
+    a.add_argument("--dataset-size", type=int, default=None, help="N, for the capacity-bound t*")
+    a.add_argument("--out", type=Path, default=None, help="write the K_t curve as CSV (t,K_t,cumulative_bits)")
+    a = asub.add_parser("cliff", help="the entropy-cliff bound t* = ceil(log2 N / log2 K) for a constant codebook",
+                        description="Where a constant codebook exhausts a dataset's information, and how much "
+                                    "data each further position would need.")
+    a.add_argument("--dataset-size", type=int, required=True, help="N training samples")
+    a.add_argument("--codebook-size", type=int, required=True, help="K")
+    a.add_argument("--positions", type=int, default=4, help="how many positions past t* to tabulate")
+
     p = sub.add_parser("report", help="render wide tables (Markdown, CSV, LaTeX) from results stores",
                        description="Pivot one or more long results stores into comparison tables.")
     p.add_argument("results", nargs="+", type=Path, help="results .jsonl files")
@@ -162,7 +182,48 @@ def cmd_report(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "params": cmd_params, "train": cmd_train, "eval": cmd_eval,
+def cmd_analyze(args) -> int:
+    import math
+    from .schedules import codebook_schedule, constant_cliff, schedule_stats
+    if args.analysis == "cliff":
+        if args.dataset_size < 2 or args.codebook_size < 2:
+            raise VQBenchError("--dataset-size and --codebook-size must be at least 2")
+        t = constant_cliff(args.dataset_size, args.codebook_size)
+        print(f"N = {args.dataset_size:,}, K = {args.codebook_size:,}: log2 N = {math.log2(args.dataset_size):.2f} bits, "
+              f"log2 K = {math.log2(args.codebook_size):.2f} bits per position")
+        print(f"t* = ceil(log2 N / log2 K) = {t}: the first {t} positions can already use up all log2 N bits "
+              f"(the entropy cliff); later positions are left (near-)deterministic")
+        for p in range(t + 1, t + 1 + args.positions):
+            # position p can still carry data entropy only if log2 N > (p - 1) log2 K
+            print(f"  for position {p} to stay informative: N > K^{p - 1} = {float(args.codebook_size) ** (p - 1):.3g} samples")
+        return 0
+    try:
+        sizes = codebook_schedule(args.schedule, args.k_min, args.k_max, args.length, args.power)
+    except ValueError as e:
+        raise VQBenchError(f"analyze schedule: {e}") from None
+    stats = schedule_stats(sizes, args.image_size, args.dataset_size)
+    print(f"{args.schedule} schedule, K from {args.k_min} to {args.k_max}, T = {args.length}")
+    shown = sorted(set([0, 1, 2, 3, 4, 5, 7, 15, 31, 63, 127, args.length // 2, args.length - 1]) & set(range(args.length)))
+    print("  t: " + " ".join(f"{t:>6}" for t in shown))
+    print("K_t: " + " ".join(f"{sizes[t]:>6}" for t in shown))
+    print(f"average K = {stats.average_codebook_size:,.1f}; bits per image = {stats.bits_per_image:,.1f}; "
+          f"bits per pixel = {stats.bits_per_pixel:.5f} at {args.image_size}x{args.image_size}")
+    if stats.capacity_cliff is not None or args.dataset_size:
+        where = stats.capacity_cliff if stats.capacity_cliff is not None else f"> {args.length}"
+        print(f"capacity-bound t* for N = {args.dataset_size:,}: {where}")
+    if args.out:
+        from .checkpoint import atomic_write_text
+        rows, bits = ["t,K_t,cumulative_bits"], 0.0
+        for t, k in enumerate(sizes):
+            bits += math.log2(k)
+            rows.append(f"{t},{k},{bits:.6f}")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, "\n".join(rows) + "\n")
+        print(f"K_t curve written to {args.out}")
+    return 0
+
+
+COMMANDS = {"analyze": cmd_analyze, "list": cmd_list, "params": cmd_params, "train": cmd_train, "eval": cmd_eval,
             "run": cmd_run, "report": cmd_report}
 
 if __name__ == "__main__":

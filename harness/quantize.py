@@ -16,18 +16,27 @@ DEFAULT_MAX_ELEMENTS = 1 << 24   # 64 MiB of fp32 distances per chunk
 
 
 @torch.no_grad()
-def nearest_code(z: torch.Tensor, codebook: torch.Tensor, num_codes: int | None = None,
+def nearest_code(z: torch.Tensor, codebook: torch.Tensor, num_codes: int | torch.Tensor | None = None,
                  max_elements: int = DEFAULT_MAX_ELEMENTS) -> torch.Tensor:
-    """Index of the nearest (squared L2) row of ``codebook[:num_codes]`` for each row of ``z`` (M x D)."""
-    codebook = codebook[:num_codes] if num_codes is not None else codebook
+    """Index of the nearest (squared L2) row of ``codebook`` for each row of ``z`` (M x D).
+
+    ``num_codes`` restricts the search to the first entries: an int for all rows, or a length-M
+    tensor of per-row limits (VCQ's shared codebook, where position t sees only the first K_t codes).
+    """
+    per_row = torch.is_tensor(num_codes)
+    if num_codes is not None and not per_row:
+        codebook = codebook[:num_codes]
     z, codebook = z.float(), codebook.float()
     c_sq = codebook.pow(2).sum(1)
+    code_ids = torch.arange(codebook.shape[0], device=z.device)
     rows = max(1, max_elements // codebook.shape[0])
     out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
     for start in range(0, z.shape[0], rows):
         chunk = z[start:start + rows]
         # ||z||^2 is constant per row and does not change the argmin
         dist = torch.addmm(c_sq, chunk, codebook.t(), beta=1.0, alpha=-2.0)
+        if per_row:
+            dist.masked_fill_(code_ids[None] >= num_codes[start:start + rows, None], float("inf"))
         out[start:start + rows] = dist.argmin(1)
     return out
 
@@ -62,12 +71,13 @@ class VectorQuantizer(nn.Module):
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         return F.embedding(indices, self.codebook())
 
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        """``z``: ... x D (code dimension last)."""
+    def forward(self, z: torch.Tensor, num_codes: torch.Tensor | None = None) -> QuantizerOutput:
+        """``z``: ... x D (code dimension last); ``num_codes``: optional per-vector limits, shape z.shape[:-1]."""
         if self.l2_norm:
             z = F.normalize(z, dim=-1)
         flat = z.reshape(-1, self.dim)
-        indices = nearest_code(flat, self.codebook()).view(z.shape[:-1])
+        limits = num_codes.reshape(-1) if num_codes is not None else None
+        indices = nearest_code(flat, self.codebook(), limits).view(z.shape[:-1])
         z_q = self.lookup(indices)
         losses = {"codebook": F.mse_loss(z_q, z.detach()),
                   "commitment": self.beta * F.mse_loss(z, z_q.detach())}

@@ -36,3 +36,12 @@ def test_l2_normalized_lookup_uses_cosine_similarity():
     z = torch.randn(10, 3)
     cos = torch.nn.functional.normalize(z, dim=-1) @ vq.codebook().t()
     assert torch.equal(vq(z).indices, cos.argmax(1))
+
+
+def test_per_row_code_limits_match_separate_searches():
+    g = torch.Generator().manual_seed(1)
+    z, cb = torch.randn(50, 4, generator=g), torch.randn(300, 4, generator=g)
+    limits = torch.randint(1, 301, (50,), generator=g)
+    got = nearest_code(z, cb, limits, max_elements=300 * 8)
+    expected = torch.stack([nearest_code(z[i:i + 1], cb, int(limits[i]))[0] for i in range(50)])
+    assert torch.equal(got, expected) and bool((got < limits).all())

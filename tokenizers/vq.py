@@ -104,7 +104,7 @@ def vq_fmnist() -> VQConfig:
                     z_channels=64, norm_groups=16, attention=False, codebook_size=1024)
 
 
-@TOKENIZERS.register("vq-f16-imagenet", family="vq", scale="paper",
+@TOKENIZERS.register("vq-f16-imagenet", family="vq", scale="paper", paper_params=72e6,
                      description="LlamaGen VQ-16: 16x16 tokens at 256x256, K=16384, dim 8 (72M)")
 def vq_f16_imagenet() -> VQConfig:
     return VQConfig()

@@ -1,0 +1,56 @@
+"""VCQ: schedules, the capacity bounds, and per-position codebook limits in the tokenizer."""
+import math
+
+import pytest
+import torch
+
+from conftest import run_cli
+from harness.catalog import build_tokenizer
+from harness.schedules import capacity_cliff, codebook_schedule, constant_cliff, schedule_stats
+
+
+def test_schedules_follow_the_formula_and_the_paper():
+    cos = codebook_schedule("cosine", 2, 16384, 256)
+    assert cos[0] == 2 and cos[-1] == 16384 and list(cos) == sorted(cos)
+    t = 100
+    assert cos[t] == round(2 + 16382 * (1 - math.cos(math.pi * (t / 255) / 2)))
+    lin = codebook_schedule("linear", 2, 16384, 256)
+    # the paper: Constant K=8192 and VCQ-Linear have nearly identical average K (8192 vs 8193)
+    assert schedule_stats(lin, 256).average_codebook_size == pytest.approx(8193, abs=0.5)
+    assert codebook_schedule("constant", 2, 16384, 4) == (16384,) * 4
+    assert codebook_schedule("power", 2, 100, 3, power=2.0) == (2, round(2 + 98 * 0.25), 100)
+    with pytest.raises(ValueError):
+        codebook_schedule("exp", 2, 4, 3)
+
+
+def test_capacity_bounds():
+    # ImageNet, K = 16384: the paper's entropy cliff at t* = 2
+    assert constant_cliff(1_281_167, 16384) == 2
+    assert capacity_cliff((16384,) * 256, 1_281_167) == 2
+    assert capacity_cliff((2, 2, 2, 2), 16) == 4 and capacity_cliff((2, 2), 16) is None
+    stats = schedule_stats((16,) * 4, image_size=4, dataset_size=256)
+    assert stats.bits_per_image == 16 and stats.bits_per_pixel == 1 and stats.capacity_cliff == 2
+
+
+def test_vcq_indices_respect_per_position_codebook_sizes():
+    torch.manual_seed(0)
+    _, model = build_tokenizer("vcq-tiny", {"k_min": "2", "k_max": "64"})
+    sizes = torch.tensor(model.layout.codebook_sizes)
+    assert sizes[0] == 2 and sizes[-1] == 64 and len(set(sizes.tolist())) > 3
+    model.eval()
+    idx = model.encode(torch.rand(32, 1, 16, 16) * 2 - 1)
+    assert bool((idx < sizes).all())
+    # the shared codebook: position t's choice is the nearest among exactly the first K_t codes
+    assert idx[:, 0].max() <= 1
+
+
+def test_analyze_schedule_cli(tmp_path):
+    out = tmp_path / "kt.csv"
+    r = run_cli("analyze", "schedule", "--schedule", "cosine", "--k-min", "2", "--k-max", "16384",
+                "--length", "256", "--image-size", "256", "--dataset-size", "1281167", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "capacity-bound t* for N = 1,281,167: 9" in r.stdout
+    lines = out.read_text().splitlines()
+    assert lines[0] == "t,K_t,cumulative_bits" and len(lines) == 257 and lines[-1].startswith("255,16384,")
+    bad = run_cli("analyze", "schedule", "--k-min", "10", "--k-max", "4")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: analyze schedule")
