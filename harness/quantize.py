@@ -56,9 +56,11 @@ class VectorQuantizer(nn.Module):
     (van den Oord et al. 2017; beta = 0.25 in VQGAN/LlamaGen).
     """
 
-    def __init__(self, codebook_size: int, dim: int, beta: float = 0.25, l2_norm: bool = False):
+    def __init__(self, codebook_size: int, dim: int, beta: float = 0.25, l2_norm: bool = False,
+                 rotation_trick: bool = False):
         super().__init__()
         self.codebook_size, self.dim, self.beta, self.l2_norm = codebook_size, dim, beta, l2_norm
+        self.rotation_trick = rotation_trick
         self.embedding = nn.Embedding(codebook_size, dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
         if l2_norm:
@@ -81,6 +83,23 @@ class VectorQuantizer(nn.Module):
         z_q = self.lookup(indices)
         losses = {"codebook": F.mse_loss(z_q, z.detach()),
                   "commitment": self.beta * F.mse_loss(z, z_q.detach())}
-        # without a graph the straight-through sum would only add rounding error to z_q
-        quantized = z + (z_q - z).detach() if z.requires_grad else z_q
+        if not z.requires_grad:     # no graph: the estimators below would only add rounding error
+            quantized = z_q
+        elif self.rotation_trick:
+            quantized = rotate_to(z, z_q.detach())
+        else:
+            quantized = z + (z_q - z).detach()
         return QuantizerOutput(quantized, indices, losses)
+
+
+def rotate_to(z: torch.Tensor, e: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """The rotation trick (Fifty et al., 2024): the value is e, the gradient to z passes through the
+    rotation R and scale ||e|| / ||z|| that map z onto e, both treated as constants.
+
+    R = I - 2 r r^T + 2 q u^T with u = z/||z||, q = e/||e||, r = (u + q)/||u + q||.
+    """
+    z_norm, e_norm = z.norm(dim=-1, keepdim=True), e.norm(dim=-1, keepdim=True)
+    u, q = (z / (z_norm + eps)).detach(), e / (e_norm + eps)
+    r = F.normalize(u + q, dim=-1, eps=eps)
+    rz = z - 2 * r * (r * z).sum(-1, keepdim=True) + 2 * q * (u * z).sum(-1, keepdim=True)
+    return (e_norm / (z_norm + eps)).detach() * rz

@@ -45,3 +45,18 @@ def test_per_row_code_limits_match_separate_searches():
     got = nearest_code(z, cb, limits, max_elements=300 * 8)
     expected = torch.stack([nearest_code(z[i:i + 1], cb, int(limits[i]))[0] for i in range(50)])
     assert torch.equal(got, expected) and bool((got < limits).all())
+
+
+def test_rotation_trick_value_is_the_code_and_gradient_is_rotated():
+    from harness.quantize import rotate_to
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(5, 3, generator=g, requires_grad=True)
+    e = torch.randn(5, 3, generator=g)
+    out = rotate_to(z, e)
+    torch.testing.assert_close(out, e, atol=1e-5, rtol=1e-5)
+    w = torch.randn(5, 3, generator=g)
+    (out * w).sum().backward()
+    # the gradient is R^T w scaled by ||e||/||z||: same norm ratio, and not the straight-through w
+    ratio = e.norm(dim=-1) / z.detach().norm(dim=-1)
+    torch.testing.assert_close(z.grad.norm(dim=-1), ratio * w.norm(dim=-1), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(z.grad, w)

@@ -1,0 +1,85 @@
+"""The CNN tokenizer skeleton shared by patch-wise quantizers (VQ and the FSQ/LFQ/SimVQ/RVQ baselines).
+
+Encoder -> 1x1 projection to the lookup dimension -> quantizer over each grid cell -> 1x1 projection
+back -> decoder (harness.nn). A quantizer here is any module with
+``forward(z: N x h x w x D) -> QuantizerOutput`` (indices N x h x w, or N x h x w x k for k codes
+per cell) and ``lookup(indices) -> N x h x w x D``; subclasses provide it with ``make_quantizer``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .contracts import TokenLayout, Tokenizer, TokenizerOutput
+from .nn import Decoder, Encoder, crop_to
+
+
+@dataclass(frozen=True)
+class ConvBackbone:
+    """Fields every conv-tokenizer config has (configs subclass this and add their quantizer's)."""
+    resolution: int = 256
+    in_channels: int = 3
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    z_channels: int = 256
+    norm_groups: int = 32
+    attention: bool = True
+    codebook_dim: int = 8
+
+
+class ConvTokenizer(Tokenizer):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        common = dict(ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=cfg.num_res_blocks,
+                      z_channels=cfg.z_channels, groups=cfg.norm_groups, attention=cfg.attention)
+        self.encoder = Encoder(cfg.in_channels, **common)
+        self.decoder = Decoder(cfg.in_channels, **common)
+        self.quant_proj = nn.Conv2d(cfg.z_channels, cfg.codebook_dim, 1)
+        self.post_quant_proj = nn.Conv2d(cfg.codebook_dim, cfg.z_channels, 1)
+        self.quantizer = self.make_quantizer(cfg)
+        side = cfg.resolution
+        for _ in range(len(cfg.ch_mult) - 1):
+            side = math.ceil(side / 2)          # stride-2 convs with padding 1 round up
+        self.grid = (side, side)
+        self.layout = TokenLayout.constant(side * side, self.quantizer.codebook_size,
+                                           num_factors=getattr(self.quantizer, "num_factors", 1),
+                                           position_kind="spatial", grid=self.grid)
+
+    def make_quantizer(self, cfg) -> nn.Module:
+        raise NotImplementedError
+
+    def _decode_grid(self, z_q: torch.Tensor) -> torch.Tensor:
+        """z_q: N x h x w x D -> image."""
+        out = self.decoder(self.post_quant_proj(z_q.permute(0, 3, 1, 2)))
+        return crop_to(out, (self.cfg.resolution, self.cfg.resolution))
+
+    def _quantize(self, x: torch.Tensor):
+        return self.quantizer(self.quant_proj(self.encoder(x)).permute(0, 2, 3, 1))
+
+    def _flat(self, indices: torch.Tensor) -> torch.Tensor:
+        return indices.flatten(1, 2)              # N x h x w [x k] -> N x T [x k]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self._flat(self._quantize(x).indices)
+
+    def _lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """N x T [x k] indices -> N x h x w x D quantized features."""
+        return self.quantizer.lookup(indices.view(indices.shape[0], *self.grid, *indices.shape[2:]))
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        return self._decode_grid(self._lookup(indices))
+
+    def forward(self, x: torch.Tensor) -> TokenizerOutput:
+        q = self._quantize(x)
+        return TokenizerOutput(self._decode_grid(q.quantized), self._flat(q.indices), q.losses)
+
+    def code_embeddings(self, indices: torch.Tensor) -> torch.Tensor:
+        return self._lookup(indices).flatten(1, 2)
+
+    def last_layer_weight(self) -> torch.Tensor:
+        return self.decoder.conv_out.weight
