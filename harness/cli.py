@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List registry entries with their descriptions.")
     p.add_argument("kind", nargs="?", choices=LIST_KINDS, help="which registry (default: all)")
 
-    p = sub.add_parser("params", help="parameter count of a preset (built on the meta device)",
-                       description="Build PRESET without allocating weights and print its parameter count.")
+    p = sub.add_parser("params", help="parameter count of a preset (paper presets on the meta device)",
+                       description="Build PRESET (paper-scale presets without allocating weights) and print "
+                                   "its parameter count.")
     p.add_argument("preset", help="a tokenizer preset, e.g. vq-f16-imagenet")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset field, e.g. --set codebook_size=4096 (repeatable)")
@@ -122,10 +123,14 @@ def cmd_list(args) -> int:
 
 
 def cmd_params(args) -> int:
-    from .catalog import build_tokenizer, parameter_count
+    from .catalog import build_tokenizer, load_all, parameter_count
     from .config import split_override
+    from .registry import TOKENIZERS
     overrides = dict(split_override(o) for o in args.overrides)
-    _, model = build_tokenizer(args.preset, overrides, device="meta")
+    load_all()
+    # paper presets on the meta device (no memory); small ones for real (some libraries read values at init)
+    device = "meta" if TOKENIZERS.entry(args.preset).meta.get("scale") == "paper" else "cpu"
+    _, model = build_tokenizer(args.preset, overrides, device=device)
     n = parameter_count(model)
     print(f"{args.preset}: {n:,} parameters ({n / 1e6:.1f}M)")
     return 0

@@ -27,7 +27,7 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, num_codes: int | torch
     if num_codes is not None and not per_row:
         codebook = codebook[:num_codes]
     z, codebook = z.float(), codebook.float()
-    c_sq = codebook.pow(2).sum(1)
+    c_sq = torch.linalg.vector_norm(codebook, dim=1).square()   # no K x D temporary
     code_ids = torch.arange(codebook.shape[0], device=z.device)
     rows = max(1, max_elements // codebook.shape[0])
     out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)

@@ -58,9 +58,15 @@ register_suite(Suite(
     (TokenizerRun("vq-fmnist", "vq-fmnist", FMNIST_TRAIN + ("steps=300", "disc_start=200"),
                   n_eval=2000),)))
 
+# The default suite: every tokenizer family at matched token budgets (49 tokens per 28x28 image,
+# codebooks of ~1024), the same recipe and step count, evaluated on the same 5,000 test images.
+DEFAULT_TOKENIZERS = ("vq-fmnist", "cvq-fmnist", "cvq-fmnist-drop25", "fq-dual-fmnist", "vcq-constant-fmnist",
+                      "vcq-cosine-fmnist", "fsq-fmnist", "lfq-fmnist", "simvq-fmnist", "rvq-fmnist")
 register_suite(Suite(
-    "default", "the main job (python run_all.py): vq-fmnist trained 2,000 steps, full 10k test split",
-    (TokenizerRun("vq-fmnist", "vq-fmnist", FMNIST_TRAIN + ("steps=2000", "disc_start=1000")),)))
+    "default", "the main job (python run_all.py): VQ, CVQ (p=0, 0.25), FQ-Dual, VCQ (constant, cosine) and the "
+               "FSQ/LFQ/SimVQ/RVQ baselines, 400 steps each on Fashion-MNIST, 5,000 test images",
+    tuple(TokenizerRun(p, p, FMNIST_TRAIN + ("steps=400", "disc_start=200"), n_eval=5000)
+          for p in DEFAULT_TOKENIZERS)))
 
 
 def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool = True) -> Path | None:

@@ -60,3 +60,16 @@ def test_rotation_trick_value_is_the_code_and_gradient_is_rotated():
     ratio = e.norm(dim=-1) / z.detach().norm(dim=-1)
     torch.testing.assert_close(z.grad.norm(dim=-1), ratio * w.norm(dim=-1), atol=1e-4, rtol=1e-4)
     assert not torch.allclose(z.grad, w)
+
+
+def test_lookup_never_materializes_more_than_the_chunk(monkeypatch):
+    real, sizes = torch.addmm, []
+
+    def recording_addmm(*args, **kwargs):
+        out = real(*args, **kwargs)
+        sizes.append(out.numel())
+        return out
+    monkeypatch.setattr(torch, "addmm", recording_addmm)
+    z, cb = torch.randn(1000, 8), torch.randn(4096, 8)
+    nearest_code(z, cb, max_elements=4096 * 16)
+    assert sizes and max(sizes) <= 4096 * 16 and sum(sizes) == 1000 * 4096
