@@ -49,3 +49,73 @@ def adaptive_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: 
     rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     gan_grad = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
     return (rec_grad.norm() / (gan_grad.norm() + 1e-4)).clamp(0.0, max_weight).detach()
+
+
+class _DiscBlock(nn.Module):
+    """StyleGAN2 residual discriminator block: two 3x3 convs, 2x downsampling, 1/sqrt(2) merge."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cin, 3, padding=1)
+        self.conv2 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x):
+        h = F.leaky_relu(self.conv1(x), 0.2)
+        h = F.avg_pool2d(F.leaky_relu(self.conv2(h), 0.2), 2)
+        return (h + F.avg_pool2d(self.skip(x), 2)) / 2 ** 0.5
+
+
+class StyleGANDiscriminator(nn.Module):
+    """StyleGAN2-style residual discriminator (Karras et al. 2020) as ViT-VQGAN / MaskGIT tokenizers
+    use it: residual downsampling blocks to 4x4, minibatch standard deviation, conv, two linear layers.
+    Average pooling stands in for StyleGAN2's FIR blur downsampling."""
+
+    def __init__(self, in_channels: int = 3, resolution: int = 256, channels: int = 64, max_channels: int = 512):
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, channels, 1)
+        blocks, c, side = [], channels, resolution
+        while side > 4:
+            cout = min(c * 2, max_channels)
+            blocks.append(_DiscBlock(c, cout))
+            c, side = cout, side // 2
+        self.blocks = nn.Sequential(*blocks)
+        self.conv = nn.Conv2d(c + 1, c, 3, padding=1)
+        self.fc = nn.Linear(c * side * side, c)
+        self.out = nn.Linear(c, 1)
+
+    def forward(self, x):
+        h = self.blocks(F.leaky_relu(self.stem(x), 0.2))
+        std = h.float().std(dim=0, unbiased=False).mean().to(h.dtype)     # minibatch stddev feature
+        h = torch.cat([h, std.expand(h.shape[0], 1, *h.shape[2:])], dim=1)
+        h = F.leaky_relu(self.conv(h), 0.2)
+        return self.out(F.leaky_relu(self.fc(h.flatten(1)), 0.2))
+
+
+def build_discriminator(arch: str, in_channels: int, resolution: int, channels: int, layers: int) -> nn.Module:
+    if arch == "stylegan":
+        return StyleGANDiscriminator(in_channels, resolution, channels)
+    return PatchGAN(in_channels, channels, layers)
+
+
+class LeCam(nn.Module):
+    """LeCam regularization (Tseng et al., CVPR 2021): keeps D(real) and D(fake) near EMAs of each
+    other, R = E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2]. The EMAs are buffers, so
+    they are checkpointed with the discriminator and a resumed run continues them exactly."""
+
+    def __init__(self, decay: float = 0.999):
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("ema_real", torch.zeros(()))
+        self.register_buffer("ema_fake", torch.zeros(()))
+
+    def forward(self, logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            means = torch.stack([logits_real.detach().mean(), logits_fake.detach().mean()]).float()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(means)          # one EMA on every rank
+                means /= torch.distributed.get_world_size()
+            self.ema_real.lerp_(means[0], 1 - self.decay)
+            self.ema_fake.lerp_(means[1], 1 - self.decay)
+        return (F.relu(logits_real - self.ema_fake).pow(2).mean()
+                + F.relu(self.ema_real - logits_fake).pow(2).mean())

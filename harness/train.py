@@ -27,7 +27,8 @@ from .config import apply_overrides, config_hash, split_overrides, to_dict
 from .data import open_dataset
 from .distributed import Dist, all_true, setup
 from .errors import VQBenchError
-from .gan import PatchGAN, adaptive_weight, discriminator_loss, generator_loss
+from .registry import TOKENIZERS
+from .gan import LeCam, adaptive_weight, build_discriminator, discriminator_loss, generator_loss
 
 ROLLING_USAGE_TOKENS = 65536   # LlamaGen's training-time usage window
 
@@ -51,8 +52,11 @@ class TrainConfig:
     disc_weight: float = 0.5             # 0 disables the GAN (no discriminator is built)
     disc_start: int = 0                  # GAN warm-up: steps trained without the adversarial loss
     disc_loss: Literal["hinge", "non-saturating"] = "hinge"
-    disc_layers: int = 3
+    disc_arch: Literal["patchgan", "stylegan"] = "patchgan"
+    disc_layers: int = 3                 # PatchGAN depth
     disc_channels: int = 64
+    lecam_weight: float = 0.0            # LeCam regularization of the discriminator; 0 disables
+    lecam_decay: float = 0.999
     adaptive_disc_weight: bool = True
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     ckpt_every: int = 500
@@ -116,7 +120,9 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
                     device: str = "auto", progress: bool = True) -> Path:
     """Train ``preset`` into ``run_dir``; returns the final checkpoint folder."""
     d = setup(device)
-    model_over, train_over = split_overrides(list(overrides), tokenizer_config(preset), TrainConfig())
+    # a preset may carry its paper's training recipe; the user's --set values come after and win
+    overrides = list(TOKENIZERS.entry(preset).meta.get("train_defaults", ())) + list(overrides)
+    model_over, train_over = split_overrides(overrides, tokenizer_config(preset), TrainConfig())
     tc = apply_overrides(TrainConfig(), train_over)
     torch.manual_seed(tc.seed)             # the initial weights are a function of the seed
     model_cfg, model = build_tokenizer(preset, model_over)
@@ -130,8 +136,9 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
 
     cfg = model.cfg
     ds = open_dataset(dataset, "train", resolution=cfg.resolution, channels=cfg.in_channels, n=n_train)
-    disc = (PatchGAN(cfg.in_channels, tc.disc_channels, tc.disc_layers)
+    disc = (build_discriminator(tc.disc_arch, cfg.in_channels, cfg.resolution, tc.disc_channels, tc.disc_layers)
             if tc.disc_weight > 0 else None)
+    lecam = LeCam(tc.lecam_decay).to(d.device) if disc is not None and tc.lecam_weight > 0 else None
     perceptual = None
     if tc.perceptual_weight > 0:
         from .lpips import load_lpips
@@ -147,7 +154,7 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
     ema = EMA(model, tc.ema_decay) if tc.ema_decay > 0 else None
     start = 0
     if previous is not None:
-        start = _restore(previous, expected_hash, model, disc, ema, opt_g, opt_d)
+        start = _restore(previous, expected_hash, model, disc, lecam, ema, opt_g, opt_d)
         if start >= tc.steps:
             return previous
 
@@ -210,8 +217,12 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
                 logits = disc_ddp(torch.cat([x, recon.detach()]))
                 real, fake = logits.float().chunk(2)
                 logs["gan_d"] = discriminator_loss(tc.disc_loss, real, fake)
+                d_total = logs["gan_d"]
+                if lecam is not None:
+                    logs["lecam"] = lecam(real, fake)
+                    d_total = d_total + tc.lecam_weight * logs["lecam"]
             opt_d.zero_grad(set_to_none=True)
-            scaler.scale(logs["gan_d"]).backward()
+            scaler.scale(d_total).backward()
             _clip_and_step(opt_d, disc, tc.grad_clip, scaler)
         scaler.update()
 
@@ -227,7 +238,7 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
         if (step + 1) % tc.ckpt_every == 0 or step + 1 == tc.steps:
             state = {**state_base, "step": step + 1, "done": step + 1 == tc.steps,
                      "rng": ckpt.rng_state(), "train_seconds": time.time() - t0}
-            last_saved = _save(ckpt_root, step + 1, state, model, disc, ema, opt_g, opt_d, d)
+            last_saved = _save(ckpt_root, step + 1, state, model, disc, lecam, ema, opt_g, opt_d, d)
     bar.close()
     if writer is not None:
         writer.close()
@@ -251,12 +262,14 @@ def _rolling_usage(window: deque, indices: torch.Tensor, codebook_size: int) -> 
     return recent.unique().numel() / codebook_size
 
 
-def _save(root, step, state, model, disc, ema, opt_g, opt_d, d: Dist):
+def _save(root, step, state, model, disc, lecam, ema, opt_g, opt_d, d: Dist):
     if not d.is_main:
         return root / f"step_{step:08d}"
     weights = {f"model.{k}": v for k, v in model.state_dict().items()}
     if disc is not None:
         weights |= {f"disc.{k}": v for k, v in disc.state_dict().items()}
+    if lecam is not None:
+        weights |= {f"lecam.{k}": v for k, v in lecam.state_dict().items()}
     if ema is not None:
         weights |= {f"ema.{k}": v for k, v in ema.shadow.items()}
     tensors, meta_g = ckpt.flatten_optimizer(opt_g, "g")
@@ -268,7 +281,7 @@ def _save(root, step, state, model, disc, ema, opt_g, opt_d, d: Dist):
     return ckpt.save(root, step, weights, tensors, state)
 
 
-def _restore(path: Path, expected_hash: str, model, disc, ema, opt_g, opt_d) -> int:
+def _restore(path: Path, expected_hash: str, model, disc, lecam, ema, opt_g, opt_d) -> int:
     weights, optim, state = ckpt.load(path)
     if state.get("config_hash") != expected_hash:
         raise VQBenchError(f"checkpoint {path} was trained with another configuration "
@@ -277,6 +290,8 @@ def _restore(path: Path, expected_hash: str, model, disc, ema, opt_g, opt_d) -> 
     model.load_state_dict(_part(weights, "model"))
     if disc is not None:
         disc.load_state_dict(_part(weights, "disc"))
+    if lecam is not None:
+        lecam.load_state_dict(_part(weights, "lecam"))
     if ema is not None:
         ema.shadow = _part(weights, "ema")
     ckpt.unflatten_optimizer(opt_g, "g", optim, state["optimizer"]["g"])

@@ -92,3 +92,25 @@ def test_cli_errors_are_one_line_with_nonzero_exit(tmp_path, cli_env):
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, r.stderr)
     assert "did you mean vq-tiny" in run_cli(*cases[0], env=cli_env).stderr
     assert "did you mean lr" in run_cli(*cases[1], env=cli_env).stderr
+
+
+def test_stylegan_lecam_recipe_trains_and_resumes_exactly(tmp_path):
+    """The masked-generation recipe (StyleGAN discriminator + LeCam) carried by a preset; rolling the
+    run back to its step-3 checkpoint and resuming reproduces step 6 bit for bit (LeCam EMAs included)."""
+    over = ["perceptual_weight=0", "batch_size=8", "disc_start=1", "ckpt_every=3", "steps=6"]
+    full = tmp_path / "full"
+    train_tokenizer("cvq-maskgen-tiny", full, overrides=over, dataset="procedural", progress=False)
+    final = full / "checkpoints" / "step_00000006"
+    state = json.loads((final / "state.json").read_text())
+    assert state["train_config"]["disc_arch"] == "stylegan" and state["train_config"]["lecam_weight"] == 0.001
+    expected = load_file(final / "weights.safetensors")
+    assert float(expected["lecam.ema_real"]) != 0.0 and any(k.startswith("disc.blocks") for k in expected)
+
+    import shutil
+    rolled = tmp_path / "rolled"
+    shutil.copytree(full, rolled)
+    shutil.rmtree(rolled / "checkpoints" / "step_00000006")
+    (rolled / "checkpoints" / "latest").write_text("step_00000003\n")
+    train_tokenizer("cvq-maskgen-tiny", rolled, overrides=over, dataset="procedural", resume=True, progress=False)
+    again = load_file(rolled / "checkpoints" / "step_00000006" / "weights.safetensors")
+    assert expected.keys() == again.keys() and all(torch.equal(expected[k], again[k]) for k in expected)

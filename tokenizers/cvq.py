@@ -140,3 +140,13 @@ def _register_paper_presets():
 
 
 _register_paper_presets()
+
+# The channel-wise masked-generation paper's tokenizer recipe (its Sec. 3.2 and 4): StyleGAN
+# discriminator (as ViT-VQGAN) with LeCam regularization, no entropy loss, Adam at 1e-4.
+MASKGEN_RECIPE = ("disc_arch=stylegan", "lecam_weight=0.001", "lr=1e-4", "pixel_loss=l2")
+TOKENIZERS.add("cvq-maskgen-256-k16k-imagenet", lambda: CVQConfig(num_tokens=256, codebook_size=16384),
+               family="cvq", scale="paper", train_defaults=MASKGEN_RECIPE,
+               description="CVQ with the masked-generation paper's recipe: StyleGAN discriminator + LeCam, K=16384")
+TOKENIZERS.add("cvq-maskgen-tiny", cvq_tiny, family="cvq", scale="tiny",
+               train_defaults=MASKGEN_RECIPE + ("disc_channels=8",),
+               description="cvq-tiny trained with the masked-generation recipe (tests)")
