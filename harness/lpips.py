@@ -100,8 +100,8 @@ class LPIPS(nn.Module):
         self.eval()
 
     def train(self, mode: bool = True) -> LPIPS:
-        # a parent module's .train() must not unfreeze the metric; the v0.1 heads' dropout (the
-        # official model's use_dropout=True) is inactive at evaluation and not implemented here
+        # stays in eval mode when a parent module calls .train(): the metric is fixed (the official
+        # heads' dropout, active only in training, is not implemented here)
         return super().train(False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -77,3 +77,18 @@ def test_fq_sub_codebooks_are_independent_and_regularized():
     disentangle = sys.modules["vqbench_plugins.tokenizers.fq"].disentangle_loss
     a, b = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.0, 2.0]]])
     assert float(disentangle([a, b])) == 0 and abs(float(disentangle([a, 3 * a])) - 1) < 1e-6
+
+
+def test_cvq_resampler_serves_any_resolution_with_one_codebook():
+    torch.manual_seed(0)
+    _, model = build_tokenizer("cvq-resample-tiny")
+    assert model.code_dim == 16                                       # 4x4 resampled maps
+    model.eval()
+    with torch.no_grad():
+        for side in (16, 24, 32):
+            x = torch.rand(2, 1, side, side) * 2 - 1
+            idx = model.encode(x)
+            assert idx.shape == (2, 64)                               # 64 channel tokens whatever the size
+            out = model(x)
+            assert out.reconstruction.shape == x.shape
+            torch.testing.assert_close(model.decode(idx, (side, side)), out.reconstruction, rtol=0, atol=1e-6)

@@ -11,14 +11,22 @@ Nested channel dropout (App. B): with probability ``dropout_p`` a training step 
 k ~ U{1..C} channels and zeroes the rest; the quantization loss then covers only active channels,
 and the adversarial weight is scaled by ``sigmoid((k - C/2) / tau)`` (design.md section 5: the
 paper's sigmoid adaptive GAN weight, whose exact form its text lost; assumed here and documented).
+
+Variable resolution (App. D), option ``resampler``: before the lookup, ``resample_side``^2 learned
+queries cross-attend the encoder features of any spatial size (positions as tokens, channels as
+features), so every channel token keeps the same code dimension; after the lookup, target queries
+generated from the output grid's coordinates cross-attend the quantized map back to the decoder's
+spatial size. Images of any size divisible by the downsampling factor then share one codebook.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from harness.contracts import TokenLayout, Tokenizer, TokenizerOutput
 from harness.nn import Decoder, Encoder, crop_to
@@ -40,6 +48,8 @@ class CVQConfig:
     beta: float = 0.25
     dropout_p: float = 0.0         # probability of a nested-channel-dropout step (paper: 0, 0.25, 0.5)
     gan_tau: float = 0.0           # sigmoid smoothness of the per-k GAN weight; 0 -> C / 8
+    resampler: bool = False        # variable-resolution resampling around the lookup (App. D)
+    resample_side: int = 0         # fixed side of the resampled map; 0 -> the native latent side
 
     def build(self) -> "CVQTokenizer":
         return CVQTokenizer(self)
@@ -55,24 +65,36 @@ class CVQTokenizer(Tokenizer):
                       z_channels=cfg.num_tokens, groups=cfg.norm_groups, attention=cfg.attention)
         self.encoder = Encoder(cfg.in_channels, **common)
         self.decoder = Decoder(cfg.in_channels, **common)
-        side = cfg.resolution
-        for _ in range(len(cfg.ch_mult) - 1):
-            side = math.ceil(side / 2)
+        self.down = 2 ** (len(cfg.ch_mult) - 1)
+        side = math.ceil(cfg.resolution / self.down)
+        if cfg.resampler:
+            side = cfg.resample_side or side
+            self.resample_in = Resampler(cfg.num_tokens, side * side)
+            self.resample_out = CoordinateResampler(cfg.num_tokens)
         self.grid = (side, side)
         self.code_dim = side * side
         self.quantizer = VectorQuantizer(cfg.codebook_size, self.code_dim, cfg.beta)
         self.layout = TokenLayout.constant(cfg.num_tokens, cfg.codebook_size, position_kind="channel")
 
-    def _decode_channels(self, z_q: torch.Tensor) -> torch.Tensor:
-        """z_q: N x C x (H1*W1) -> image."""
-        out = self.decoder(z_q.view(z_q.shape[0], -1, *self.grid))
-        return crop_to(out, (self.cfg.resolution, self.cfg.resolution))
+    def _latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Image -> N x C x (H1*W1) channel vectors (resampled to the fixed grid when enabled)."""
+        h = self.encoder(x)
+        return self.resample_in(h) if self.cfg.resampler else h.flatten(2)
+
+    def _decode_channels(self, z_q: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """z_q: N x C x (H1*W1) -> image of ``size`` (default: the configured resolution)."""
+        size = size or (self.cfg.resolution, self.cfg.resolution)
+        if self.cfg.resampler:
+            feat = self.resample_out(z_q, (math.ceil(size[0] / self.down), math.ceil(size[1] / self.down)))
+        else:
+            feat = z_q.view(z_q.shape[0], -1, *self.grid)
+        return crop_to(self.decoder(feat), size)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.quantizer(self.encoder(x).flatten(2)).indices
+        return self.quantizer(self._latents(x)).indices
 
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        return self._decode_channels(self.quantizer.lookup(indices))
+    def decode(self, indices: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        return self._decode_channels(self.quantizer.lookup(indices), size)
 
     def decode_prefix(self, indices: torch.Tensor, k: int) -> torch.Tensor:
         """Decode from the first k channel tokens only (the rest zeroed), as nested dropout trains."""
@@ -81,7 +103,7 @@ class CVQTokenizer(Tokenizer):
         return self._decode_channels(z_q)
 
     def forward(self, x: torch.Tensor) -> TokenizerOutput:
-        z = self.encoder(x).flatten(2)                           # N x C x (H1*W1)
+        z = self._latents(x)                                      # N x C x (H1*W1)
         c = z.shape[1]
         k = c
         if self.training and self.cfg.dropout_p > 0 and torch.rand(()) < self.cfg.dropout_p:
@@ -91,7 +113,7 @@ class CVQTokenizer(Tokenizer):
         indices = self.quantizer(z).indices if k < c else q.indices
         tau = self.cfg.gan_tau or c / 8
         scale = float(torch.sigmoid(torch.tensor((k - c / 2) / tau))) if self.cfg.dropout_p > 0 else 1.0
-        return TokenizerOutput(self._decode_channels(z_q), indices, q.losses,
+        return TokenizerOutput(self._decode_channels(z_q, tuple(x.shape[-2:])), indices, q.losses,
                                logs={"active_channels": float(k)}, gan_weight_scale=scale)
 
     def code_embeddings(self, indices: torch.Tensor) -> torch.Tensor:
@@ -99,6 +121,54 @@ class CVQTokenizer(Tokenizer):
 
     def last_layer_weight(self) -> torch.Tensor:
         return self.decoder.conv_out.weight
+
+
+class Resampler(nn.Module):
+    """``queries`` learned queries cross-attend a C x H x W map of any size (positions as tokens)."""
+
+    def __init__(self, channels: int, queries: int, heads: int = 1):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(queries, channels) * channels ** -0.5)
+        self.pos = CoordinateEmbedding(channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        n, c, hh, ww = h.shape
+        tokens = h.flatten(2).transpose(1, 2) + self.pos(hh, ww)
+        out, _ = self.attn(self.queries.expand(n, -1, -1), tokens, tokens, need_weights=False)
+        return out.transpose(1, 2)                                   # N x C x queries
+
+
+class CoordinateResampler(nn.Module):
+    """Target queries generated from the output grid's coordinates cross-attend the quantized map."""
+
+    def __init__(self, channels: int, heads: int = 1):
+        super().__init__()
+        self.pos = CoordinateEmbedding(channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+
+    def forward(self, z_q: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        n, c, _ = z_q.shape
+        queries = self.pos(*size).expand(n, -1, -1)
+        memory = z_q.transpose(1, 2)                                  # N x positions x C
+        out, _ = self.attn(queries, memory, memory, need_weights=False)
+        return out.transpose(1, 2).reshape(n, c, *size)
+
+
+class CoordinateEmbedding(nn.Module):
+    """An MLP of Fourier features of (y, x) in [0, 1]: the same embedding for any grid size."""
+
+    def __init__(self, channels: int, frequencies: int = 8):
+        super().__init__()
+        self.register_buffer("freqs", (2.0 ** torch.arange(frequencies)) * math.pi, persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(4 * frequencies, channels), nn.GELU(), nn.Linear(channels, channels))
+
+    def forward(self, h: int, w: int) -> torch.Tensor:
+        ys = torch.linspace(0, 1, h, device=self.freqs.device)
+        xs = torch.linspace(0, 1, w, device=self.freqs.device)
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1).view(-1, 2, 1) * self.freqs
+        feats = torch.cat([grid.sin(), grid.cos()], -1).flatten(1)
+        return self.mlp(feats)[None]                                  # 1 x (h*w) x C
 
 
 @TOKENIZERS.register("cvq-tiny", family="cvq", scale="tiny",
@@ -150,3 +220,5 @@ TOKENIZERS.add("cvq-maskgen-256-k16k-imagenet", lambda: CVQConfig(num_tokens=256
 TOKENIZERS.add("cvq-maskgen-tiny", cvq_tiny, family="cvq", scale="tiny",
                train_defaults=MASKGEN_RECIPE + ("disc_channels=8",),
                description="cvq-tiny trained with the masked-generation recipe (tests)")
+TOKENIZERS.add("cvq-resample-tiny", lambda: dataclasses.replace(cvq_tiny(), resampler=True, resample_side=4),
+               family="cvq", scale="tiny", description="cvq-tiny with the variable-resolution resampler (tests)")
