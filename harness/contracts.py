@@ -143,10 +143,12 @@ class Metric:
     def sync(self) -> None:
         """Sum every state over the process group (no-op in one process)."""
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # NCCL reduces only CUDA tensors; states live on the CPU so every rank agrees on them
+            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
             for k, v in self._states.items():
-                t = v.clone()
+                t = v.to(device) if device is not None else v.clone()
                 dist.all_reduce(t)
-                self._states[k] = t
+                self._states[k] = t.to(v.device)
 
     def compute(self) -> dict[str, float]:
         raise NotImplementedError

@@ -9,17 +9,15 @@ channels. Identical images have MSE 0; PSNR clamps the MSE at 1e-10, i.e. report
 Legacy modes reproduce how a repository computed its published numbers. Each is registered as
 ``<metric>-<protocol>``, emits the same value name (``psnr`` / ``ssim``) and sets ``protocol``:
 
-============  =====================================  ===============================  =============================
-protocol      images in [0, 1]                       PSNR                             SSIM
-============  =====================================  ===============================  =============================
-llamagen      real not rounded; reconstruction       per image (skimage), mean        7x7 uniform, data_range = 2.0
-              ``uint8(clamp(127.5 x + 128))``                                         although images are in [0, 1]
-seed-voken    both truncated: ``uint8(255 (x+1)/2)``  mean of per-batch means          mean of per-batch means
-vtbench       both uint8 (PNG files on disk)         from the MSE over the whole set  11x11 Gaussian (sigma 1.5),
-                                                     (torchmetrics)                   population covariance
-vqgan-lc      neither rounded                        Y of BT.601 YCbCr, MSE + 1e-8    piq: 11x11 Gaussian, first
-                                                     (pyiqa ``test_y_channel``)       avg-pooled by round(min(H,W)/256)
-============  =====================================  ===============================  =============================
+- ``llamagen``: the real image is not rounded, the reconstruction is ``uint8(clamp(127.5 x + 128))``;
+  PSNR per image (skimage); SSIM 7x7 uniform with ``data_range = 2.0`` although the images are in
+  [0, 1] (larger C1, C2 inflate SSIM).
+- ``seed-voken``: both truncated, ``uint8(255 (x + 1) / 2)`` (values drop by up to one level); per-image
+  PSNR and SSIM as canonical, but the mean of per-batch means.
+- ``vtbench`` (torchmetrics on PNG files): both uint8-rounded; PSNR from the MSE over the whole set;
+  SSIM with an 11x11 Gaussian window (sigma 1.5) and population covariance.
+- ``vqgan-lc``: neither rounded; PSNR on the Y channel of BT.601 YCbCr with MSE + 1e-8 (pyiqa
+  ``test_y_channel``); SSIM as piq: 11x11 Gaussian after avg-pooling by ``round(min(H, W) / 256)``.
 
 ``seed-voken`` values depend on the evaluation batch size (that is the legacy behaviour); under DDP the
 batches are the single-process ones, so sharding does not change them. torchmetrics infers the PSNR
@@ -83,44 +81,39 @@ def psnr_per_image(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) ->
     return psnr_from_mse(mse_per_image(a, b), data_range)
 
 
-def uniform_window(size: int) -> torch.Tensor:
-    return torch.full((size,), 1.0 / size, dtype=torch.float64)
-
-
 def gaussian_window(size: int, sigma: float) -> torch.Tensor:
-    """Normalized 1-D Gaussian (the separable factor of skimage/torchmetrics/piq's 2-D window)."""
+    """Normalized 1-D Gaussian: the separable factor of skimage/torchmetrics/piq's 2-D window."""
     r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-r * r / (2 * sigma * sigma))
     return g / g.sum()
 
 
-def _filter_valid(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Separable window mean over every fully-inside position (M x 1 x H x W -> M x 1 x H-k+1 x W-k+1)."""
-    k = w.numel()
-    t = F.conv2d(t, w.view(1, 1, 1, k))
-    return F.conv2d(t, w.view(1, 1, k, 1))
+def _local_mean(t: torch.Tensor, size: int, sigma: float | None) -> torch.Tensor:
+    """Window mean at every fully-inside position (M x 1 x H x W -> M x 1 x H-size+1 x W-size+1)."""
+    if sigma is None:
+        return F.avg_pool2d(t, size, stride=1)          # uniform window: avg_pool is the fast path
+    w = gaussian_window(size, sigma).to(t.device)
+    return F.conv2d(F.conv2d(t, w.view(1, 1, 1, size)), w.view(1, 1, size, 1))
 
 
-def ssim_per_image(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0,
-                   window: torch.Tensor | None = None, sample_covariance: bool = True,
+def ssim_per_image(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0, window: int = 7,
+                   sigma: float | None = None, sample_covariance: bool = True,
                    k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
-    """SSIM per image, mean over valid window positions and then over channels.
+    """SSIM per image (float64 N x C x H x W), mean over window positions and then over channels.
 
-    Defaults are skimage's ``structural_similarity`` (7x7 uniform window, sample covariance).
-    skimage filters with reflected padding but crops ``(win - 1) // 2`` pixels before averaging,
-    which leaves exactly the valid window positions: the value here is identical, not approximate.
+    Defaults are skimage's ``structural_similarity``: 7x7 uniform window, sample covariance; with
+    ``sigma`` the window is Gaussian (``sample_covariance=False`` gives torchmetrics/piq). skimage
+    filters with reflected padding but crops ``(window - 1) // 2`` pixels before averaging, which
+    leaves exactly the valid window positions: the value here is identical, not approximate.
     """
-    window = uniform_window(7) if window is None else window
-    w = window.to(device=a.device, dtype=torch.float64)
-    k = w.numel()
-    n, c, h, wd = a.shape
-    if min(h, wd) < k:
-        raise VQBenchError(f"SSIM needs images of at least {k}x{k} pixels, got {h}x{wd}")
-    a, b = a.reshape(n * c, 1, h, wd), b.reshape(n * c, 1, h, wd)
-    # one convolution pass for the five local moments
-    m = _filter_valid(torch.cat([a, b, a * a, b * b, a * b]), w).split(n * c)
-    ux, uy, uxx, uyy, uxy = m
-    cov_norm = k * k / (k * k - 1.0) if sample_covariance else 1.0
+    n, c, h, w = a.shape
+    if min(h, w) < window:
+        raise VQBenchError(f"SSIM needs images of at least {window}x{window} pixels, got {h}x{w}")
+    a, b = a.reshape(n * c, 1, h, w), b.reshape(n * c, 1, h, w)
+    # the five local moments in one filtering pass
+    ux, uy, uxx, uyy, uxy = _local_mean(torch.cat([a, b, a * a, b * b, a * b]), window, sigma).split(n * c)
+    m = window * window
+    cov_norm = m / (m - 1.0) if sample_covariance else 1.0
     vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
@@ -177,14 +170,12 @@ class SSIM(_PixelMetric):
     value = "ssim"
     higher_is_better = {"ssim": True}
     data_range: ClassVar[float] = 1.0
+    window: ClassVar[int] = 7
+    sigma: ClassVar[float | None] = None           # None: uniform window
     sample_covariance: ClassVar[bool] = True
 
-    @staticmethod
-    def window() -> torch.Tensor:
-        return uniform_window(7)
-
     def per_image(self, real, recon):
-        return ssim_per_image(real, recon, data_range=self.data_range, window=self.window(),
+        return ssim_per_image(real, recon, data_range=self.data_range, window=self.window, sigma=self.sigma,
                               sample_covariance=self.sample_covariance)
 
 
@@ -251,11 +242,7 @@ class PSNRVTBench(PSNR):
 class SSIMVTBench(SSIM):
     name = "ssim-vtbench"
     protocol = "vtbench"
-    sample_covariance = False
-
-    @staticmethod
-    def window() -> torch.Tensor:
-        return gaussian_window(11, 1.5)
+    window, sigma, sample_covariance = 11, 1.5, False
 
 
 # --------------------------------------------------------------- legacy: vqgan-lc

@@ -51,7 +51,8 @@ def entropy_bits(hist: torch.Tensor) -> torch.Tensor:
                                                 "FQ, per position for VCQ); code entropy and perplexity")
 class CodebookUsage(Metric):
     """States (allocated at the first batch, sized by its layout): ``codes`` k x K_max histogram, and
-    for variable K ``codes_per_position`` k x T x K_max."""
+    for variable K ``codes_per_position`` k x T x K_max. Under DDP every rank must therefore see at
+    least one batch before ``sync``."""
     name = "codebook_usage"
     requires = frozenset({"indices", "layout"})
     higher_is_better = {"codebook_usage": True, "code_entropy_bits": True, "code_perplexity": True,
