@@ -18,10 +18,14 @@ _loaded = False
 def load_all() -> None:
     global _loaded
     if not _loaded:
-        for name in BUILTIN_MODULES:
-            importlib.import_module(name)
-        load_plugins()
-        _loaded = True
+        _loaded = True          # set first: registry lookups made while loading must not recurse
+        try:
+            for name in BUILTIN_MODULES:
+                importlib.import_module(name)
+            load_plugins()
+        except BaseException:
+            _loaded = False
+            raise
 
 
 def tokenizer_config(preset: str):

@@ -36,7 +36,14 @@ class Registry:
                                f"by {_origin(self._entries[name].obj)}")
         self._entries[name] = Entry(name, obj, meta)
 
+    @staticmethod
+    def _filled() -> None:
+        """Lookups see every built-in module and plugin file, whatever the caller imported first."""
+        from .catalog import load_all
+        load_all()
+
     def entry(self, name: str) -> Entry:
+        self._filled()
         try:
             return self._entries[name]
         except KeyError:
@@ -49,16 +56,20 @@ class Registry:
         return self.entry(name).obj
 
     def names(self, **meta_filter) -> list[str]:
+        self._filled()
         return [n for n, e in self._entries.items()
                 if all(e.meta.get(k) == v for k, v in meta_filter.items())]
 
     def entries(self) -> list[Entry]:
+        self._filled()
         return list(self._entries.values())
 
     def __contains__(self, name: str) -> bool:
+        self._filled()
         return name in self._entries
 
     def __len__(self) -> int:
+        self._filled()
         return len(self._entries)
 
 
