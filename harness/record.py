@@ -38,7 +38,7 @@ def evaluate_and_record(checkpoint, store: ResultsStore, *, run_id: str | None, 
     values = evaluate_tokenizer(model, ds, build_metrics(metrics), batch_size, d, progress=progress)
     seconds = time.time() - t0
     base = {
-        "run_id": run_id, "kind": "tokenizer", "model": state["family"], "preset": state["preset"],
+        "run_id": run_id, "kind": "tokenizer", "model": model.family, "preset": state["preset"],
         "config_hash": state["config_hash"], "dataset": dataset, "split": split,
         "resolution": cfg.resolution, "n_images": len(ds), "seed": state["train_config"]["seed"],
         "feature_extractor": "", "package_versions": package_versions(), "git_sha": git_sha(),

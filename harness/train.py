@@ -169,7 +169,7 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
     writer = _tensorboard(run_dir) if d.is_main else None
     usage_window: deque = deque()
     bar = _progress(start, tc.steps, enabled=progress and d.is_main)
-    state_base = {"kind": "tokenizer", "preset": preset, "family": type(model).family,
+    state_base = {"kind": "tokenizer", "preset": preset, "family": model.family,
                   "model_config": to_dict(model_cfg), "train_config": to_dict(tc), "data": data_info,
                   "config_hash": expected_hash, "world_size": d.world_size,
                   "package_versions": package_versions()}
