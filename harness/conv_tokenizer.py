@@ -7,14 +7,13 @@ per cell) and ``lookup(indices) -> N x h x w x D``; subclasses provide it with `
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .contracts import TokenLayout, Tokenizer, TokenizerOutput
-from .nn import Decoder, Encoder, crop_to
+from .nn import crop_to, encoder_decoder, latent_side
 
 
 @dataclass(frozen=True)
@@ -35,16 +34,11 @@ class ConvTokenizer(Tokenizer):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        common = dict(ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=cfg.num_res_blocks,
-                      z_channels=cfg.z_channels, groups=cfg.norm_groups, attention=cfg.attention)
-        self.encoder = Encoder(cfg.in_channels, **common)
-        self.decoder = Decoder(cfg.in_channels, **common)
+        self.encoder, self.decoder = encoder_decoder(cfg, cfg.z_channels)
         self.quant_proj = nn.Conv2d(cfg.z_channels, cfg.codebook_dim, 1)
         self.post_quant_proj = nn.Conv2d(cfg.codebook_dim, cfg.z_channels, 1)
         self.quantizer = self.make_quantizer(cfg)
-        side = cfg.resolution
-        for _ in range(len(cfg.ch_mult) - 1):
-            side = math.ceil(side / 2)          # stride-2 convs with padding 1 round up
+        side = latent_side(cfg.resolution, cfg.ch_mult)
         self.grid = (side, side)
         self.layout = TokenLayout.constant(side * side, self.quantizer.codebook_size,
                                            num_factors=getattr(self.quantizer, "num_factors", 1),

@@ -114,6 +114,21 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+def latent_side(resolution: int, ch_mult: tuple[int, ...]) -> int:
+    """Side of the encoder's output grid: stride-2 convs with padding 1 round up at every level."""
+    side = resolution
+    for _ in range(len(ch_mult) - 1):
+        side = (side + 1) // 2
+    return side
+
+
+def encoder_decoder(cfg, z_channels: int) -> tuple[Encoder, Decoder]:
+    """The VQGAN encoder/decoder pair a conv-tokenizer config describes."""
+    common = dict(ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=cfg.num_res_blocks, z_channels=z_channels,
+                  groups=cfg.norm_groups, attention=cfg.attention)
+    return Encoder(cfg.in_channels, **common), Decoder(cfg.in_channels, **common)
+
+
 def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Decoders of odd sizes (28 -> 7 -> 28 works, 28 -> 4 does not) are cropped back to the input."""
     return x[..., : size[0], : size[1]]

@@ -17,6 +17,15 @@ from torch import nn
 from .registry import FEATURE_EXTRACTORS
 
 
+def _rgb_at_least(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Gray -> 3 channels, and small images bilinearly upsampled so their short side is ``side``."""
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if min(x.shape[-2:]) < side:
+        x = F.interpolate(x, scale_factor=side / min(x.shape[-2:]), mode="bilinear", align_corners=False)
+    return x
+
+
 class LPIPSBackboneTeacher(nn.Module):
     """The deepest tapped layer of an LPIPS backbone (ImageNet-normalized input, >= 64 px)."""
 
@@ -28,10 +37,7 @@ class LPIPSBackboneTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if min(x.shape[-2:]) < 64:
-            x = F.interpolate(x, scale_factor=64 / min(x.shape[-2:]), mode="bilinear", align_corners=False)
+        x = _rgb_at_least(x, 64)
         return self.lpips.backbone((x - self.lpips.shift) / self.lpips.scale)[-1]
 
 
@@ -168,10 +174,7 @@ class EfficientNetTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if min(x.shape[-2:]) < 64:
-            x = F.interpolate(x, scale_factor=64 / min(x.shape[-2:]), mode="bilinear", align_corners=False)
+        x = _rgb_at_least(x, 64)
         return self.net.features(((x + 1) / 2 - self.mean) / self.std)
 
 

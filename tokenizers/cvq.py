@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.contracts import TokenLayout, Tokenizer, TokenizerOutput
-from harness.nn import Decoder, Encoder, crop_to
+from harness.nn import crop_to, encoder_decoder, latent_side
 from harness.quantize import VectorQuantizer
 from harness.registry import TOKENIZERS
 
@@ -61,12 +61,9 @@ class CVQTokenizer(Tokenizer):
     def __init__(self, cfg: CVQConfig):
         super().__init__()
         self.cfg = cfg
-        common = dict(ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=cfg.num_res_blocks,
-                      z_channels=cfg.num_tokens, groups=cfg.norm_groups, attention=cfg.attention)
-        self.encoder = Encoder(cfg.in_channels, **common)
-        self.decoder = Decoder(cfg.in_channels, **common)
+        self.encoder, self.decoder = encoder_decoder(cfg, cfg.num_tokens)    # one latent channel per token
         self.down = 2 ** (len(cfg.ch_mult) - 1)
-        side = math.ceil(cfg.resolution / self.down)
+        side = latent_side(cfg.resolution, cfg.ch_mult)
         if cfg.resampler:
             side = cfg.resample_side or side
             self.resample_in = Resampler(cfg.num_tokens, side * side)

@@ -13,7 +13,6 @@ N x T x k). Two regularizers:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -21,24 +20,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.contracts import TokenLayout, Tokenizer, TokenizerOutput
-from harness.nn import Decoder, Encoder, ResnetBlock, crop_to
+from harness.conv_tokenizer import ConvBackbone
+from harness.nn import ResnetBlock, crop_to, encoder_decoder, latent_side
 from harness.quantize import VectorQuantizer
 from harness.registry import FEATURE_EXTRACTORS, TOKENIZERS
 
 
 @dataclass(frozen=True)
-class FQConfig:
-    resolution: int = 256
-    in_channels: int = 3
-    ch: int = 128
-    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
-    num_res_blocks: int = 2
-    z_channels: int = 256
-    norm_groups: int = 32
-    attention: bool = True
+class FQConfig(ConvBackbone):
     num_factors: int = 2
-    codebook_size: int = 16384            # per sub-codebook
-    codebook_dim: int = 8
+    codebook_size: int = 16384            # per sub-codebook, of dimension codebook_dim
     l2_norm: bool = True
     beta: float = 0.25
     disentangle_weight: float = 0.1       # lambda1
@@ -55,10 +46,7 @@ class FQTokenizer(Tokenizer):
     def __init__(self, cfg: FQConfig):
         super().__init__()
         self.cfg = cfg
-        common = dict(ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=cfg.num_res_blocks,
-                      z_channels=cfg.z_channels, groups=cfg.norm_groups, attention=cfg.attention)
-        self.encoder = Encoder(cfg.in_channels, **common)
-        self.decoder = Decoder(cfg.in_channels, **common)
+        self.encoder, self.decoder = encoder_decoder(cfg, cfg.z_channels)
         self.adapters = nn.ModuleList([
             nn.Sequential(ResnetBlock(cfg.z_channels, cfg.z_channels, cfg.norm_groups),
                           nn.Conv2d(cfg.z_channels, cfg.codebook_dim, 1))
@@ -66,9 +54,7 @@ class FQTokenizer(Tokenizer):
         self.quantizers = nn.ModuleList([VectorQuantizer(cfg.codebook_size, cfg.codebook_dim, cfg.beta, cfg.l2_norm)
                                          for _ in range(cfg.num_factors)])
         self.post_quant_proj = nn.Conv2d(cfg.num_factors * cfg.codebook_dim, cfg.z_channels, 1)
-        side = cfg.resolution
-        for _ in range(len(cfg.ch_mult) - 1):
-            side = math.ceil(side / 2)
+        side = latent_side(cfg.resolution, cfg.ch_mult)
         self.grid = (side, side)
         self.layout = TokenLayout.constant(side * side, cfg.codebook_size, num_factors=cfg.num_factors,
                                            position_kind="spatial", grid=self.grid)
