@@ -109,6 +109,14 @@ def from_dict(cls, data: dict):
     return cls(**kwargs)
 
 
+def non_default(cfg) -> dict:
+    """The fields of ``cfg`` that differ from the dataclass defaults."""
+    default = to_dict(type(cfg)())
+    return {k: v for k, v in to_dict(cfg).items() if v != default[k]}
+
+
 def config_hash(*cfgs) -> str:
-    blob = json.dumps([to_dict(c) for c in cfgs], sort_keys=True)
+    """Hash of what each config sets away from its defaults: adding a field (with a default) in a
+    later version leaves existing runs' hashes, and so their resumability, intact."""
+    blob = json.dumps([[type(c).__name__, non_default(c)] for c in cfgs], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -154,7 +154,7 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
     ema = EMA(model, tc.ema_decay) if tc.ema_decay > 0 else None
     start = 0
     if previous is not None:
-        start = _restore(previous, expected_hash, model, disc, lecam, ema, opt_g, opt_d)
+        start = _restore(previous, expected_hash, to_dict(tc), model, disc, lecam, ema, opt_g, opt_d)
         if start >= tc.steps:
             return previous
 
@@ -281,8 +281,17 @@ def _save(root, step, state, model, disc, lecam, ema, opt_g, opt_d, d: Dist):
     return ckpt.save(root, step, weights, tensors, state)
 
 
-def _restore(path: Path, expected_hash: str, model, disc, lecam, ema, opt_g, opt_d) -> int:
+def _restore(path: Path, expected_hash: str, current_train: dict, model, disc, lecam, ema, opt_g, opt_d) -> int:
     weights, optim, state = ckpt.load(path)
+    if state.get("config_hash") == expected_hash:
+        # same non-default settings; a default that changed between versions would still differ here
+        now = {"model_config": to_dict(model.cfg), "train_config": current_train}
+        changed = [f"{part}.{k}" for part in now for k, v in state.get(part, {}).items()
+                   if k in now[part] and now[part][k] != v]
+        if changed:
+            raise VQBenchError(f"checkpoint {path} was trained with other values of {', '.join(changed)} "
+                               "(defaults changed since); resume with the vqbench version that wrote it "
+                               "or set them explicitly with --set")
     if state.get("config_hash") != expected_hash:
         raise VQBenchError(f"checkpoint {path} was trained with another configuration "
                            f"(hash {state.get('config_hash')}, now {expected_hash}); resume with the "

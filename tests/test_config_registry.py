@@ -57,3 +57,10 @@ def test_registry_duplicates_and_suggestions():
     with pytest.raises(VQBenchError, match="did you mean patch-vq"):
         reg.get("patch-qv")
     assert reg.names(scale="tiny") == ["patch-vq"]
+
+
+def test_adding_a_field_with_a_default_keeps_existing_hashes():
+    old = dataclasses.make_dataclass("Cfg", [("lr", float, 1e-4)], frozen=True)
+    new = dataclasses.make_dataclass("Cfg", [("lr", float, 1e-4), ("lecam_weight", float, 0.0)], frozen=True)
+    assert config_hash(old(lr=3e-4)) == config_hash(new(lr=3e-4))
+    assert config_hash(new(lr=3e-4, lecam_weight=0.1)) != config_hash(new(lr=3e-4))
