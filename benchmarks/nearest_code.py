@@ -2,7 +2,8 @@
 vector-quantize-pytorch's VectorQuantize, over codebook sizes K and code dims D.
 
 Each (method, K, D) runs in a fresh subprocess so its peak memory is its own: peak RSS growth over
-the inputs on CPU (ru_maxrss), torch.cuda.max_memory_allocated on GPU. Writes
+the inputs on CPU (ru_maxrss, first call included), torch.cuda.max_memory_allocated during the timed
+calls on GPU. Writes
 benchmarks/results/nearest_code_<device>.md and .csv.
 
     python benchmarks/nearest_code.py [--device cpu|cuda] [--m 1024] [--quick]
@@ -40,9 +41,10 @@ def worker(method: str, k: int, d: int, m: int, device: str, repeats: int) -> di
         fn = lambda: vq(z[None])[1]                                             # noqa: E731
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     with torch.no_grad():
+        # CPU: the allocator hands freed pages back for reuse, so the peak must include the first call
+        base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         fn()                                                                    # warm-up
         sync()
-        base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
             base_gpu = torch.cuda.memory_allocated()

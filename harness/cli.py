@@ -163,7 +163,8 @@ def cmd_eval(args) -> int:
                                metrics=metrics, batch_size=args.batch_size, device=args.device,
                                progress=not args.quiet)
     for r in rows:
-        print(f"{r['metric']:<28} {r['value']:.6g}")
+        name = r["metric"] if r["protocol"] == "canonical" else f"{r['metric']} [{r['protocol']}]"
+        print(f"{name:<32} {r['value']:.6g}")
     return 0
 
 
