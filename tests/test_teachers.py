@@ -31,7 +31,7 @@ def test_inception_map_pools_to_the_fid_features():
     torch.testing.assert_close(fmap.mean((2, 3)), pooled, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", FEATURE_EXTRACTORS.names())
+@pytest.mark.parametrize("name", [e.name for e in FEATURE_EXTRACTORS.entries() if not e.meta.get("takes_argument")])
 def test_every_teacher_declares_its_dimension(name):
     entry = FEATURE_EXTRACTORS.entry(name)
     out = entry.obj()(torch.rand(1, 1, 28, 28) * 2 - 1)

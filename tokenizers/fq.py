@@ -8,8 +8,9 @@ N x T x k). Two regularizers:
   averaged over patches and summed over pairs, weight ``lambda1`` = 0.1;
 - representation learning (eq. 8): the last sub-codebook predicts a frozen teacher's features
   through a small prediction head, weight ``lambda2`` = 0.5. The paper's teachers are CLIP (Dual)
-  and CLIP + DINOv2 (Triple); here any registered feature extractor (``vgg16``, ``alexnet``) or
-  ``none``. The loss is 1 - cosine similarity per position (the text does not give its form).
+  and CLIP + DINOv2 (Triple): ``clip:<open_clip model>:<weights file>`` and ``dinov2:<folder>`` load
+  weights you provide; the packaged ``vgg16``, ``alexnet``, ``inception-map`` and
+  ``efficientnet-lite0`` need none; or ``none``. The loss is 1 - cosine similarity per position (the text does not give its form).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from harness.conv_tokenizer import ConvBackbone
 from harness.nn import ResnetBlock, crop_to, encoder_decoder, latent_side
 from harness.quantize import VectorQuantizer
 from harness.registry import FEATURE_EXTRACTORS, TOKENIZERS
+from harness.teachers import build_teacher
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class FQConfig(ConvBackbone):
     beta: float = 0.25
     disentangle_weight: float = 0.1       # lambda1
     representation_weight: float = 0.5   # lambda2
-    teacher: str = "vgg16"                # a FEATURE_EXTRACTORS name, or "none"
+    teacher: str = "vgg16"                # a FEATURE_EXTRACTORS name (clip:<model>:<file>, dinov2:<folder>), or "none"
 
     def build(self) -> "FQTokenizer":
         return FQTokenizer(self)
@@ -58,17 +60,26 @@ class FQTokenizer(Tokenizer):
         self.grid = (side, side)
         self.layout = TokenLayout.constant(side * side, cfg.codebook_size, num_factors=cfg.num_factors,
                                            position_kind="spatial", grid=self.grid)
-        self._teacher = None                  # built lazily, kept out of the state dict (frozen)
-        self.teacher_dim = 0
-        if cfg.teacher != "none" and cfg.representation_weight > 0:
-            self.teacher_dim = FEATURE_EXTRACTORS.entry(cfg.teacher).meta["dim"]
-            self.rep_head = nn.Sequential(nn.Conv2d(cfg.codebook_dim, cfg.z_channels, 1), nn.GELU(),
-                                          nn.Conv2d(cfg.z_channels, self.teacher_dim, 1))
+        # teachers, comma-separated, supervise the last sub-codebooks (Triple: clip:...,dinov2:...);
+        # they are built lazily and kept out of the state dict (frozen, never trained)
+        self.teacher_specs = [t for t in cfg.teacher.split(",") if t and t != "none"] \
+            if cfg.representation_weight > 0 else []
+        if len(self.teacher_specs) > cfg.num_factors:
+            raise ValueError(f"{len(self.teacher_specs)} teachers for {cfg.num_factors} sub-codebooks")
+        self._teachers: dict[int, nn.Module] = {}
+        dims = []
+        for i, spec in enumerate(self.teacher_specs):
+            entry = FEATURE_EXTRACTORS.entry(spec.partition(":")[0])
+            # packaged teachers declare their width; user-supplied ones are loaded to read it
+            dims.append(entry.meta.get("dim") or self.teacher(i, torch.device("cpu")).dim)
+        self.rep_heads = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(cfg.codebook_dim, cfg.z_channels, 1), nn.GELU(), nn.Conv2d(cfg.z_channels, d, 1))
+            for d in dims])
 
-    def teacher(self, device) -> nn.Module:
-        if self._teacher is None:     # via __dict__: a frozen teacher is not part of the state dict
-            self.__dict__["_teacher"] = FEATURE_EXTRACTORS.get(self.cfg.teacher)()
-        return self._teacher.to(device)
+    def teacher(self, i: int, device) -> nn.Module:
+        if i not in self._teachers:
+            self._teachers[i] = build_teacher(self.teacher_specs[i])
+        return self._teachers[i].to(device)
 
     def _branches(self, x: torch.Tensor):
         h = self.encoder(x)
@@ -92,12 +103,14 @@ class FQTokenizer(Tokenizer):
         losses = {f"{k}_f{i}": v for i, b in enumerate(branches) for k, v in b.losses.items()}
         if self.cfg.num_factors > 1 and self.cfg.disentangle_weight > 0:
             losses["disentangle"] = self.cfg.disentangle_weight * disentangle_loss(quantized)
-        if self.teacher_dim and self.training:
-            target = self.teacher(x.device)(x)
-            pred = self.rep_head(quantized[-1].permute(0, 3, 1, 2))
-            target = F.adaptive_avg_pool2d(target, pred.shape[-2:])
-            losses["representation"] = self.cfg.representation_weight * (
-                1 - F.cosine_similarity(pred, target, dim=1)).mean()
+        if self.rep_heads and self.training:
+            first = self.cfg.num_factors - len(self.rep_heads)
+            rep = 0.0
+            for i, head in enumerate(self.rep_heads):
+                pred = head(quantized[first + i].permute(0, 3, 1, 2))
+                target = F.adaptive_avg_pool2d(self.teacher(i, x.device)(x), pred.shape[-2:])
+                rep = rep + (1 - F.cosine_similarity(pred, target, dim=1)).mean()
+            losses["representation"] = self.cfg.representation_weight * rep
         indices = torch.stack([b.indices.flatten(1) for b in branches], dim=-1)
         return TokenizerOutput(self._decode_grid(quantized), indices, losses)
 
@@ -141,4 +154,5 @@ def fqgan_dual_imagenet() -> FQConfig:
 @TOKENIZERS.register("fqgan-triple-imagenet", family="fq", scale="paper",
                      description="FQGAN-Triple: 16x16 positions x 3 sub-codes at 256x256, K=16384 x 3, dim 8")
 def fqgan_triple_imagenet() -> FQConfig:
-    return FQConfig(num_factors=3)
+    # the paper's CLIP + DINOv2 need your weights (--set teacher=clip:...,dinov2:...); packaged stand-ins
+    return FQConfig(num_factors=3, teacher="vgg16,efficientnet-lite0")
