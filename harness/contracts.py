@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 PositionKind = Literal["spatial", "channel", "latent"]
+PrefixUnit = Literal["positions", "channels", "factors"]
 
 
 @dataclass(frozen=True)
@@ -76,19 +77,97 @@ class Tokenizer(nn.Module):
         """N x T x D embeddings of the given codes (what linear probes pool)."""
         raise NotImplementedError
 
+    # What "the first k tokens" of ``decode_prefix`` counts: latent/raster positions (VQ, VCQ, the
+    # conv baselines; RVQ keeps every residual level of a kept position), channels (CVQ), or
+    # sub-codebooks (FQ, where k runs over the factors of every position).
+    prefix_unit: ClassVar[PrefixUnit] = "positions"
+
+    @property
+    def prefix_total(self) -> int:
+        """The k of ``decode_prefix`` that keeps every token."""
+        return self.layout.num_factors if self.prefix_unit == "factors" else self.layout.num_positions
+
+    def decode_prefix(self, indices: torch.Tensor, k: int) -> torch.Tensor:
+        """Progressive decoding: keep the first ``k`` tokens (``prefix_unit``), zero the rest, decode.
+
+        Zeroing happens in the quantized latent space: the dropped tokens' code vectors are set to 0
+        before the decoder (as CVQ's nested dropout trains). ``k`` runs from 1 to ``prefix_total``;
+        ``decode_prefix(indices, prefix_total)`` equals ``decode(indices)``.
+        """
+        raise NotImplementedError
+
+    def check_prefix(self, k: int) -> int:
+        """``k`` if it is a valid prefix length for ``decode_prefix``, else ValueError."""
+        if not 1 <= int(k) <= self.prefix_total:
+            raise ValueError(f"prefix length k={k} is outside 1..{self.prefix_total} ({self.prefix_unit})")
+        return int(k)
+
     def last_layer_weight(self) -> torch.Tensor:
         """The decoder's output weight: the VQGAN adaptive GAN weight balances gradients here."""
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class Conditioning:
+    """What a generator is conditioned on. ``class``: int64 labels 0..num_classes-1, and the extra label
+    ``num_classes`` is the null condition (classifier-free guidance, condition dropout). ``text``: float
+    embeddings N x L x text_dim (or N x text_dim); an all-zero embedding is the null condition."""
+    kind: Literal["class", "text", "none"] = "class"
+    num_classes: int = 0
+    text_dim: int = 0
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Every sampler setting a generation result depends on (recorded in each result row).
+
+    CFG mixes logits as ``l_u + w (l_c - l_u)`` (w = 1: no guidance); the masked-generation paper's
+    ``t l_c - (t - 1) l_u`` is the same with t = w. ``cfg_schedule`` varies w over the positions
+    (or decoding steps): constant, linear ramp from 1 to w, or the cosine schedule with ``cfg_power``
+    of the VCQ appendix. ``codebook_aware_cfg`` scales w per position by the codebook's excess
+    capacity (design.md section 5) and reduces to ordinary CFG for a constant codebook.
+    """
+    temperature: float = 1.0
+    top_k: int = 0                   # 0: no top-k filtering
+    top_p: float = 1.0               # 1: no nucleus filtering
+    cfg_scale: float = 1.0
+    cfg_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    cfg_power: float = 1.0
+    codebook_aware_cfg: bool = False
+    steps: int = 0                   # iterative decoding steps of masked generators; 0: the preset's default
+    kv_cache: bool = True            # autoregressive generators: cached attention (same samples, faster)
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale != 1.0
+
+
 class Generator(nn.Module):
-    """A token generator over a tokenizer's layout (contract; implementations come with issue 5)."""
+    """A token generator over a tokenizer's ``TokenLayout``.
+
+    Built by a registered config's ``build(layout, conditioning, codebook=None)``; ``codebook`` (K x D
+    code vectors of the paired tokenizer) is passed only to generators whose inputs are code
+    embeddings (CAR). ``loss`` applies the training-time condition dropout itself (in train mode).
+    ``sample`` returns int64 indices of shape ``(n, *layout.index_shape)``, valid for the layout (at
+    position t, < K_t), and is reproducible for a seeded ``generator``.
+    """
+    layout: TokenLayout
+    conditioning: Conditioning
+    family: ClassVar[str] = "?"
 
     def loss(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def sample(self, n: int, cond: torch.Tensor | None, *, generator: torch.Generator | None = None,
-               cfg: float = 1.0) -> torch.Tensor:
+    def forward(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """The training loss: DDP synchronizes gradients only through ``forward``."""
+        return self.loss(indices, cond)
+
+    def sample(self, n: int, cond: torch.Tensor | None, *, sampler: SamplerConfig = SamplerConfig(),
+               generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
 

@@ -320,6 +320,6 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
 
-def _progress(start: int, total: int, enabled: bool):
+def _progress(start: int, total: int, enabled: bool, desc: str = "train"):
     from tqdm.auto import tqdm
-    return tqdm(total=total, initial=start, disable=not enabled, desc="train", dynamic_ncols=True)
+    return tqdm(total=total, initial=start, disable=not enabled, desc=desc, dynamic_ncols=True)
