@@ -131,6 +131,21 @@ def load(path: Path) -> tuple[dict, dict, dict]:
     return weights, optim, state
 
 
+def load_state(path: Path) -> dict:
+    """The ``state.json`` of a checkpoint folder (no tensors read)."""
+    try:
+        return json.loads((Path(path) / "state.json").read_text())
+    except (OSError, ValueError) as e:
+        raise VQBenchError(f"checkpoint {path} has an unreadable state.json ({e.__class__.__name__}); "
+                           "restore it or train again") from None
+
+
+def run_name(path_or_run: str | Path) -> str:
+    """The run folder's name of a run folder or of one of its step_* checkpoints (default row label)."""
+    p = resolve(path_or_run)
+    return p.parent.parent.name
+
+
 def resolve(path_or_run: str | Path) -> Path:
     """A checkpoint folder, or a run folder (its latest checkpoint)."""
     p = Path(path_or_run)

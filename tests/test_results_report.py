@@ -243,3 +243,21 @@ def test_concurrent_appends_lose_no_rows(tmp_path):
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(write, range(4)))
     assert len(store.read()) == 20 and sorted(p.name for p in tmp_path.iterdir()) == ["res.jsonl"]
+
+
+def test_render_gives_each_kind_its_table_and_curves_their_own_csv(tmp_path):
+    gen = make_rows(run("g1", kind="generator", model="ar", preset="ar-tiny"), {"gfid": 30.0}, {"gfid": False},
+                    "adm", n_images=500)
+    curve = [r | {"metric": "progressive_psnr", "value": 10.0 + k,
+                  "extra": json.dumps({"k": k, "k_total": 4, "unit": "positions"})}
+             for k in (1, 2, 4) for r in rows("r1")]
+    df = pd.DataFrame(rows("r1", {"psnr": 20.0}) + gen + curve)
+    md, csv, tex, curves = render(df, tmp_path)
+    text = md.read_text()
+    assert "## Tokenizers" in text and "## Generators" in text
+    tok_part, gen_part = text.split("## Generators")
+    assert "psnr ↑" in tok_part and "gfid" not in tok_part and "gfid [adm] ↓" in gen_part
+    assert "progressive_psnr" not in text                           # a curve is no table column
+    long = pd.read_csv(curves)
+    assert long["k"].tolist() == [1, 2, 4] and long["value"].tolist() == [11.0, 12.0, 14.0]
+    assert "% Generators" in tex.read_text()

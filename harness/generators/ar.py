@@ -1,0 +1,272 @@
+"""LlamaGen-style decoder-only autoregressive generator (next-token prediction over a 1-factor layout).
+
+Papers: VCQ ("Variable Codebook Size Quantization", Sec. 3-4, App. A/B) trains a vanilla Llama-style AR
+with standard next-token prediction on its 1D tokens: class-label dropout 0.1, AR dropout 0.1,
+token-embedding dropout 0.1 (App. A), cosine CFG with scale and power (App. B), and CodebookSize-Aware
+CFG (Eq. 4). LlamaGen (Sun et al. 2024) defines the architecture: the class embedding (a table of
+num_classes + 1 rows, the last one the null class of CFG) is the first token, code embeddings follow,
+RMSNorm/SwiGLU/RoPE blocks, a bias-free linear head over the codebook.
+
+VCQ: position t may only emit codes < K_t, so logits beyond K_t are -inf in the training loss and in
+sampling (``layout.codebook_sizes``). ``SamplerConfig.codebook_aware_cfg`` turns on CodebookSize-Aware
+CFG (see ``sampling.py`` for the formula and its assumption).
+
+Works on every layout with ``num_factors == 1`` (spatial raster, channel, latent): the order is the
+layout's position order. Conditioning: ``class`` (int64 labels, ``conditioning.null_label`` = null),
+``text`` (N x L x D or N x D embeddings through LlamaGen's 2-layer caption MLP, all-zero = null) or
+``none`` (one learned start token). ``cond=None`` means the null condition for every sample.
+
+Presets AR-B/L/XL use the VCQ paper's layers/heads/widths (App. A: 12/12/768, 24/16/1024, 32/20/1280);
+counts are for T = 256, K = 16384, 1000 classes. AR-L (342.9M vs the paper's 343M) and AR-XL (693.4M vs
+684M, 1.4%) are claimed. AR-B gives 110.9M, LlamaGen GPT-B's own 111M; the VCQ paper states 115M (3.6%
+more) without saying what the extra 4M are, so that count is not claimed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..contracts import Conditioning, Generator, SamplerConfig, TokenLayout
+from ..errors import VQBenchError
+from ..registry import GENERATORS
+from .sampling import cfg_mix, codebook_invalid_mask, guidance_scales, mask_beyond_codebook, sample_with
+from .transformer import Transformer, init_weights
+
+ONE_FACTOR_LAYOUTS = ("spatial", "channel", "latent")
+
+
+class ConditionEmbedder(nn.Module):
+    """Condition -> prefix tokens (N x P x width), with training-time condition dropout.
+
+    ``class``: LlamaGen's label embedding (num_classes + 1 rows; the last is the null class).
+    ``text``: LlamaGen's caption MLP (Linear, GELU-tanh, Linear) over the text embeddings; dropped or null
+    conditions are all-zero embeddings (the ``Conditioning`` contract). ``none``: one learned start token.
+    """
+
+    def __init__(self, conditioning: Conditioning, width: int, dropout_prob: float):
+        super().__init__()
+        self.conditioning, self.dropout_prob = conditioning, dropout_prob
+        if conditioning.kind == "class":
+            if conditioning.num_classes < 1:
+                raise VQBenchError("class conditioning needs num_classes >= 1")
+            self.table = nn.Embedding(conditioning.num_classes + 1, width)
+        elif conditioning.kind == "text":
+            if conditioning.text_dim < 1:
+                raise VQBenchError("text conditioning needs text_dim >= 1")
+            self.mlp = nn.Sequential(nn.Linear(conditioning.text_dim, width), nn.GELU(approximate="tanh"),
+                                     nn.Linear(width, width))
+        else:
+            self.table = nn.Embedding(1, width)
+
+    def null_condition(self, n: int, device, like: torch.Tensor | None = None) -> torch.Tensor | None:
+        c = self.conditioning
+        if c.kind == "class":
+            return torch.full((n,), c.null_label, dtype=torch.long, device=device)
+        if c.kind == "text":
+            shape = (n, c.text_dim) if like is None else (n, *like.shape[1:])
+            return torch.zeros(shape, device=device)
+        return None
+
+    def check(self, cond: torch.Tensor | None, n: int, device) -> torch.Tensor | None:
+        """Validate a user condition for n samples; None becomes the null condition."""
+        c = self.conditioning
+        if c.kind == "none":
+            return None
+        if cond is None:
+            return self.null_condition(n, device)
+        if cond.shape[0] != n:
+            raise VQBenchError(f"cond has {cond.shape[0]} rows for {n} samples")
+        if c.kind == "class":
+            if cond.dim() != 1 or cond.dtype not in (torch.int64, torch.int32):
+                raise VQBenchError(f"class cond must be int64 labels of shape (n,), got {tuple(cond.shape)} "
+                                   f"{cond.dtype}")
+            if int(cond.min()) < 0 or int(cond.max()) > c.null_label:
+                raise VQBenchError(f"class labels must lie in 0..{c.num_classes} ({c.num_classes} = null)")
+            return cond.long().to(device)
+        if cond.shape[-1] != c.text_dim or cond.dim() not in (2, 3):
+            raise VQBenchError(f"text cond must be N x L x {c.text_dim} or N x {c.text_dim}, "
+                               f"got {tuple(cond.shape)}")
+        return cond.float().to(device)
+
+    def drop(self, cond: torch.Tensor | None) -> torch.Tensor | None:
+        """Replace each sample's condition by the null one with probability ``dropout_prob``."""
+        if cond is None or self.dropout_prob <= 0:
+            return cond
+        keep = torch.rand(cond.shape[0], device=cond.device) >= self.dropout_prob
+        if self.conditioning.kind == "class":
+            return torch.where(keep, cond, torch.full_like(cond, self.conditioning.null_label))
+        return cond * keep.view(-1, *([1] * (cond.dim() - 1))).to(cond.dtype)
+
+    def forward(self, cond: torch.Tensor | None, n: int) -> torch.Tensor:
+        kind = self.conditioning.kind
+        if kind == "class":
+            return self.table(cond)[:, None]
+        if kind == "text":
+            out = self.mlp(cond.to(self.mlp[0].weight.dtype))
+            return out[:, None] if out.dim() == 2 else out
+        return self.table.weight[None].expand(n, 1, -1)
+
+
+def require_layout(layout: TokenLayout, *, factorized: bool, name: str) -> None:
+    if factorized and layout.num_factors < 2:
+        raise VQBenchError(f"{name} needs a factorized layout (num_factors > 1, e.g. an fq tokenizer); "
+                           f"this one has num_factors={layout.num_factors}")
+    if not factorized and layout.num_factors != 1:
+        raise VQBenchError(f"{name} needs one code per position; this layout has num_factors="
+                           f"{layout.num_factors} (use a far preset for fq tokenizers)")
+
+
+@dataclass(frozen=True)
+class ARConfig:
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    multiple_of: int = 256          # SwiGLU hidden size rounding (LlamaGen)
+    dropout: float = 0.1            # attention / residual / FFN dropout ("AR dropout", VCQ App. A)
+    token_dropout: float = 0.1      # dropout on the input embeddings (VCQ App. A)
+    class_dropout: float = 0.1      # condition dropout for CFG
+    init_std: float = 0.02
+
+    def build(self, layout: TokenLayout, conditioning: Conditioning,
+              codebook: torch.Tensor | None = None) -> "ARGenerator":
+        return ARGenerator(self, layout, conditioning)
+
+
+class ARGenerator(Generator):
+    family = "ar"
+
+    def __init__(self, cfg: ARConfig, layout: TokenLayout, conditioning: Conditioning):
+        super().__init__()
+        require_layout(layout, factorized=False, name="the ar generator")
+        self.cfg, self.layout, self.conditioning = cfg, layout, conditioning
+        self.vocab = layout.max_codebook_size
+        self.cond_embed = ConditionEmbedder(conditioning, cfg.width, cfg.class_dropout)
+        self.tok_embed = nn.Embedding(self.vocab, cfg.width)
+        self.tok_dropout = nn.Dropout(cfg.token_dropout)
+        self.backbone = Transformer(cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio, causal=True,
+                                    dropout=cfg.dropout, multiple_of=cfg.multiple_of)
+        self.head = nn.Linear(cfg.width, self.vocab, bias=False)
+        init_weights(self, cfg.init_std)
+        nn.init.zeros_(self.head.weight)     # LlamaGen: the output starts uniform
+        invalid = codebook_invalid_mask(layout.codebook_sizes, self.vocab)
+        self.register_buffer("invalid", invalid if invalid is not None else torch.zeros(0, dtype=torch.bool),
+                             persistent=False)
+
+    # ------------------------------------------------------------------ training
+    def _mask(self, logits: torch.Tensor, positions: slice | int) -> torch.Tensor:
+        if self.invalid.numel() == 0:
+            return logits
+        return mask_beyond_codebook(logits, self.invalid[positions])
+
+    def _check_indices(self, indices: torch.Tensor) -> None:
+        if indices.shape[1:] != self.layout.index_shape:
+            raise VQBenchError(f"indices of shape {tuple(indices.shape)} do not match the layout "
+                               f"(N, {', '.join(map(str, self.layout.index_shape))})")
+
+    def logits(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """Teacher-forced logits N x T x V (float32; codes >= K_t at -inf); no condition dropout."""
+        self._check_indices(indices)
+        n, T = indices.shape
+        prefix = self.cond_embed(self.cond_embed.check(cond, n, indices.device), n)
+        x = torch.cat([prefix, self.tok_dropout(self.tok_embed(indices[:, :-1]))], dim=1)
+        h = self.backbone(x)[:, prefix.shape[1] - 1:]          # the state that predicts each position
+        return self._mask(self.head(h).float(), slice(0, T))
+
+    def loss(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """Mean next-token cross-entropy; in train mode each condition is dropped with ``class_dropout``."""
+        self._check_indices(indices)
+        cond = self.cond_embed.check(cond, indices.shape[0], indices.device)
+        if self.training:
+            cond = self.cond_embed.drop(cond)
+        logits = self.logits(indices, cond)
+        return F.cross_entropy(logits.reshape(-1, self.vocab), indices.reshape(-1))
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(self, n: int, cond: torch.Tensor | None, *, sampler: SamplerConfig = SamplerConfig(),
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        was_training = self.training
+        self.eval()
+        try:
+            return self._sample(n, cond, sampler, generator)
+        finally:
+            self.train(was_training)
+
+    def _prefix(self, n: int, cond: torch.Tensor | None, guided: bool, device) -> torch.Tensor:
+        cond = self.cond_embed.check(cond, n, device)
+        prefix = self.cond_embed(cond, n)
+        if guided:   # conditional rows first, unconditional rows second: one batched forward
+            null = self.cond_embed.null_condition(n, device, like=cond)
+            prefix = torch.cat([prefix, self.cond_embed(null, n)], dim=0)
+        return prefix
+
+    def _sample(self, n, cond, sampler: SamplerConfig, generator) -> torch.Tensor:
+        device = self.tok_embed.weight.device
+        T = self.layout.num_positions
+        guided = sampler.guided and self.conditioning.kind != "none"
+        prefix = self._prefix(n, cond, guided, device)
+        P, rows = prefix.shape[1], prefix.shape[0]
+        scales = guidance_scales(sampler, T, self.layout.codebook_sizes).tolist()
+        out = torch.zeros(n, T, dtype=torch.long, device=device)
+        cache = self.backbone.new_cache(rows, P + T - 1) if sampler.kv_cache else None
+        for t in range(T):
+            if cache is not None:
+                x = prefix if t == 0 else self.tok_embed(out[:, t - 1:t]).repeat(rows // n, 1, 1)
+                h = self.backbone(x, cache=cache, start_pos=0 if t == 0 else P + t - 1)
+            else:   # recompute the whole prefix: the reference the cache must reproduce
+                x = torch.cat([prefix, self.tok_embed(out[:, :t]).repeat(rows // n, 1, 1)], dim=1)
+                h = self.backbone(x)
+            logits = self.head(h[:, -1]).float()
+            if guided:
+                cond_logits, uncond_logits = logits.chunk(2)
+                logits = cfg_mix(cond_logits, uncond_logits, scales[t])
+            out[:, t] = sample_with(self._mask(logits, t), sampler, generator)
+        return out
+
+
+# ---------------------------------------------------------------------- presets
+def _paper_layout() -> TokenLayout:
+    # the VCQ paper's AR setting: 256 1D tokens, K_max = 16384 (the count depends only on K_max)
+    return TokenLayout.constant(256, 16384, position_kind="latent")
+
+
+PAPER_CONDITIONING = Conditioning(kind="class", num_classes=1000)
+
+
+@GENERATORS.register("ar-tiny", family="ar", scale="tiny", layouts=ONE_FACTOR_LAYOUTS, kv_cache=True,
+                     description="2-layer Llama AR, width 32 (tests)")
+def ar_tiny() -> ARConfig:
+    return ARConfig(width=32, depth=2, heads=4, multiple_of=16, dropout=0.0, token_dropout=0.0)
+
+
+@GENERATORS.register("ar-fmnist", family="ar", scale="small", layouts=ONE_FACTOR_LAYOUTS, kv_cache=True,
+                     description="4-layer Llama AR, width 192, for 49-token Fashion-MNIST layouts (default suite)")
+def ar_fmnist() -> ARConfig:
+    # small data, few steps: LlamaGen's dropouts would only slow the fit down
+    return ARConfig(width=192, depth=4, heads=4, multiple_of=64, dropout=0.0, token_dropout=0.0)
+
+
+@GENERATORS.register("ar-b", family="ar", scale="paper", layouts=ONE_FACTOR_LAYOUTS, kv_cache=True,
+                     paper_layout=_paper_layout(), paper_conditioning=PAPER_CONDITIONING,
+                     description="AR-B (VCQ App. A): 12 layers, 12 heads, width 768; 110.9M "
+                                 "(= LlamaGen GPT-B's 111M; the VCQ paper states 115M, not claimed)")
+def ar_b() -> ARConfig:
+    return ARConfig(width=768, depth=12, heads=12)
+
+
+@GENERATORS.register("ar-l", family="ar", scale="paper", layouts=ONE_FACTOR_LAYOUTS, kv_cache=True,
+                     paper_layout=_paper_layout(), paper_conditioning=PAPER_CONDITIONING, paper_params=343e6,
+                     description="AR-L (VCQ App. A): 24 layers, 16 heads, width 1024 (paper: 343M)")
+def ar_l() -> ARConfig:
+    return ARConfig(width=1024, depth=24, heads=16)
+
+
+@GENERATORS.register("ar-xl", family="ar", scale="paper", layouts=ONE_FACTOR_LAYOUTS, kv_cache=True,
+                     paper_layout=_paper_layout(), paper_conditioning=PAPER_CONDITIONING, paper_params=684e6,
+                     description="AR-XL (VCQ App. A): 32 layers, 20 heads, width 1280 (paper: 684M)")
+def ar_xl() -> ARConfig:
+    return ARConfig(width=1280, depth=32, heads=20)
