@@ -11,7 +11,9 @@ from .plugins import load_plugins
 from .registry import TOKENIZERS
 
 BUILTIN_MODULES = ("harness.data", "harness.metrics.image", "harness.metrics.tokens", "harness.suites",
-                   "harness.teachers")
+                   "harness.teachers", "harness.features", "harness.metrics.fidelity",
+                   "harness.metrics.perceptual", "harness.metrics.cliff", "harness.generators.ar", "harness.generators.far",
+                   "harness.generators.car", "harness.generators.masked", "harness.text_encoders")
 _loaded = False
 
 

@@ -10,12 +10,34 @@ from pathlib import Path
 
 from .errors import VQBenchError
 
-LIST_KINDS = ("tokenizers", "generators", "metrics", "datasets", "suites")
+LIST_KINDS = ("tokenizers", "generators", "metrics", "datasets", "suites", "text-encoders")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_sampler(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampler (generators)")
+    g.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1: none)")
+    g.add_argument("--cfg-schedule", default="constant", choices=("constant", "linear", "cosine"))
+    g.add_argument("--cfg-power", type=float, default=1.0, help="power of the cosine CFG schedule")
+    g.add_argument("--codebook-aware-cfg", action="store_true",
+                   help="CodebookSize-Aware CFG (VCQ): scale guidance by each position's excess capacity")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0, help="0: no top-k filtering")
+    g.add_argument("--top-p", type=float, default=1.0, help="1: no nucleus filtering")
+    g.add_argument("--steps", type=int, default=0, help="masked generators' decoding steps (0: the preset's)")
+    g.add_argument("--no-kv-cache", action="store_true", help="recompute attention over the prefix (same samples)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed (batch b uses seed * 1000003 + b)")
+
+
+def _sampler(args):
+    from .contracts import SamplerConfig
+    return SamplerConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale,
+                         cfg_schedule=args.cfg_schedule, cfg_power=args.cfg_power,
+                         codebook_aware_cfg=args.codebook_aware_cfg, steps=args.steps, kv_cache=not args.no_kv_cache)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,16 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("params", help="parameter count of a preset (paper presets on the meta device)",
                        description="Build PRESET (paper-scale presets without allocating weights) and print "
                                    "its parameter count.")
-    p.add_argument("preset", help="a tokenizer preset, e.g. vq-f16-imagenet")
+    p.add_argument("preset", help="a tokenizer or generator preset, e.g. vq-f16-imagenet, ar-l")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset field, e.g. --set codebook_size=4096 (repeatable)")
+    p.add_argument("--tokenizer", default=None, metavar="TOKENIZER_PRESET",
+                   help="generators: count on this tokenizer preset's layout (default: the paper's layout)")
 
-    p = sub.add_parser("train", help="train a tokenizer preset",
-                       description="Train a tokenizer preset; checkpoints go to RUN_DIR/checkpoints.")
-    p.add_argument("preset", help="tokenizer preset (`vqbench list tokenizers`)")
+    p = sub.add_parser("train", help="train a tokenizer preset, or a generator preset on a trained tokenizer",
+                       description="Train a tokenizer preset, or a generator preset on the tokens of a trained "
+                                   "tokenizer (--tokenizer RUN); checkpoints go to RUN_DIR/checkpoints.")
+    p.add_argument("preset", help="tokenizer or generator preset (`vqbench list tokenizers`, `... generators`)")
     p.add_argument("--run-dir", required=True, type=Path, help="folder for checkpoints and TensorBoard logs")
-    p.add_argument("--dataset", default="fashion-mnist",
-                   help="dataset name or imagefolder:<path> (`vqbench list datasets`)")
+    p.add_argument("--tokenizer", type=Path, default=None, metavar="RUN",
+                   help="generators: the trained tokenizer (run folder or step_* folder) whose tokens to model")
+    p.add_argument("--dataset", default=None,
+                   help="dataset name or imagefolder:<path> (`vqbench list datasets`; default: fashion-mnist, "
+                        "or for generators the tokenizer's)")
     p.add_argument("--n-train", type=int, default=None, help="use the first N training images (deterministic subset)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset or training setting, e.g. --set lr=3e-4 (repeatable; "
@@ -48,9 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--help-settings", action="store_true", help="list the settings --set accepts and exit")
     _add_device(p)
 
-    p = sub.add_parser("eval", help="evaluate a tokenizer checkpoint and append rows to a results file",
-                       description="Stream a split through a trained tokenizer and record each metric "
-                                   "as one row in the results store.")
+    p = sub.add_parser("eval", help="evaluate a tokenizer or generator checkpoint; append rows to a results file",
+                       description="Tokenizer checkpoints: stream a split through the tokenizer and record each "
+                                   "metric as one row in the results store. Generator checkpoints: sample "
+                                   "class-balanced images (sampler options below) and record gFID/KID/"
+                                   "precision/recall/IS against the training split. (`vqbench eval geneval SAMPLES_DIR` "
+                                   "scores text-to-image samples with GenEval instead; see its --help.)")
     p.add_argument("checkpoint", type=Path, help="a run folder (its latest checkpoint) or a step_* folder")
     p.add_argument("--results", type=Path, required=True, help="results store (.jsonl), created if missing")
     p.add_argument("--dataset", default=None, help="default: the dataset the tokenizer was trained on")
@@ -58,6 +89,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-eval", type=int, default=None, help="evaluate the first N images (default: all)")
     p.add_argument("--metrics", default=None, help="comma-separated metric names (default: psnr,ssim,"
                                                      "codebook_usage,unique_ratio)")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--run-id", default=None, help="row label (default: the checkpoint's run folder name)")
+    p.add_argument("--n-samples", type=int, default=1000, help="generators: samples to draw (class-balanced)")
+    p.add_argument("--npz", type=Path, default=None, help="generators: also save the samples as ADM .npz")
+    _add_sampler(p)
+    _add_device(p)
+
+    p = sub.add_parser("sample", help="draw class-balanced samples from a generator into an ADM-format .npz",
+                       description="Sample N images (labels i mod num_classes), decode them with the generator's "
+                                   "tokenizer and save arr_0 (N x H x W x 3 uint8) and arr_1 (labels).")
+    p.add_argument("checkpoint", type=Path, help="a generator run folder or step_* folder")
+    p.add_argument("--n", type=int, default=1000, help="number of samples")
+    p.add_argument("--out", type=Path, required=True, help="the .npz to write")
+    p.add_argument("--batch-size", type=int, default=100)
+    _add_sampler(p)
+    _add_device(p)
+
+    p = sub.add_parser("progressive", help="progressive reconstruction: metrics from the first k tokens only",
+                       description="Decode each image from its first k tokens (channels for CVQ, positions for "
+                                   "VCQ and VQ, sub-codebooks for FQ; the rest zeroed) and record the metrics "
+                                   "per k as progressive_<metric> rows.")
+    p.add_argument("checkpoint", type=Path, help="a run folder (its latest checkpoint) or a step_* folder")
+    p.add_argument("--results", type=Path, required=True, help="results store (.jsonl), created if missing")
+    p.add_argument("--dataset", default=None, help="default: the dataset the tokenizer was trained on")
+    p.add_argument("--split", default="test")
+    p.add_argument("--n-eval", type=int, default=None, help="evaluate the first N images (default: all)")
+    p.add_argument("--metrics", default="psnr,ssim", help="comma-separated image metrics (default: psnr,ssim)")
+    p.add_argument("--ks", default=None, help="comma-separated prefix lengths (default: 1, 2, 4, ... and all)")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--run-id", default=None, help="row label (default: the checkpoint's run folder name)")
+    _add_device(p)
+
+    p = sub.add_parser("probe", help="linear probes on the first k tokens' code embeddings (top-1/top-5)",
+                       description="Fit a linear classifier on the mean-pooled code embeddings of the first k "
+                                   "tokens (training split) and record its test accuracy as probe_* rows.")
+    p.add_argument("checkpoint", type=Path, help="a run folder (its latest checkpoint) or a step_* folder")
+    p.add_argument("--results", type=Path, required=True, help="results store (.jsonl), created if missing")
+    p.add_argument("--dataset", default=None, help="default: the dataset the tokenizer was trained on")
+    p.add_argument("--n-train", type=int, default=10000, help="training images the probe is fit on (default: 10000)")
+    p.add_argument("--n-eval", type=int, default=None, help="test images (default: all)")
+    p.add_argument("--ks", default="1,10,all", help="comma-separated prefix lengths, 'all' for every token")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--run-id", default=None, help="row label (default: the checkpoint's run folder name)")
     _add_device(p)
@@ -87,18 +159,52 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--dataset-size", type=int, required=True, help="N training samples")
     a.add_argument("--codebook-size", type=int, required=True, help="K")
     a.add_argument("--positions", type=int, default=4, help="how many positions past t* to tabulate")
+    a = asub.add_parser("entropy", help="exact per-position conditional entropy H(x_t | x_<t) and the empirical t*",
+                        description="Exact empirical conditional entropy of each position of N token sequences "
+                                    "(VCQ paper, Sec. 2), the remaining information budget, the empirical t* "
+                                    "and the capacity bound. TOKENS: a .npy/.pt file of N x T (or N x T x k) "
+                                    "indices, or a tokenizer run folder (its training split is encoded).")
+    a.add_argument("tokens", type=Path, help=".npy/.pt file of token indices, or a run / step_* folder")
+    a.add_argument("--codebook-size", type=int, default=None,
+                   help="K (default: the run's layout, or max index + 1 for a file)")
+    a.add_argument("--factors", default="joint", choices=("joint", "flatten"),
+                   help="N x T x k indices: one symbol per position (joint) or k positions each (flatten)")
+    a.add_argument("--threshold", type=float, default=1.0,
+                   help="empirical t*: fewest leading tokens leaving at most this many bits (default 1)")
+    a.add_argument("--out", type=Path, default=None, help="write the per-position table as CSV")
+    a.add_argument("--figure", type=Path, default=None, help="write the entropy figure (PATH.pdf and PATH.png)")
+    a.add_argument("--label", default=None, help="legend label (default: the file or run name)")
+    g = a.add_argument_group("run folders")
+    g.add_argument("--split", default="train", help="split to encode (default: train, as the paper)")
+    g.add_argument("--n", type=int, default=None, help="encode the first N images (default: the run's training set)")
+    g.add_argument("--dataset", default=None, help="default: the dataset the tokenizer was trained on")
+    g.add_argument("--batch-size", type=int, default=250)
+    g.add_argument("--results", type=Path, default=None,
+                   help="also record the curve (cond_entropy_bits per position) and the summary in this store")
+    _add_device(g)
 
-    p = sub.add_parser("report", help="render wide tables (Markdown, CSV, LaTeX) from results stores",
-                       description="Pivot one or more long results stores into comparison tables.")
+    p = sub.add_parser("report", help="render wide tables (Markdown, CSV, LaTeX) and figures from results stores",
+                       description="Pivot one or more long results stores into comparison tables, and draw "
+                                   "the figures the rows support (PDF + PNG: entropy curves, codebook usage "
+                                   "vs size, progressive reconstruction, VCQ schedules).")
     p.add_argument("results", nargs="+", type=Path, help="results .jsonl files")
     p.add_argument("--out", type=Path, required=True, help="folder for results.md/.csv/.tex")
+
+    from .geneval.cli import add_prompts_parser
+    add_prompts_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["eval", "geneval"]:         # its own parser: `eval` takes a checkpoint positional
+        from .geneval.cli import run_eval
+        command, args = run_eval, argv[2:]
+    else:
+        args = build_parser().parse_args(argv)
+        command = COMMANDS[args.command]
     try:
-        return COMMANDS[args.command](args) or 0
+        return command(args) or 0
     except VQBenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -125,9 +231,14 @@ def cmd_list(args) -> int:
 def cmd_params(args) -> int:
     from .catalog import build_tokenizer, load_all, parameter_count
     from .config import split_override
-    from .registry import TOKENIZERS
+    from .registry import GENERATORS, TOKENIZERS
     overrides = dict(split_override(o) for o in args.overrides)
     load_all()
+    if args.preset in GENERATORS:
+        from .train_generator import generator_params
+        n = generator_params(args.preset, overrides, args.tokenizer)
+        print(f"{args.preset}: {n:,} parameters ({n / 1e6:.1f}M)")
+        return 0
     # paper presets on the meta device (no memory); small ones for real (some libraries read values at init)
     device = "meta" if TOKENIZERS.entry(args.preset).meta.get("scale") == "paper" else "cpu"
     _, model = build_tokenizer(args.preset, overrides, device=device)
@@ -137,34 +248,111 @@ def cmd_params(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from .catalog import load_all, tokenizer_config
+    from .registry import GENERATORS
     from .train import TrainConfig, train_tokenizer
+    from .train_generator import GeneratorTrainConfig, generator_config, train_generator
+    load_all()
+    is_generator = args.preset in GENERATORS
     if args.help_settings:
-        from .catalog import tokenizer_config
         from .config import field_types
-        for title, cfg in (("preset", tokenizer_config(args.preset)), ("training", TrainConfig())):
+        configs = ((generator_config(args.preset), GeneratorTrainConfig()) if is_generator
+                   else (tokenizer_config(args.preset), TrainConfig()))
+        for title, cfg in zip(("preset", "training"), configs):
             print(f"{title} settings:")
             for name, tp in field_types(cfg).items():
                 print(f"  {name} = {getattr(cfg, name)!r}  ({getattr(tp, '__name__', tp)})")
         return 0
-    final = train_tokenizer(args.preset, args.run_dir, overrides=args.overrides, dataset=args.dataset,
-                            n_train=args.n_train, resume=args.resume, device=args.device,
-                            progress=not args.quiet)
+    if is_generator:
+        if args.tokenizer is None:
+            raise VQBenchError(f"{args.preset} is a generator: pass --tokenizer RUN, the trained tokenizer "
+                               "whose tokens it models")
+        final = train_generator(args.preset, args.tokenizer, args.run_dir, overrides=args.overrides,
+                                dataset=args.dataset, n_train=args.n_train, resume=args.resume,
+                                device=args.device, progress=not args.quiet)
+    else:
+        if args.tokenizer is not None:
+            raise VQBenchError(f"--tokenizer is for generator presets; {args.preset} is a tokenizer")
+        final = train_tokenizer(args.preset, args.run_dir, overrides=args.overrides,
+                                dataset=args.dataset or "fashion-mnist", n_train=args.n_train,
+                                resume=args.resume, device=args.device, progress=not args.quiet)
     print(f"final checkpoint: {final}")
     return 0
 
 
 def cmd_eval(args) -> int:
+    from . import checkpoint as ckpt
     from .record import evaluate_and_record
     from .results import ResultsStore
-    from .suites import TOKENIZER_METRICS
+    from .suites import GENERATION_METRICS, TOKENIZER_METRICS
+    if ckpt.load_state(ckpt.resolve(args.checkpoint)).get("kind") == "generator":
+        from .record_generation import evaluate_generator_and_record
+        metrics = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else GENERATION_METRICS
+        rows = evaluate_generator_and_record(
+            args.checkpoint, ResultsStore(args.results), run_id=args.run_id or ckpt.run_name(args.checkpoint),
+            sampler=_sampler(args), n_samples=args.n_samples, metrics=metrics, batch_size=args.batch_size,
+            seed=args.seed, device=args.device, npz=args.npz, progress=not args.quiet)
+        _print_rows(rows)
+        return 0
     metrics = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else TOKENIZER_METRICS
     rows = evaluate_and_record(args.checkpoint, ResultsStore(args.results), run_id=args.run_id,
                                dataset=args.dataset, split=args.split, n_eval=args.n_eval,
                                metrics=metrics, batch_size=args.batch_size, device=args.device,
                                progress=not args.quiet)
+    _print_rows(rows)
+    return 0
+
+
+def _print_rows(rows) -> None:
     for r in rows:
         name = r["metric"] if r["protocol"] == "canonical" else f"{r['metric']} [{r['protocol']}]"
         print(f"{name:<32} {r['value']:.6g}")
+
+
+def cmd_sample(args) -> int:
+    from .record_generation import sample_to_npz
+    path = sample_to_npz(args.checkpoint, args.out, n=args.n, sampler=_sampler(args), seed=args.seed,
+                         batch_size=args.batch_size, device=args.device)
+    print(f"{args.n} samples written to {path}")
+    return 0
+
+
+def _int_list(text: str, what: str, allow_all: bool = False) -> list:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if allow_all and part == "all":
+            out.append(None)
+        elif part.isdigit():
+            out.append(int(part))
+        else:
+            raise VQBenchError(f"{what}: {part!r} is not a positive integer{' or all' if allow_all else ''}")
+    return out
+
+
+def cmd_progressive(args) -> int:
+    import json
+    from .progressive import progressive_and_record
+    from .results import ResultsStore
+    rows = progressive_and_record(args.checkpoint, ResultsStore(args.results), run_id=args.run_id,
+                                  dataset=args.dataset, split=args.split, n_eval=args.n_eval,
+                                  metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
+                                  ks=_int_list(args.ks, "--ks") if args.ks else None,
+                                  batch_size=args.batch_size, device=args.device, progress=not args.quiet)
+    for r in sorted(rows, key=lambda r: (r["metric"], json.loads(r["extra"])["k"])):
+        e = json.loads(r["extra"])
+        print(f"{r['metric']:<28} k={e['k']:>4}/{e['k_total']} {e['unit']:<9} {r['value']:.6g}")
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from .probe import probe_and_record
+    from .results import ResultsStore
+    rows = probe_and_record(args.checkpoint, ResultsStore(args.results), run_id=args.run_id, dataset=args.dataset,
+                            n_train=args.n_train, n_eval=args.n_eval, ks=_int_list(args.ks, "--ks", allow_all=True),
+                            batch_size=args.batch_size, device=args.device)
+    for r in rows:
+        print(f"{r['metric']:<20} {r['value'] if r['value'] is not None else float('nan'):.6g}")
     return 0
 
 
@@ -182,15 +370,55 @@ def cmd_report(args) -> int:
     import pandas as pd
     from .report import render
     from .results import ResultsStore
+    from .figures import render_figures
     frames = [ResultsStore(p).read(must_exist=True) for p in args.results]
-    for path in render(pd.concat(frames, ignore_index=True), args.out):
+    df = pd.concat(frames, ignore_index=True)
+    for path in render(df, args.out) + render_figures(df, args.out):
         print(path)
+    return 0
+
+
+def _analyze_entropy(args) -> int:
+    from .entropy import analyze_tokens
+    profile, label = analyze_tokens(args.tokens, codebook_size=args.codebook_size, factors=args.factors,
+                                    threshold_bits=args.threshold, split=args.split, n=args.n,
+                                    dataset=args.dataset, batch_size=args.batch_size, device=args.device,
+                                    results=args.results, progress=not args.quiet)
+    label = args.label or label
+    print(f"{label}: N = {profile.n_sequences:,} sequences, T = {profile.num_positions}, "
+          f"log2 N = {profile.log2_n:.2f} bits, H(x) = {profile.joint_entropy:.2f} bits")
+    print(f"{'t':>4} {'K_t':>8} {'H_t [bits]':>11} {'budget left':>12} {'distinct prefixes':>18}")
+    shown = max(profile.t_star, profile.bound_t_star or 0) + 3
+    for r in profile.table()[:shown]:
+        print(f"{r['t']:>4} {r['codebook_size']:>8} {r['conditional_entropy_bits']:>11.4f} "
+              f"{r['remaining_budget_bits']:>12.4f} {r['distinct_prefixes']:>18,}")
+    if profile.num_positions > shown:
+        rest = profile.conditional_entropy[shown:].sum()
+        print(f"   ... positions {shown}-{profile.num_positions - 1}: {rest:.4f} bits together")
+    bound = profile.bound_t_star
+    print(f"empirical t* = {profile.t_star} (fewest leading tokens leaving <= {profile.threshold_bits:g} bit); "
+          f"bound t* = {bound if bound is not None else f'> {profile.num_positions}'} "
+          + ("(ceil(log2 N / log2 K))" if len(set(profile.codebook_sizes)) == 1 else "(capacity of K_t)"))
+    if profile.residual_bits > 0:
+        print(f"identical sequences: {profile.n_sequences - int(profile.distinct_prefixes[-1]):,} duplicates, "
+              f"residual {profile.residual_bits:.4f} bits never resolved")
+    if args.out:
+        from .checkpoint import atomic_write_text
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, profile.to_csv())
+        print(f"per-position table written to {args.out}")
+    if args.figure:
+        from .figures import plot_entropy_profiles
+        for path in plot_entropy_profiles({label: profile}, args.figure):
+            print(f"figure written to {path}")
     return 0
 
 
 def cmd_analyze(args) -> int:
     import math
     from .schedules import codebook_schedule, constant_cliff, schedule_stats
+    if args.analysis == "entropy":
+        return _analyze_entropy(args)
     if args.analysis == "cliff":
         if args.dataset_size < 2 or args.codebook_size < 2:
             raise VQBenchError("--dataset-size and --codebook-size must be at least 2")
@@ -229,8 +457,14 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-COMMANDS = {"analyze": cmd_analyze, "list": cmd_list, "params": cmd_params, "train": cmd_train, "eval": cmd_eval,
-            "run": cmd_run, "report": cmd_report}
+def cmd_geneval_prompts(args) -> int:
+    from .geneval.cli import cmd_prompts
+    return cmd_prompts(args)
+
+
+COMMANDS = {"analyze": cmd_analyze, "list": cmd_list, "params": cmd_params, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
+            "progressive": cmd_progressive, "probe": cmd_probe,
+            "run": cmd_run, "report": cmd_report, "geneval-prompts": cmd_geneval_prompts}
 
 if __name__ == "__main__":
     sys.exit(main())

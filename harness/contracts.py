@@ -179,6 +179,9 @@ class EvalBatch:
     indices: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     layout: TokenLayout | None = None
+    image_ids: torch.Tensor | None = None      # each image's row in the split: orders gathered DDP results
+    dataset: dict | None = None                # the split's ``ImageDataset.describe()`` (feature cache key)
+    feature_memo: dict = field(default_factory=dict)   # features computed once per batch, shared by metrics
 
 
 class Metric:
@@ -191,10 +194,12 @@ class Metric:
     requires: ClassVar[frozenset[str]] = frozenset()   # EvalBatch fields that must be present
     higher_is_better: ClassVar[dict[str, bool]] = {}   # per emitted value name
     protocol: ClassVar[str] = "canonical"
+    feature_extractor: ClassVar[str] = ""              # the FEATURE_EXTRACTORS name the values rest on
 
     def __init__(self):
         self._states: dict[str, torch.Tensor] = {}
         self._defaults: dict[str, torch.Tensor] = {}
+        self.reasons: dict[str, str] = {}   # value name -> why ``compute`` returned NaN for it
 
     def add_state(self, name: str, default: torch.Tensor) -> None:
         self._defaults[name] = default.clone()

@@ -68,6 +68,13 @@ class ConvTokenizer(Tokenizer):
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         return self._decode_grid(self._lookup(indices))
 
+    def decode_prefix(self, indices: torch.Tensor, k: int) -> torch.Tensor:
+        """Keep the first k grid cells in raster order (all k codes of a cell for RVQ), zero the rest."""
+        k = self.check_prefix(k)
+        z_q = self._lookup(indices)                                   # N x h x w x D
+        kept = torch.arange(z_q.shape[1] * z_q.shape[2], device=z_q.device) < k
+        return self._decode_grid(torch.where(kept.view(1, *z_q.shape[1:3], 1), z_q, 0.0))
+
     def forward(self, x: torch.Tensor) -> TokenizerOutput:
         q = self._quantize(x)
         return TokenizerOutput(self._decode_grid(q.quantized), self._flat(q.indices), q.losses)

@@ -26,6 +26,8 @@ class MetricValue:
     higher_is_better: bool
     protocol: str
     source: str          # the registry name of the metric that emitted it
+    feature_extractor: str = ""
+    reason: str = ""     # why the value is NaN, when it is
 
 
 def load_tokenizer(checkpoint: str | Path, device: torch.device | str = "cpu",
@@ -65,6 +67,7 @@ def evaluate_tokenizer(model: Tokenizer, dataset, metrics: list[Metric], batch_s
     for m in metrics:
         m.reset()
     batches = shard_batches(len(dataset), batch_size, d)
+    describe = dataset.describe() if hasattr(dataset, "describe") else None   # names the feature cache
     if progress and d.is_main:
         from tqdm.auto import tqdm
         batches = tqdm(batches, desc="eval", dynamic_ncols=True)
@@ -73,12 +76,19 @@ def evaluate_tokenizer(model: Tokenizer, dataset, metrics: list[Metric], batch_s
         real = real.to(d.device)
         out = model(real)
         batch = EvalBatch(real=real, reconstruction=out.reconstruction.clamp(-1, 1),
-                          indices=out.indices, labels=labels, layout=model.layout)
+                          indices=out.indices, labels=labels, layout=model.layout,
+                          image_ids=torch.tensor(list(rows)), dataset=describe)
         for m in metrics:
             m.update(batch)
+    return metric_values(metrics)
+
+
+def metric_values(metrics: list[Metric]) -> list[MetricValue]:
+    """Sync every metric over DDP ranks and compute its values (every rank gets them)."""
     values = []
     for m in metrics:
         m.sync()
         for name, value in m.compute().items():
-            values.append(MetricValue(name, float(value), m.higher_is_better[name], m.protocol, m.source))
+            values.append(MetricValue(name, float(value), m.higher_is_better[name], m.protocol, m.source,
+                                      m.feature_extractor, m.reasons.get(name, "")))
     return values

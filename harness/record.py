@@ -45,9 +45,10 @@ def evaluate_and_record(checkpoint, store: ResultsStore, *, run_id: str | None, 
         "started_at": started, "finished_at": _now(),
     }
     rows = [base | {"metric": v.name, "value": v.value, "higher_is_better": v.higher_is_better,
-                    "protocol": v.protocol,
+                    "protocol": v.protocol, "feature_extractor": v.feature_extractor,
                     "extra": json.dumps({"metric_source": v.source, "checkpoint_step": state["step"],
-                                         "eval_seconds": round(seconds, 2), "world_size": d.world_size})}
+                                         "eval_seconds": round(seconds, 2), "world_size": d.world_size}
+                                        | ({"reason": v.reason} if v.reason else {}))}
             for v in values]
     if d.is_main:
         store.replace_run(run_id, rows, where={"dataset": dataset, "split": split})

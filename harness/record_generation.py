@@ -22,6 +22,7 @@ from .contracts import SamplerConfig
 from .distributed import Dist, setup
 from .errors import VQBenchError
 from .evaluate import load_tokenizer
+from .metrics.fidelity import HIGHER_IS_BETTER, generation_fidelity
 from .generate import sample_batches, sampler_record, save_adm_npz, to_uint8_hwc
 from .results import ResultsStore, make_rows, now
 from .train_generator import load_generator
@@ -45,8 +46,9 @@ def evaluate_generator_and_record(checkpoint, store: ResultsStore, *, run_id: st
     reference_n = reference_n or n_samples
     cfg = tokenizer.cfg
     extractor = F.DEFAULT_EXTRACTOR
-    reference = F.reference_features(dataset, reference_split, resolution=cfg.resolution, n=reference_n,
-                                     extractor=extractor, device=d.device)
+    reference = F.reference_features(dataset, reference_split, resolution=cfg.resolution,
+                                     channels=cfg.in_channels, n=reference_n, extractor=extractor,
+                                     device=d.device)
     started, t0 = now(), time.time()
     passes = [("", sampler)]
     if sampler.guided:
@@ -56,7 +58,7 @@ def evaluate_generator_and_record(checkpoint, store: ResultsStore, *, run_id: st
         feats, images = _sample_features(generator, tokenizer, n_samples, state["num_classes"], s, seed,
                                          batch_size, d, extractor, keep_images=npz is not None and suffix == "")
         wanted = metrics if suffix == "" else tuple(m for m in metrics if m in ("gfid", "gkid"))
-        result = F.generation_fidelity(feats, reference, wanted)
+        result = generation_fidelity(feats, reference, wanted)
         for name, (value, reason) in result.items():
             values[name + suffix] = value
             n_of[name + suffix] = n_samples
@@ -72,7 +74,7 @@ def evaluate_generator_and_record(checkpoint, store: ResultsStore, *, run_id: st
              "tokenizer_run": str(tok_path), "tokenizer_preset": tok_state["preset"],
              "generator_step": state["step"], "reference_split": reference_split, "reference_n": reference_n,
              "eval_seconds": round(time.time() - t0, 2), "world_size": d.world_size}
-    higher = {m: F.HIGHER_IS_BETTER[m.removesuffix("_nocfg")] for m in values}
+    higher = {m: HIGHER_IS_BETTER[m.removesuffix("_nocfg")] for m in values}
     rows = make_rows(run, values, higher, protocol="adm", n_images=n_of, feature_extractor=extractor,
                      extra=extra, reasons=reasons)
     if d.is_main:

@@ -206,11 +206,19 @@ KIND_TITLES = {"tokenizer": "Tokenizers", "generator": "Generators"}
 
 
 def is_curve_row(df: pd.DataFrame) -> pd.Series:
-    """Rows of a curve (progressive reconstruction per k): ``extra`` holds the x value ``k``.
-
-    A wide table would keep only one point per run, so curves go to their own long CSV and figures."""
+    """Rows of a curve: a (run, metric, protocol) recorded at several x values ``extra["k"]``
+    (progressive reconstruction per k, conditional entropy per position). A wide table would keep one
+    point per run, so curves go to their own long CSV and to figures; a metric measured at one k
+    (a linear probe on the first k tokens) stays a table column."""
     import json
-    return df["extra"].map(lambda e: "k" in json.loads(e) if isinstance(e, str) and e else False).astype(bool)
+    if df.empty:
+        return pd.Series(False, index=df.index, dtype=bool)
+    k = df["extra"].map(lambda e: json.loads(e).get("k") if isinstance(e, str) and e else None)
+    has_k = k.notna()
+    points = k[has_k].groupby([df.loc[has_k, c] for c in ("run_id", "metric", "protocol")]).transform("nunique")
+    curve = pd.Series(False, index=df.index, dtype=bool)
+    curve.loc[points.index] = points > 1
+    return curve
 
 
 def curves_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -228,8 +236,8 @@ def render(df: pd.DataFrame, out_dir: str | Path, name: str = "results") -> list
     """Write ``name``.md / .csv / .tex under ``out_dir`` (and ``name``_curves.csv when there are curve
     rows); returns their paths (Markdown first). Tokenizer and generator rows get a table each."""
     out_dir = Path(out_dir)
-    curve = is_curve_row(df) if not df.empty else pd.Series(dtype=bool)
-    table = df[~curve] if not df.empty else df
+    curve = is_curve_row(df)
+    table = df[~curve]
     kinds = list(dict.fromkeys(table["kind"])) if not table.empty else []
     if len(kinds) > 1:
         parts = [(KIND_TITLES.get(k, k), table[table["kind"] == k]) for k in kinds]

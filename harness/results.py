@@ -207,9 +207,10 @@ class ResultsStore:
                 old += b"\n"
             write_atomic(self.path, old + new)
 
-    def replace_run(self, run_id: str, rows: Iterable[Mapping], where: Mapping | None = None) -> None:
-        """Drop the rows of ``run_id`` (only those matching the ``where`` column values, if given)
-        and add ``rows``, in one atomic replacement."""
+    def replace_run(self, run_id: str, rows: Iterable[Mapping], where: Mapping | None = None,
+                    metrics: Iterable[str] | None = None) -> None:
+        """Drop the rows of ``run_id`` (only those matching the ``where`` column values, and only
+        those whose metric is in ``metrics``, if given) and add ``rows``, in one atomic replacement."""
         rows = list(rows)
         foreign = {r.get("run_id") for r in rows} - {run_id}
         if foreign:
@@ -217,8 +218,10 @@ class ResultsStore:
         where = dict(where or {})
         new = [encode_row(r) for r in rows]
         with self._locked():
+            dropped = None if metrics is None else set(metrics)
             kept = [json.dumps(r) for r in self.records()
-                    if not (r["run_id"] == run_id and all(r.get(k) == v for k, v in where.items()))]
+                    if not (r["run_id"] == run_id and all(r.get(k) == v for k, v in where.items())
+                            and (dropped is None or r["metric"] in dropped))]
             write_atomic(self.path, "".join(line + "\n" for line in kept + new).encode("utf-8"))
 
     @contextmanager

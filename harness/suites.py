@@ -12,10 +12,10 @@ from pathlib import Path
 
 from .contracts import SamplerConfig
 from .distributed import barrier, setup
+from .metrics.fidelity import GENERATION_METRICS
 from .registry import SUITES
 
 TOKENIZER_METRICS = ("psnr", "ssim", "codebook_usage", "unique_ratio")   # what every tokenizer run reports
-GENERATION_METRICS = ("gfid", "gkid", "precision", "recall", "inception_score")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,12 @@ class TokenizerRun:
     eval_split: str = "test"
     eval_batch_size: int = 250
     metrics: tuple[str, ...] = TOKENIZER_METRICS
+    fidelity_metrics: tuple[str, ...] = ()        # Inception metrics, on fewer images (CPU cost)
+    fidelity_n_eval: int | None = None
+    progressive_metrics: tuple[str, ...] = ()     # progressive reconstruction curves (none: skipped)
+    progressive_n_eval: int | None = None
+    probe_n_train: int | None = None              # linear probes on the first k tokens (None: skipped)
+    probe_n_eval: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,12 +80,15 @@ def register_suite(suite: Suite, **meta) -> Suite:
 FMNIST_TRAIN = ("lr=3e-4", "batch_size=32", "lpips_net=alex", "disc_layers=2", "disc_channels=32",
                 "warmup_steps=50", "ckpt_every=500")
 
+TINY_TOKENIZER = ("steps=6", "batch_size=8", "perceptual_weight=0", "disc_start=3", "disc_layers=1",
+                  "disc_channels=8", "ckpt_every=3")
 register_suite(Suite(
-    "tiny", "seconds: vq-tiny on the procedural set (tests of the suite runner)",
-    (TokenizerRun("vq-tiny", "vq-tiny", ("steps=6", "batch_size=8", "perceptual_weight=0",
-                                          "disc_start=3", "disc_layers=1", "disc_channels=8",
-                                          "ckpt_every=3"),
-                  dataset="procedural", n_eval=64, eval_batch_size=32),)))
+    "tiny", "seconds: vq-tiny and ar-tiny on the procedural set (tests of the suite runner)",
+    (TokenizerRun("vq-tiny", "vq-tiny", TINY_TOKENIZER, dataset="procedural", n_eval=64, eval_batch_size=32,
+                  progressive_metrics=("psnr",), progressive_n_eval=32, probe_n_train=128, probe_n_eval=64),),
+    (GeneratorRun("ar-tiny@vq-tiny", "ar-tiny", "vq-tiny", ("steps=6", "batch_size=16", "ckpt_every=3"),
+                  sampler=SamplerConfig(cfg_scale=2.0), n_samples=16, metrics=("gfid", "gkid"),
+                  sample_batch_size=8),)))
 
 register_suite(Suite(
     "smoke", "under 5 minutes on 2 CPU cores: vq-fmnist, 300 steps on Fashion-MNIST, 2,000 test images",
@@ -87,19 +96,49 @@ register_suite(Suite(
                   n_eval=2000),)))
 
 # The default suite: every tokenizer family at matched token budgets (49 tokens per 28x28 image,
-# codebooks of ~1024), the same recipe and step count, evaluated on the same 5,000 test images.
+# codebooks of ~1024), the same recipe and step count, evaluated on the same test images; then each
+# generator family on the tokenizers the papers pair it with, class-conditional, the same steps.
+# N per metric is chosen for a 2-core CPU and recorded in every row: pixel and token metrics on 2,000
+# test images, Inception metrics (rFID/KID, gFID/KID/precision/recall) on 250 (KID is the reliable
+# one at this N), linear probes fit on 5,000 training images.
 DEFAULT_TOKENIZERS = ("vq-fmnist", "cvq-fmnist", "cvq-fmnist-drop25", "fq-dual-fmnist", "vcq-constant-fmnist",
                       "vcq-cosine-fmnist", "fsq-fmnist", "lfq-fmnist", "simvq-fmnist", "rvq-fmnist")
+DEFAULT_TOKENIZER_METRICS = TOKENIZER_METRICS + ("lpips", "entropy_cliff")
+DEFAULT_FIDELITY_N = 250
+FMNIST_GENERATOR_TRAIN = ("steps=300", "batch_size=32", "lr=1e-3", "warmup_steps=30", "ckpt_every=300")
+GUIDED = SamplerConfig(cfg_scale=2.0)
+VCQ_GUIDED = SamplerConfig(cfg_scale=2.0, cfg_schedule="cosine")     # the VCQ appendix's CFG schedule
+DEFAULT_GENERATORS = (
+    # (label, generator, tokenizer run, sampler, trained by)
+    ("ar@vq", "ar-fmnist", "vq-fmnist", GUIDED, None),
+    ("maskgit@vq", "masked-fmnist", "vq-fmnist", GUIDED, None),
+    ("car@cvq-drop25", "car-fmnist", "cvq-fmnist-drop25", GUIDED, None),
+    ("masked@cvq-drop25", "masked-fmnist", "cvq-fmnist-drop25", GUIDED, None),
+    ("far@fq-dual", "far-fmnist", "fq-dual-fmnist", GUIDED, None),
+    ("ar@vcq-constant", "ar-fmnist", "vcq-constant-fmnist", VCQ_GUIDED, None),
+    ("ar@vcq-cosine", "ar-fmnist", "vcq-cosine-fmnist", VCQ_GUIDED, None),
+    ("ar@vcq-cosine+cbcfg", "ar-fmnist", "vcq-cosine-fmnist",
+     SamplerConfig(cfg_scale=2.0, cfg_schedule="cosine", codebook_aware_cfg=True), "ar@vcq-cosine"),
+)
 register_suite(Suite(
     "default", "the main job (python run_all.py): VQ, CVQ (p=0, 0.25), FQ-Dual, VCQ (constant, cosine) and the "
-               "FSQ/LFQ/SimVQ/RVQ baselines, 400 steps each on Fashion-MNIST, 5,000 test images",
-    tuple(TokenizerRun(p, p, FMNIST_TRAIN + ("steps=400", "disc_start=200"), n_eval=5000)
-          for p in DEFAULT_TOKENIZERS)))
+               "FSQ/LFQ/SimVQ/RVQ baselines, 250 steps each on Fashion-MNIST; AR, MaskGIT, CAR, masked "
+               "channel-wise, FAR and AR with CodebookSize-Aware CFG on them, 300 steps each",
+    tuple(TokenizerRun(p, p, FMNIST_TRAIN + ("steps=250", "disc_start=150"), n_eval=2000,
+                       metrics=DEFAULT_TOKENIZER_METRICS, fidelity_metrics=("rfid",),
+                       fidelity_n_eval=DEFAULT_FIDELITY_N, progressive_metrics=("psnr", "ssim", "lpips"),
+                       progressive_n_eval=500, probe_n_train=5000, probe_n_eval=2000)
+          for p in DEFAULT_TOKENIZERS),
+    tuple(GeneratorRun(label, preset, tok, FMNIST_GENERATOR_TRAIN, sampler=sampler, n_samples=DEFAULT_FIDELITY_N,
+                       train_label=trained_by)
+          for label, preset, tok, sampler, trained_by in DEFAULT_GENERATORS)))
 
 
 def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool = True) -> Path | None:
     """Train and evaluate every run of suite ``name`` into ``out_dir``; returns the Markdown table path."""
     from .record import evaluate_and_record
+    from .probe import probe_and_record
+    from .progressive import progressive_and_record
     from .record_generation import evaluate_generator_and_record
     from .report import render
     from .results import ResultsStore
@@ -118,9 +157,22 @@ def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool 
                                 dataset=spec.dataset, n_train=spec.n_train, resume=True,
                                 device=device, progress=progress)
         barrier(d)
-        evaluate_and_record(final, store, run_id=f"{suite.name}/{spec.label}", dataset=spec.dataset,
-                            split=spec.eval_split, n_eval=spec.n_eval, metrics=spec.metrics,
-                            batch_size=spec.eval_batch_size, device=device, skip_if_recorded=True)
+        run_id = f"{suite.name}/{spec.label}"
+        evaluate_and_record(final, store, run_id=run_id, dataset=spec.dataset, split=spec.eval_split,
+                            n_eval=spec.n_eval, metrics=spec.metrics, batch_size=spec.eval_batch_size,
+                            device=device, skip_if_recorded=True)
+        if spec.fidelity_metrics:
+            evaluate_and_record(final, store, run_id=run_id, dataset=spec.dataset, split=spec.eval_split,
+                                n_eval=spec.fidelity_n_eval, metrics=spec.fidelity_metrics,
+                                batch_size=spec.eval_batch_size, device=device, skip_if_recorded=True)
+        if spec.progressive_metrics:
+            progressive_and_record(final, store, run_id=run_id, dataset=spec.dataset, split=spec.eval_split,
+                                   n_eval=spec.progressive_n_eval, metrics=spec.progressive_metrics,
+                                   batch_size=spec.eval_batch_size, device=device)
+        if spec.probe_n_train:
+            probe_and_record(final, store, run_id=run_id, dataset=spec.dataset, n_train=spec.probe_n_train,
+                             n_eval=spec.probe_n_eval, batch_size=spec.eval_batch_size, device=device)
+        barrier(d)
         if d.is_main and progress:
             print(f"[{suite.name}] {spec.label}: done in {time.time() - t0:.0f}s", flush=True)
     for spec in suite.generators:

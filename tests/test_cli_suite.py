@@ -37,7 +37,21 @@ def test_tiny_suite_runs_resumes_and_reports(tmp_path, capsys):
     assert "vq-tiny" in text and "psnr ↑" in text and "codebook_usage ↑" in text
     rows = [json.loads(line) for line in open(tmp_path / "results.jsonl")]
     assert {r["metric"] for r in rows} >= {"psnr", "ssim", "codebook_usage", "unique_ratio"}
-    assert all(r["n_images"] == 64 and r["dataset"] == "procedural" and r["protocol"] for r in rows)
+    assert all(r["dataset"] == "procedural" and r["protocol"] for r in rows)
+    by = lambda pred: [r for r in rows if pred(r)]                                   # noqa: E731
+    probe = by(lambda r: r["metric"].startswith("probe_"))
+    curve = by(lambda r: "k" in json.loads(r["extra"]) and r not in probe)
+    gen = by(lambda r: r["kind"] == "generator")
+    evaluation = [r for r in rows if r not in curve + probe + gen]
+    assert all(r["n_images"] == 64 for r in evaluation + probe) and all(r["n_images"] == 32 for r in curve)
+    assert sorted(json.loads(r["extra"])["k"] for r in curve) == [1, 2, 4, 8, 16, 32, 64]
+    assert {r["metric"] for r in probe} >= {"probe_top1_k1", "probe_top1_all"}
+    assert {r["metric"] for r in gen} == {"gfid", "gkid", "gfid_nocfg", "gkid_nocfg"}
+    assert all(r["n_images"] == 16 and r["feature_extractor"] and json.loads(r["extra"])["sampler"]["cfg_scale"]
+               == 2.0 for r in gen)
+    assert "## Generators" in text and "gfid [adm] ↓" in text and "probe_top1_k1 ↑" in text
+    assert (tmp_path / "samples" / "ar-tiny@vq-tiny.npz").exists()
+    assert (tmp_path / "results_curves.csv").exists() and (tmp_path / "results_progressive.png").exists()
     stamp = (tmp_path / "results.jsonl").stat().st_mtime_ns
     run_suite("tiny", tmp_path, progress=False)                    # finished: nothing is redone
     assert (tmp_path / "results.jsonl").stat().st_mtime_ns == stamp

@@ -10,7 +10,7 @@ from harness.errors import VQBenchError
 from harness.report import footnotes, render, tex_escape, to_latex, to_markdown, wide_table
 from harness.results import ROW_COLUMNS, ResultsStore, make_rows
 
-HIB = {"psnr": True, "ssim": True, "codebook_usage": True, "rfid": False}
+HIB = {"psnr": True, "ssim": True, "codebook_usage": True, "rfid": False, "probe_top1_all": True}
 
 
 def run(run_id="r1", **kw):
@@ -79,6 +79,11 @@ def test_has_and_replace_run(tmp_path):
     df = store.read()
     assert sorted(zip(df.run_id, df.split, df.metric, df.value.fillna(-1))) == \
            [("r1", "test", "psnr", 25.0), ("r1", "val", "psnr", 21.0), ("r2", "test", "rfid", -1)]
+    store.append(rows("r1", {"probe_top1_all": 0.7}))
+    store.replace_run("r1", rows("r1", {"psnr": 26.0}), where={"split": "test"}, metrics={"psnr"})
+    df = store.read()
+    r1 = df[(df.run_id == "r1") & (df.split == "test")]
+    assert sorted(zip(r1.metric, r1.value)) == [("probe_top1_all", 0.7), ("psnr", 26.0)]    # probe row kept
     store.replace_run("r1", [])
     assert list(store.read().run_id) == ["r2"]
     with pytest.raises(VQBenchError, match="rows of other runs"):

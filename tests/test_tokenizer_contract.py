@@ -53,6 +53,12 @@ def test_contract(preset):
         assert idx.min() >= 0 and bool((idx < ks).all())
         assert torch.equal(model(x).indices, idx)
         torch.testing.assert_close(model.decode(idx), model(x).reconstruction, rtol=0, atol=1e-6)
+        # progressive decoding: keeping every token is decode itself; keeping one token is not
+        assert torch.equal(model.decode_prefix(idx, model.prefix_total), model.decode(idx))
+        first = model.decode_prefix(idx, 1)
+        assert first.shape == x.shape and not torch.equal(first, model.decode(idx))
+        with pytest.raises(ValueError):
+            model.decode_prefix(idx, model.prefix_total + 1)
         emb = model.code_embeddings(idx)
         assert emb.shape[:2] == (2, layout.num_positions)
     assert model.last_layer_weight().requires_grad

@@ -93,11 +93,14 @@ class CVQTokenizer(Tokenizer):
     def decode(self, indices: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         return self._decode_channels(self.quantizer.lookup(indices), size)
 
-    def decode_prefix(self, indices: torch.Tensor, k: int) -> torch.Tensor:
+    prefix_unit = "channels"
+
+    def decode_prefix(self, indices: torch.Tensor, k: int, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Decode from the first k channel tokens only (the rest zeroed), as nested dropout trains."""
+        k = self.check_prefix(k)
         z_q = self.quantizer.lookup(indices)
         z_q[:, k:] = 0
-        return self._decode_channels(z_q)
+        return self._decode_channels(z_q, size)
 
     def forward(self, x: torch.Tensor) -> TokenizerOutput:
         z = self._latents(x)                                      # N x C x (H1*W1)

@@ -93,9 +93,16 @@ class FQTokenizer(Tokenizer):
         return torch.stack([b.indices.flatten(1) for b in self._branches(x)], dim=-1)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.decode_prefix(indices, self.cfg.num_factors)
+
+    prefix_unit = "factors"
+
+    def decode_prefix(self, indices: torch.Tensor, k: int) -> torch.Tensor:
+        """Keep the first k sub-codebooks at every position; the later factors' codes are zeroed."""
+        k = self.check_prefix(k)
         n = indices.shape[0]
         parts = [q.lookup(indices[..., i]).view(n, *self.grid, -1) for i, q in enumerate(self.quantizers)]
-        return self._decode_grid(parts)
+        return self._decode_grid(parts[:k] + [torch.zeros_like(p) for p in parts[k:]])
 
     def forward(self, x: torch.Tensor) -> TokenizerOutput:
         branches = self._branches(x)

@@ -99,6 +99,13 @@ class VCQTokenizer(Tokenizer):
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         return self._decode_latents(self.quantizer.lookup(indices))
 
+    def decode_prefix(self, indices: torch.Tensor, k: int) -> torch.Tensor:
+        """Keep the first k latent tokens (the coarse, small-codebook ones); zero the later codes."""
+        k = self.check_prefix(k)
+        z_q = self.quantizer.lookup(indices)
+        z_q[:, k:] = 0
+        return self._decode_latents(z_q)
+
     def forward(self, x: torch.Tensor) -> TokenizerOutput:
         q = self._quantize(x)
         return TokenizerOutput(self._decode_latents(q.quantized), q.indices, q.losses)

@@ -244,10 +244,10 @@ def ar_tiny() -> ARConfig:
 
 
 @GENERATORS.register("ar-fmnist", family="ar", scale="small", layouts=ONE_FACTOR_LAYOUTS, kv_cache=True,
-                     description="4-layer Llama AR, width 192, for 49-token Fashion-MNIST layouts (default suite)")
+                     description="4-layer Llama AR, width 128, for 49-token Fashion-MNIST layouts (default suite)")
 def ar_fmnist() -> ARConfig:
     # small data, few steps: LlamaGen's dropouts would only slow the fit down
-    return ARConfig(width=192, depth=4, heads=4, multiple_of=64, dropout=0.0, token_dropout=0.0)
+    return ARConfig(width=128, depth=4, heads=4, multiple_of=64, dropout=0.0, token_dropout=0.0)
 
 
 @GENERATORS.register("ar-b", family="ar", scale="paper", layouts=ONE_FACTOR_LAYOUTS, kv_cache=True,

@@ -264,10 +264,10 @@ def car_tiny() -> CARConfig:
 
 @GENERATORS.register("car-fmnist", family="car", scale="small", layouts=("channel",), kv_cache=True,
                      description="next-channel prediction on 49 CVQ channel tokens (7x7 codes), 4-layer "
-                                 "scratch backbone, width 192 (default suite)")
+                                 "scratch backbone, width 128 (default suite)")
 def car_fmnist() -> CARConfig:
     # the width/depth of ar-fmnist, so CAR vs AR on the same data compares input embeddings and order
-    return CARConfig(width=192, depth=4, heads=4, multiple_of=64)
+    return CARConfig(width=128, depth=4, heads=4, multiple_of=64)
 
 
 def _paper_layout() -> TokenLayout:

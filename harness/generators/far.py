@@ -193,9 +193,9 @@ def far_tiny() -> FARConfig:
 
 
 @GENERATORS.register("far-fmnist", family="far", scale="small", layouts=FACTORIZED_LAYOUTS, kv_cache=True,
-                     description="4-layer FAR, width 192, 1-layer AR head, for fq-dual-fmnist (default suite)")
+                     description="4-layer FAR, width 128, 1-layer AR head, for fq-dual-fmnist (default suite)")
 def far_fmnist() -> FARConfig:
-    return FARConfig(width=192, depth=4, heads=4, head_depth=1, multiple_of=64, dropout=0.0, token_dropout=0.0)
+    return FARConfig(width=128, depth=4, heads=4, head_depth=1, multiple_of=64, dropout=0.0, token_dropout=0.0)
 
 
 @GENERATORS.register("far-base", family="far", scale="paper", layouts=FACTORIZED_LAYOUTS, kv_cache=True,

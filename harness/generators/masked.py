@@ -252,10 +252,10 @@ def masked_tiny() -> MaskedConfig:
 
 
 @GENERATORS.register("masked-fmnist", family="masked", scale="small", layouts=ONE_FACTOR_LAYOUTS,
-                     description="4-layer masked generator, width 192, 10 steps: masked channel-wise prediction "
+                     description="4-layer masked generator, width 128, 10 steps: masked channel-wise prediction "
                                  "on CVQ, MaskGIT on VQ (default suite)")
 def masked_fmnist() -> MaskedConfig:
-    return MaskedConfig(width=192, depth=4, heads=4, mlp_dim=768, multiple_of=64)
+    return MaskedConfig(width=128, depth=4, heads=4, mlp_dim=512, multiple_of=64)
 
 
 def _register_paper_presets():

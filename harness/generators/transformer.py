@@ -126,7 +126,8 @@ class Attention(nn.Module):
         if cache is not None:
             cache.keys[:, :, start_pos:end] = k
             cache.values[:, :, start_pos:end] = v
-            k, v = cache.keys[:, :, :end], cache.values[:, :, :end]
+            # a float32 cache under bf16 autocast: attend in the queries' dtype
+            k, v = cache.keys[:, :, :end].to(q.dtype), cache.values[:, :, :end].to(q.dtype)
         mask, is_causal = None, False
         if self.causal and length > 1:
             if end == length:
