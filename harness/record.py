@@ -51,9 +51,20 @@ def evaluate_and_record(checkpoint, store: ResultsStore, *, run_id: str | None, 
                                         | ({"reason": v.reason} if v.reason else {}))}
             for v in values]
     if d.is_main:
-        store.replace_run(run_id, rows, where={"dataset": dataset, "split": split})
+        # replace only what this evaluation measured: probe, curve and other-N rows of the run stay
+        store.replace_run(run_id, rows, where={"dataset": dataset, "split": split},
+                          metrics={r["metric"] for r in rows} | _recorded_names(store, run_id, metrics))
     return rows
 
 
 def _metric_sources(rows) -> set[str]:
     return {json.loads(e).get("metric_source") for e in rows.get("extra", [])}
+
+
+def _recorded_names(store: ResultsStore, run_id: str, sources: tuple[str, ...]) -> set[str]:
+    """Value names stored earlier by these metrics (a value the metric no longer emits goes too)."""
+    rows = store.read()
+    rows = rows[rows.run_id == run_id]
+    extras = [json.loads(e) for e in rows["extra"]]
+    keep = [x.get("metric_source") in sources and "k" not in x for x in extras]   # not the k-curves
+    return set(rows.metric[keep])

@@ -32,7 +32,8 @@ def evaluate_generator_and_record(checkpoint, store: ResultsStore, *, run_id: st
                                   n_samples: int, metrics: tuple[str, ...], batch_size: int = 100,
                                   reference_split: str = "train", reference_n: int | None = None,
                                   seed: int = 0, device: str = "auto", skip_if_recorded: bool = False,
-                                  npz: Path | None = None, progress: bool = False) -> list[dict]:
+                                  unguided: bool = True, npz: Path | None = None,
+                                  progress: bool = False) -> list[dict]:
     """Sample, decode and measure; rank 0 replaces the run's rows in ``store``."""
     from . import features as F
     d = setup(device)
@@ -41,7 +42,7 @@ def evaluate_generator_and_record(checkpoint, store: ResultsStore, *, run_id: st
     if skip_if_recorded:
         done = store.read()
         done = done[(done.run_id == run_id) & (done.config_hash == state["config_hash"])]
-        if set(_wanted(metrics, sampler)) <= set(done.metric):
+        if set(_wanted(metrics, sampler, unguided)) <= set(done.metric):
             return done.to_dict("records")
     reference_n = reference_n or n_samples
     cfg = tokenizer.cfg
@@ -51,7 +52,7 @@ def evaluate_generator_and_record(checkpoint, store: ResultsStore, *, run_id: st
                                      device=d.device)
     started, t0 = now(), time.time()
     passes = [("", sampler)]
-    if sampler.guided:
+    if sampler.guided and unguided:
         passes.append(("_nocfg", dataclasses.replace(sampler, cfg_scale=1.0, codebook_aware_cfg=False)))
     values, reasons, n_of = {}, {}, {}
     for suffix, s in passes:
@@ -82,8 +83,8 @@ def evaluate_generator_and_record(checkpoint, store: ResultsStore, *, run_id: st
     return rows
 
 
-def _wanted(metrics, sampler: SamplerConfig) -> list[str]:
-    extra = [m + "_nocfg" for m in metrics if m in ("gfid", "gkid")] if sampler.guided else []
+def _wanted(metrics, sampler: SamplerConfig, unguided: bool) -> list[str]:
+    extra = [m + "_nocfg" for m in metrics if m in ("gfid", "gkid")] if sampler.guided and unguided else []
     return list(metrics) + extra
 
 

@@ -53,6 +53,7 @@ class GeneratorRun:
     reference_split: str = "train"
     reference_n: int | None = None          # None: as many reference images as samples
     train_label: str | None = None          # reuse the generator trained by that run (another sampler only)
+    unguided: bool = True                   # also sample without guidance (gfid_nocfg, gkid_nocfg)
 
 
 @dataclass(frozen=True)
@@ -100,16 +101,17 @@ register_suite(Suite(
 # generator family on the tokenizers the papers pair it with, class-conditional, the same steps.
 # N per metric is chosen for a 2-core CPU and recorded in every row: pixel and token metrics on 2,000
 # test images, Inception metrics (rFID/KID, gFID/KID/precision/recall) on 250 (KID is the reliable
-# one at this N), linear probes fit on 5,000 training images.
+# one at this N), linear probes fit on 3,000 training images, progressive curves on 300.
 DEFAULT_TOKENIZERS = ("vq-fmnist", "cvq-fmnist", "cvq-fmnist-drop25", "fq-dual-fmnist", "vcq-constant-fmnist",
                       "vcq-cosine-fmnist", "fsq-fmnist", "lfq-fmnist", "simvq-fmnist", "rvq-fmnist")
 DEFAULT_TOKENIZER_METRICS = TOKENIZER_METRICS + ("lpips", "entropy_cliff")
-DEFAULT_FIDELITY_N = 250
+DEFAULT_FIDELITY_N = 150
 FMNIST_GENERATOR_TRAIN = ("steps=300", "batch_size=32", "lr=1e-3", "warmup_steps=30", "ckpt_every=300")
 GUIDED = SamplerConfig(cfg_scale=2.0)
 VCQ_GUIDED = SamplerConfig(cfg_scale=2.0, cfg_schedule="cosine")     # the VCQ appendix's CFG schedule
 DEFAULT_GENERATORS = (
-    # (label, generator, tokenizer run, sampler, trained by)
+    # (label, generator, tokenizer run, sampler, trained by); a run reusing another's generator skips
+    # the unguided pass, whose samples would be that run's
     ("ar@vq", "ar-fmnist", "vq-fmnist", GUIDED, None),
     ("maskgit@vq", "masked-fmnist", "vq-fmnist", GUIDED, None),
     ("car@cvq-drop25", "car-fmnist", "cvq-fmnist-drop25", GUIDED, None),
@@ -122,15 +124,15 @@ DEFAULT_GENERATORS = (
 )
 register_suite(Suite(
     "default", "the main job (python run_all.py): VQ, CVQ (p=0, 0.25), FQ-Dual, VCQ (constant, cosine) and the "
-               "FSQ/LFQ/SimVQ/RVQ baselines, 250 steps each on Fashion-MNIST; AR, MaskGIT, CAR, masked "
+               "FSQ/LFQ/SimVQ/RVQ baselines, 200 steps each on Fashion-MNIST; AR, MaskGIT, CAR, masked "
                "channel-wise, FAR and AR with CodebookSize-Aware CFG on them, 300 steps each",
-    tuple(TokenizerRun(p, p, FMNIST_TRAIN + ("steps=250", "disc_start=150"), n_eval=2000,
+    tuple(TokenizerRun(p, p, FMNIST_TRAIN + ("steps=200", "disc_start=120"), n_eval=2000,
                        metrics=DEFAULT_TOKENIZER_METRICS, fidelity_metrics=("rfid",),
                        fidelity_n_eval=DEFAULT_FIDELITY_N, progressive_metrics=("psnr", "ssim", "lpips"),
-                       progressive_n_eval=500, probe_n_train=5000, probe_n_eval=2000)
+                       progressive_n_eval=300, probe_n_train=3000, probe_n_eval=2000)
           for p in DEFAULT_TOKENIZERS),
     tuple(GeneratorRun(label, preset, tok, FMNIST_GENERATOR_TRAIN, sampler=sampler, n_samples=DEFAULT_FIDELITY_N,
-                       train_label=trained_by)
+                       train_label=trained_by, unguided=trained_by is None)
           for label, preset, tok, sampler, trained_by in DEFAULT_GENERATORS)))
 
 
@@ -188,7 +190,7 @@ def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool 
                                       n_samples=spec.n_samples, metrics=spec.metrics,
                                       batch_size=spec.sample_batch_size, reference_split=spec.reference_split,
                                       reference_n=spec.reference_n, device=device, skip_if_recorded=True,
-                                      npz=out_dir / "samples" / f"{spec.label}.npz")
+                                      unguided=spec.unguided, npz=out_dir / "samples" / f"{spec.label}.npz")
         if d.is_main and progress:
             print(f"[{suite.name}] {spec.label}: done in {time.time() - t0:.0f}s", flush=True)
     barrier(d)

@@ -57,6 +57,15 @@ def test_tiny_suite_runs_resumes_and_reports(tmp_path, capsys):
     assert (tmp_path / "results.jsonl").stat().st_mtime_ns == stamp
     assert len(open(tmp_path / "results.jsonl").readlines()) == len(rows)
 
+    # re-evaluating replaces only the evaluation's own rows: probes and curves of the run stay
+    from harness.record import evaluate_and_record
+    from harness.results import ResultsStore
+    evaluate_and_record(tmp_path / "runs" / "vq-tiny", ResultsStore(tmp_path / "results.jsonl"),
+                        run_id="tiny/vq-tiny", dataset="procedural", split="test", n_eval=64,
+                        metrics=("psnr",), batch_size=32, device="cpu")
+    again = [json.loads(line) for line in open(tmp_path / "results.jsonl")]
+    assert len(again) == len(rows) and {r["metric"] for r in again} == {r["metric"] for r in rows}
+
     assert main(["report", str(tmp_path / "results.jsonl"), "--out", str(tmp_path / "tables")]) == 0
     assert (tmp_path / "tables" / "results.tex").exists()
     assert main(["report", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)]) == 2
