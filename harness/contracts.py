@@ -166,8 +166,19 @@ class Generator(nn.Module):
         """The training loss: DDP synchronizes gradients only through ``forward``."""
         return self.loss(indices, cond)
 
+    @torch.no_grad()
     def sample(self, n: int, cond: torch.Tensor | None, *, sampler: SamplerConfig = SamplerConfig(),
                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Samples in eval mode (no dropout), restoring the previous mode afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self._sample(n, cond, sampler, generator)
+        finally:
+            self.train(was_training)
+
+    def _sample(self, n: int, cond: torch.Tensor | None, sampler: SamplerConfig,
+                generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
 
 

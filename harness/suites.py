@@ -106,7 +106,7 @@ DEFAULT_TOKENIZERS = ("vq-fmnist", "cvq-fmnist", "cvq-fmnist-drop25", "fq-dual-f
                       "vcq-cosine-fmnist", "fsq-fmnist", "lfq-fmnist", "simvq-fmnist", "rvq-fmnist")
 DEFAULT_TOKENIZER_METRICS = TOKENIZER_METRICS + ("lpips", "entropy_cliff")
 DEFAULT_FIDELITY_N = 150
-FMNIST_GENERATOR_TRAIN = ("steps=300", "batch_size=32", "lr=1e-3", "warmup_steps=30", "ckpt_every=300")
+FMNIST_GENERATOR_TRAIN = ("steps=200", "batch_size=32", "lr=1e-3", "warmup_steps=20", "ckpt_every=200")
 GUIDED = SamplerConfig(cfg_scale=2.0)
 VCQ_GUIDED = SamplerConfig(cfg_scale=2.0, cfg_schedule="cosine")     # the VCQ appendix's CFG schedule
 DEFAULT_GENERATORS = (
@@ -125,7 +125,7 @@ DEFAULT_GENERATORS = (
 register_suite(Suite(
     "default", "the main job (python run_all.py): VQ, CVQ (p=0, 0.25), FQ-Dual, VCQ (constant, cosine) and the "
                "FSQ/LFQ/SimVQ/RVQ baselines, 200 steps each on Fashion-MNIST; AR, MaskGIT, CAR, masked "
-               "channel-wise, FAR and AR with CodebookSize-Aware CFG on them, 300 steps each",
+               "channel-wise, FAR and AR with CodebookSize-Aware CFG on them, 200 steps each",
     tuple(TokenizerRun(p, p, FMNIST_TRAIN + ("steps=200", "disc_start=120"), n_eval=2000,
                        metrics=DEFAULT_TOKENIZER_METRICS, fidelity_metrics=("rfid",),
                        fidelity_n_eval=DEFAULT_FIDELITY_N, progressive_metrics=("psnr", "ssim", "lpips"),

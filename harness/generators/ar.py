@@ -32,7 +32,7 @@ from torch import nn
 from ..contracts import Conditioning, Generator, SamplerConfig, TokenLayout
 from ..errors import VQBenchError
 from ..registry import GENERATORS
-from .sampling import cfg_mix, codebook_invalid_mask, guidance_scales, mask_beyond_codebook, sample_with
+from .sampling import cfg_mix, guidance_scales, mask_beyond_codebook, register_invalid_codes, sample_with
 from .transformer import Transformer, init_weights
 
 ONE_FACTOR_LAYOUTS = ("spatial", "channel", "latent")
@@ -152,9 +152,7 @@ class ARGenerator(Generator):
         self.head = nn.Linear(cfg.width, self.vocab, bias=False)
         init_weights(self, cfg.init_std)
         nn.init.zeros_(self.head.weight)     # LlamaGen: the output starts uniform
-        invalid = codebook_invalid_mask(layout.codebook_sizes, self.vocab)
-        self.register_buffer("invalid", invalid if invalid is not None else torch.zeros(0, dtype=torch.bool),
-                             persistent=False)
+        register_invalid_codes(self, layout, self.vocab)
 
     # ------------------------------------------------------------------ training
     def _mask(self, logits: torch.Tensor, positions: slice | int) -> torch.Tensor:
@@ -186,16 +184,6 @@ class ARGenerator(Generator):
         return F.cross_entropy(logits.reshape(-1, self.vocab), indices.reshape(-1))
 
     # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def sample(self, n: int, cond: torch.Tensor | None, *, sampler: SamplerConfig = SamplerConfig(),
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        was_training = self.training
-        self.eval()
-        try:
-            return self._sample(n, cond, sampler, generator)
-        finally:
-            self.train(was_training)
-
     def _prefix(self, n: int, cond: torch.Tensor | None, guided: bool, device) -> torch.Tensor:
         cond = self.cond_embed.check(cond, n, device)
         prefix = self.cond_embed(cond, n)

@@ -45,7 +45,7 @@ from ..contracts import Conditioning, Generator, SamplerConfig, TokenLayout
 from ..errors import MissingWeightsError, VQBenchError
 from ..registry import GENERATORS
 from .ar import ConditionEmbedder, require_layout
-from .sampling import cfg_mix, codebook_invalid_mask, guidance_scales, mask_beyond_codebook, sample_with
+from .sampling import cfg_mix, guidance_scales, mask_beyond_codebook, register_invalid_codes, sample_with
 from .transformer import Transformer, init_weights
 
 # Published architectures of the paper's backbones (their config.json), used only to build on the meta
@@ -164,9 +164,7 @@ class CARGenerator(Generator):
         # a pretrained backbone keeps its weights: only the new modules are initialised
         for module in ((self,) if cfg.backbone == "scratch" else (self.projector, self.cond_embed, self.head)):
             init_weights(module, cfg.init_std)
-        invalid = codebook_invalid_mask(layout.codebook_sizes, self.vocab)
-        self.register_buffer("invalid", invalid if invalid is not None else torch.zeros(0, dtype=torch.bool),
-                             persistent=False)
+        register_invalid_codes(self, layout, self.vocab)
         self.stage = 2
 
     def _checked_codebook(self, codebook: torch.Tensor | None) -> torch.Tensor:
@@ -218,16 +216,6 @@ class CARGenerator(Generator):
         return F.cross_entropy(logits.reshape(-1, self.vocab), indices.reshape(-1))
 
     # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def sample(self, n: int, cond: torch.Tensor | None, *, sampler: SamplerConfig = SamplerConfig(),
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        was_training = self.training
-        self.eval()
-        try:
-            return self._sample(n, cond, sampler, generator)
-        finally:
-            self.train(was_training)
-
     def _sample(self, n: int, cond, sampler: SamplerConfig, generator) -> torch.Tensor:
         device = self.head.weight.device
         T = self.layout.num_positions

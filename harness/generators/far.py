@@ -35,7 +35,7 @@ from ..contracts import Conditioning, Generator, SamplerConfig, TokenLayout
 from ..errors import VQBenchError
 from ..registry import GENERATORS
 from .ar import PAPER_CONDITIONING, ConditionEmbedder, require_layout
-from .sampling import cfg_mix, codebook_invalid_mask, guidance_scales, mask_beyond_codebook, sample_with
+from .sampling import cfg_mix, guidance_scales, mask_beyond_codebook, register_invalid_codes, sample_with
 from .transformer import Transformer, init_weights
 
 FACTORIZED_LAYOUTS = ("factorized",)
@@ -86,9 +86,7 @@ class FARGenerator(Generator):
             self.classifiers = nn.ModuleList(nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, self.vocab))
                                              for _ in range(self.k))
         init_weights(self, cfg.init_std)
-        invalid = codebook_invalid_mask(layout.codebook_sizes, self.vocab)
-        self.register_buffer("invalid", invalid if invalid is not None else torch.zeros(0, dtype=torch.bool),
-                             persistent=False)
+        register_invalid_codes(self, layout, self.vocab)
 
     def _mask(self, logits: torch.Tensor, positions) -> torch.Tensor:
         if self.invalid.numel() == 0:
@@ -136,16 +134,6 @@ class FARGenerator(Generator):
         return F.cross_entropy(logits.reshape(-1, self.vocab), indices.reshape(-1))
 
     # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def sample(self, n: int, cond: torch.Tensor | None, *, sampler: SamplerConfig = SamplerConfig(),
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        was_training = self.training
-        self.eval()
-        try:
-            return self._sample(n, cond, sampler, generator)
-        finally:
-            self.train(was_training)
-
     def _sample(self, n, cond, sampler: SamplerConfig, generator) -> torch.Tensor:
         device = self.aggregate.weight.device
         T, k = self.layout.num_positions, self.k

@@ -54,8 +54,8 @@ from ..contracts import Conditioning, Generator, SamplerConfig, TokenLayout
 from ..errors import VQBenchError
 from ..registry import GENERATORS
 from .ar import ONE_FACTOR_LAYOUTS, ConditionEmbedder, require_layout
-from .sampling import (cfg_mix, codebook_capacity_ratio, codebook_invalid_mask, filter_top_k, filter_top_p,
-                       guidance_scales, mask_beyond_codebook)
+from .sampling import (cfg_mix, codebook_capacity_ratio, filter_top_k, filter_top_p,
+                       guidance_scales, mask_beyond_codebook, register_invalid_codes)
 from .transformer import Transformer, init_weights
 
 
@@ -134,9 +134,7 @@ class MaskedGenerator(Generator):
                                     qk_norm=cfg.qk_norm, dropout=cfg.dropout, multiple_of=cfg.multiple_of)
         self.head = nn.Linear(cfg.width, self.vocab, bias=False)
         init_weights(self, cfg.init_std)
-        invalid = codebook_invalid_mask(layout.codebook_sizes, self.vocab)
-        self.register_buffer("invalid", invalid if invalid is not None else torch.zeros(0, dtype=torch.bool),
-                             persistent=False)
+        register_invalid_codes(self, layout, self.vocab)
 
     def body_parameter_count(self) -> int:
         """Parameters without the codebook-sized input rows and output layer (what the paper counts)."""
@@ -180,17 +178,7 @@ class MaskedGenerator(Generator):
                  else torch.ones(self.layout.num_positions, dtype=torch.float64))
         return 1.0 + excess[:, None] * ratio[None, :]
 
-    @torch.no_grad()
-    def sample(self, n: int, cond: torch.Tensor | None, *, sampler: SamplerConfig = SamplerConfig(),
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        was_training = self.training
-        self.eval()
-        try:
-            return self._decode(n, cond, sampler, generator)
-        finally:
-            self.train(was_training)
-
-    def _decode(self, n: int, cond, sampler: SamplerConfig, generator) -> torch.Tensor:
+    def _sample(self, n: int, cond, sampler: SamplerConfig, generator) -> torch.Tensor:
         steps = sampler.steps or self.cfg.default_steps
         if steps < 1:
             raise VQBenchError(f"masked decoding needs steps >= 1, got {steps}")

@@ -131,6 +131,14 @@ def codebook_invalid_mask(codebook_sizes: tuple[int, ...] | list[int], vocab: in
     return torch.arange(vocab, device=device)[None, :] >= sizes[:, None]
 
 
+def register_invalid_codes(module: torch.nn.Module, layout, vocab: int) -> None:
+    """``module.invalid``: the T x vocab mask of codes >= K_t as a non-persistent buffer (empty when
+    every position uses the whole vocabulary), so it follows the module across devices."""
+    invalid = codebook_invalid_mask(layout.codebook_sizes, vocab)
+    module.register_buffer("invalid", invalid if invalid is not None else torch.zeros(0, dtype=torch.bool),
+                           persistent=False)
+
+
 def mask_beyond_codebook(logits: torch.Tensor, invalid: torch.Tensor | None) -> torch.Tensor:
     """Set logits of codes >= K_t to -inf. ``logits``: ... x T x V (or ... x V for one position with a
     1 x V / V mask); ``invalid`` from ``codebook_invalid_mask`` (rows matching the positions)."""
