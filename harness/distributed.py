@@ -60,3 +60,19 @@ def shard_batches(n: int, batch_size: int, d: Dist) -> list[range]:
     """
     batches = [range(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     return batches[d.rank::d.world_size]
+
+
+def gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's rows (rank order; sizes may differ); the tensor itself in one process."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return t
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
+    t = t.to(device)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([len(t)], dtype=torch.int64, device=device))
+    sizes = [int(s) for s in sizes]
+    padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=device)
+    padded[:len(t)] = t
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)]).cpu()

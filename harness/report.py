@@ -45,6 +45,11 @@ PROTOCOL_NOTES = {
     "seed-voken": "SEED-Voken's code: both images truncated to uint8, mean of per-batch means",
     "vtbench": "VTBench's code: PSNR from the MSE over the whole set, 11x11 Gaussian SSIM",
     "vqgan-lc": "VQGAN-LC's code: PSNR on the Y channel, piq SSIM",
+    "adm": "generation metrics as the ADM evaluator: Inception pool3 features of class-balanced samples "
+           "against the reference split (the training split); N samples; *_nocfg without guidance; sampler "
+           "settings in each row's extra",
+    "geneval": "GenEval's rules (detections > 0.3, 0.9 for counting, position margin 0.1, CLIP colour); "
+               "the judge is the feature extractor",
 }
 _MISSING = {"md": "—", "tex": "--"}
 

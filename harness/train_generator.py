@@ -140,6 +140,14 @@ def tokenize_split(tokenizer, dataset: str, split: str, n: int | None, cache: Pa
     return indices, labels
 
 
+def token_cache(tokenizer_checkpoint: Path, dataset: str, n: int | None) -> Path:
+    """Where a tokenizer checkpoint's encoding of a training split is cached: in the tokenizer's run
+    folder, so every generator trained on that tokenizer reuses it."""
+    import hashlib
+    key = hashlib.sha256(f"{dataset}|{n}".encode()).hexdigest()[:12]
+    return Path(tokenizer_checkpoint) / f"tokens-train-{key}.pt"
+
+
 def num_classes_of(dataset: str) -> int:
     classes = open_dataset(dataset, "train", n=1).num_classes
     if not classes:
@@ -173,9 +181,6 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
                            "or choose another --run-dir")
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    cache = run_dir / f"tokens-train-{tok_state['config_hash']}-{tok_state['step']}-{n_train or 'all'}.pt"
-    indices, labels = tokenize_split(tokenizer, dataset, "train", n_train, cache, d)
-    del tokenizer
     model.to(d.device)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2),
                             weight_decay=tc.weight_decay)
@@ -185,6 +190,9 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
         start = _restore(previous, expected_hash, model, ema, opt)
         if start >= tc.steps:
             return previous
+    cache = token_cache(tok_path, dataset, n_train)
+    indices, labels = tokenize_split(tokenizer, dataset, "train", n_train, cache, d)
+    del tokenizer
 
     amp = tc.precision == "bf16"
     two_stage = tc.stage1_steps > 0 and hasattr(model, "set_stage")

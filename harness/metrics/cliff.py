@@ -30,7 +30,7 @@ from ..contracts import EvalBatch, Metric, TokenLayout
 from ..entropy import SUMMARY_HIGHER_IS_BETTER, conditional_entropies, summary_values
 from ..errors import VQBenchError
 from ..registry import METRICS
-from .fidelity import gather_rows
+from ..distributed import gather_rows
 from .tokens import factor_indices
 
 

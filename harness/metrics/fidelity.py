@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 
 from ..contracts import EvalBatch, Metric
+from ..distributed import gather_rows
 from ..errors import VQBenchError
 from ..features import (EXTRACTOR_NAME, NUM_LOGITS, POOL3_DIM, InceptionFeatures, batch_features, cached_feature_set,
                         classifier_unavailable_reason, image_hashes, store_feature_set)
@@ -222,22 +223,6 @@ def generation_fidelity(sample_features: InceptionFeatures, reference_features: 
 
 
 # --------------------------------------------------------------- streaming metrics (tokenizer evaluation)
-def gather_rows(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's rows (rank order; sizes may differ); the tensor itself in one process."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return t
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
-    t = t.to(device)
-    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, torch.tensor([len(t)], dtype=torch.int64, device=device))
-    sizes = [int(s) for s in sizes]
-    padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=device)
-    padded[:len(t)] = t
-    parts = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded)
-    return torch.cat([p[:n] for p, n in zip(parts, sizes)]).cpu()
-
-
 class _ImageSetFeatures:
     """The features of one image field seen so far, with the image ids (and, for reals, pixel hashes)."""
 
