@@ -46,6 +46,7 @@ class GeneratorRun:
     preset: str
     tokenizer: str
     overrides: tuple[str, ...] = ()
+    n_train: int | None = None              # training images encoded for the generator (None: all)
     sampler: SamplerConfig = SamplerConfig()
     n_samples: int = 1000
     metrics: tuple[str, ...] = GENERATION_METRICS
@@ -131,7 +132,8 @@ register_suite(Suite(
                        fidelity_n_eval=DEFAULT_FIDELITY_N, progressive_metrics=("psnr", "ssim", "lpips"),
                        progressive_n_eval=300, probe_n_train=3000, probe_n_eval=2000)
           for p in DEFAULT_TOKENIZERS),
-    tuple(GeneratorRun(label, preset, tok, FMNIST_GENERATOR_TRAIN, sampler=sampler, n_samples=DEFAULT_FIDELITY_N,
+    tuple(GeneratorRun(label, preset, tok, FMNIST_GENERATOR_TRAIN, n_train=10000, sampler=sampler,
+                       n_samples=DEFAULT_FIDELITY_N,
                        train_label=trained_by, unguided=trained_by is None)
           for label, preset, tok, sampler, trained_by in DEFAULT_GENERATORS)))
 
@@ -184,7 +186,7 @@ def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool 
         tokenizer_run = out_dir / "runs" / spec.tokenizer
         generator_run = out_dir / "runs" / (spec.train_label or spec.label)
         final = train_generator(spec.preset, tokenizer_run, generator_run, overrides=spec.overrides,
-                                resume=True, device=device, progress=progress)
+                                n_train=spec.n_train, resume=True, device=device, progress=progress)
         barrier(d)
         evaluate_generator_and_record(final, store, run_id=f"{suite.name}/{spec.label}", sampler=spec.sampler,
                                       n_samples=spec.n_samples, metrics=spec.metrics,
