@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import VQBenchError
+
 PositionKind = Literal["spatial", "channel", "latent"]
 PrefixUnit = Literal["positions", "channels", "factors"]
 
@@ -161,6 +163,11 @@ class Generator(nn.Module):
 
     def loss(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
+
+    def _check_indices(self, indices: torch.Tensor) -> None:
+        if indices.shape[1:] != self.layout.index_shape:
+            raise VQBenchError(f"indices of shape {tuple(indices.shape)} do not match the layout "
+                               f"(N, {', '.join(map(str, self.layout.index_shape))})")
 
     def forward(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """The training loss: DDP synchronizes gradients only through ``forward``."""

@@ -160,11 +160,6 @@ class ARGenerator(Generator):
             return logits
         return mask_beyond_codebook(logits, self.invalid[positions])
 
-    def _check_indices(self, indices: torch.Tensor) -> None:
-        if indices.shape[1:] != self.layout.index_shape:
-            raise VQBenchError(f"indices of shape {tuple(indices.shape)} do not match the layout "
-                               f"(N, {', '.join(map(str, self.layout.index_shape))})")
-
     def logits(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """Teacher-forced logits N x T x V (float32; codes >= K_t at -inf); no condition dropout."""
         self._check_indices(indices)

@@ -197,11 +197,6 @@ class CARGenerator(Generator):
     def _mask(self, logits: torch.Tensor, positions: slice | int) -> torch.Tensor:
         return logits if self.invalid.numel() == 0 else mask_beyond_codebook(logits, self.invalid[positions])
 
-    def _check_indices(self, indices: torch.Tensor) -> None:
-        if indices.shape[1:] != self.layout.index_shape:
-            raise VQBenchError(f"indices of shape {tuple(indices.shape)} do not match the layout "
-                               f"(N, {', '.join(map(str, self.layout.index_shape))})")
-
     # ------------------------------------------------------------------ training
     def loss(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         self._check_indices(indices)

@@ -151,11 +151,6 @@ class MaskedGenerator(Generator):
         h = self.backbone(x)[:, prefix.shape[1]:]
         return self.head(h).float()
 
-    def _check_indices(self, indices: torch.Tensor) -> None:
-        if indices.shape[1:] != self.layout.index_shape:
-            raise VQBenchError(f"indices of shape {tuple(indices.shape)} do not match the layout "
-                               f"(N, {', '.join(map(str, self.layout.index_shape))})")
-
     # ------------------------------------------------------------------ training
     def loss(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         self._check_indices(indices)
