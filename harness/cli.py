@@ -18,6 +18,16 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_checkpoint_eval(p: argparse.ArgumentParser) -> None:
+    """The arguments every command that evaluates a checkpoint into a results store shares."""
+    p.add_argument("checkpoint", type=Path, help="a run folder (its latest checkpoint) or a step_* folder")
+    p.add_argument("--results", type=Path, required=True, help="results store (.jsonl), created if missing")
+    p.add_argument("--dataset", default=None, help="default: the dataset the tokenizer was trained on")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--run-id", default=None, help="row label (default: the checkpoint's run folder name)")
+    _add_device(p)
+
+
 def _add_sampler(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampler (generators)")
     g.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1: none)")
@@ -82,19 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "class-balanced images (sampler options below) and record gFID/KID/"
                                    "precision/recall/IS against the training split. (`vqbench eval geneval SAMPLES_DIR` "
                                    "scores text-to-image samples with GenEval instead; see its --help.)")
-    p.add_argument("checkpoint", type=Path, help="a run folder (its latest checkpoint) or a step_* folder")
-    p.add_argument("--results", type=Path, required=True, help="results store (.jsonl), created if missing")
-    p.add_argument("--dataset", default=None, help="default: the dataset the tokenizer was trained on")
+    _add_checkpoint_eval(p)
     p.add_argument("--split", default="test")
     p.add_argument("--n-eval", type=int, default=None, help="evaluate the first N images (default: all)")
     p.add_argument("--metrics", default=None, help="comma-separated metric names (default: psnr,ssim,"
                                                      "codebook_usage,unique_ratio)")
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--run-id", default=None, help="row label (default: the checkpoint's run folder name)")
     p.add_argument("--n-samples", type=int, default=1000, help="generators: samples to draw (class-balanced)")
     p.add_argument("--npz", type=Path, default=None, help="generators: also save the samples as ADM .npz")
     _add_sampler(p)
-    _add_device(p)
 
     p = sub.add_parser("sample", help="draw class-balanced samples from a generator into an ADM-format .npz",
                        description="Sample N images (labels i mod num_classes), decode them with the generator's "
@@ -110,29 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Decode each image from its first k tokens (channels for CVQ, positions for "
                                    "VCQ and VQ, sub-codebooks for FQ; the rest zeroed) and record the metrics "
                                    "per k as progressive_<metric> rows.")
-    p.add_argument("checkpoint", type=Path, help="a run folder (its latest checkpoint) or a step_* folder")
-    p.add_argument("--results", type=Path, required=True, help="results store (.jsonl), created if missing")
-    p.add_argument("--dataset", default=None, help="default: the dataset the tokenizer was trained on")
+    _add_checkpoint_eval(p)
     p.add_argument("--split", default="test")
     p.add_argument("--n-eval", type=int, default=None, help="evaluate the first N images (default: all)")
     p.add_argument("--metrics", default="psnr,ssim", help="comma-separated image metrics (default: psnr,ssim)")
     p.add_argument("--ks", default=None, help="comma-separated prefix lengths (default: 1, 2, 4, ... and all)")
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--run-id", default=None, help="row label (default: the checkpoint's run folder name)")
-    _add_device(p)
 
     p = sub.add_parser("probe", help="linear probes on the first k tokens' code embeddings (top-1/top-5)",
                        description="Fit a linear classifier on the mean-pooled code embeddings of the first k "
                                    "tokens (training split) and record its test accuracy as probe_* rows.")
-    p.add_argument("checkpoint", type=Path, help="a run folder (its latest checkpoint) or a step_* folder")
-    p.add_argument("--results", type=Path, required=True, help="results store (.jsonl), created if missing")
-    p.add_argument("--dataset", default=None, help="default: the dataset the tokenizer was trained on")
+    _add_checkpoint_eval(p)
     p.add_argument("--n-train", type=int, default=10000, help="training images the probe is fit on (default: 10000)")
     p.add_argument("--n-eval", type=int, default=None, help="test images (default: all)")
     p.add_argument("--ks", default="1,10,all", help="comma-separated prefix lengths, 'all' for every token")
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--run-id", default=None, help="row label (default: the checkpoint's run folder name)")
-    _add_device(p)
 
     p = sub.add_parser("run", help="run a suite (train + evaluate + report)",
                        description="Run every training and evaluation of SUITE, resumably, and render its tables.")

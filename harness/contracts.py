@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn import functional as F
 
 from .errors import VQBenchError
 
@@ -153,15 +154,29 @@ class Generator(nn.Module):
 
     Built by a registered config's ``build(layout, conditioning, codebook=None)``; ``codebook`` (K x D
     code vectors of the paired tokenizer) is passed only to generators whose inputs are code
-    embeddings (CAR). ``loss`` applies the training-time condition dropout itself (in train mode).
-    ``sample`` returns int64 indices of shape ``(n, *layout.index_shape)``, valid for the layout (at
-    position t, < K_t), and is reproducible for a seeded ``generator``.
+    embeddings (CAR). ``sample`` returns int64 indices of shape ``(n, *layout.index_shape)``, valid for
+    the layout (at position t, < K_t), and is reproducible for a seeded ``generator``.
+
+    Subclasses implement ``_predict`` (the training logits and the codes they score) and ``_sample``;
+    ``cond_embed`` (harness.generators.ar.ConditionEmbedder) validates and drops conditions.
     """
     layout: TokenLayout
     conditioning: Conditioning
+    cond_embed: nn.Module
     family: ClassVar[str] = "?"
 
     def loss(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """Mean cross-entropy of the predicted codes; in train mode each condition is replaced by the
+        null one with the preset's ``class_dropout`` probability (what CFG needs at sampling time)."""
+        self._check_indices(indices)
+        cond = self.cond_embed.check(cond, indices.shape[0], indices.device)
+        if self.training:
+            cond = self.cond_embed.drop(cond)
+        logits, targets = self._predict(indices, cond)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    def _predict(self, indices: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits ... x V, target codes ...) for a validated condition, condition dropout already applied."""
         raise NotImplementedError
 
     def _check_indices(self, indices: torch.Tensor) -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import VQBenchError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -64,7 +66,7 @@ def shard_batches(n: int, batch_size: int, d: Dist) -> list[range]:
 
 def gather_rows(t: torch.Tensor) -> torch.Tensor:
     """Concatenate every rank's rows (rank order; sizes may differ); the tensor itself in one process."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not _multi_process():
         return t
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
     t = t.to(device)
@@ -76,3 +78,23 @@ def gather_rows(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
     return torch.cat([p[:n] for p, n in zip(parts, sizes)]).cpu()
+
+
+def _multi_process() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def batch_image_ids(image_ids: torch.Tensor | None, seen: int, n: int, what: str) -> torch.Tensor:
+    """The rows in the split of a batch's n images, for metrics that keep per-image rows: the batch's
+    ``image_ids``, or in one process the running count ``seen .. seen + n``."""
+    if image_ids is not None:
+        return image_ids.cpu().long()
+    if _multi_process():
+        raise VQBenchError(f"{what} under DDP needs EvalBatch.image_ids to order the images")
+    return torch.arange(seen, seen + n)
+
+
+def check_distinct_ids(ids: torch.Tensor, what: str) -> None:
+    """A padded sampler that shows an image twice would silently double-count it."""
+    if len(ids.unique()) != len(ids):
+        raise VQBenchError(f"{what} saw an image id twice; batches must carry distinct image_ids")

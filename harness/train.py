@@ -34,7 +34,9 @@ ROLLING_USAGE_TOKENS = 65536   # LlamaGen's training-time usage window
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class OptimizerConfig:
+    """What both training loops (tokenizers here, generators in train_generator.py) share: AdamW,
+    warm-up + cosine or constant LR, gradient clipping, optional EMA, checkpoint cadence and seed."""
     steps: int = 1000
     batch_size: int = 32                 # per process
     lr: float = 1e-4
@@ -45,6 +47,14 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float = 1.0               # 0 disables clipping
     ema_decay: float = 0.0               # 0 disables EMA
+    ckpt_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig(OptimizerConfig):
+    """Tokenizer training: the optimizer settings plus the reconstruction, LPIPS and GAN losses."""
     pixel_loss: Literal["l1", "l2"] = "l2"
     pixel_weight: float = 1.0
     perceptual_weight: float = 1.0       # LPIPS; 0 disables
@@ -59,12 +69,9 @@ class TrainConfig:
     lecam_decay: float = 0.999
     adaptive_disc_weight: bool = True
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    ckpt_every: int = 500
-    log_every: int = 10
-    seed: int = 0
 
 
-def lr_at(step: int, tc: TrainConfig) -> float:
+def lr_at(step: int, tc: OptimizerConfig) -> float:
     if tc.warmup_steps and step < tc.warmup_steps:
         return tc.lr * (step + 1) / tc.warmup_steps
     if tc.lr_schedule == "constant":

@@ -31,26 +31,17 @@ from .evaluate import load_tokenizer
 from .registry import GENERATORS
 from .results import package_versions
 from .weights import atomic_save
-from .train import EMA, BatchOrder, _part, _progress, _tensorboard, lr_at
+from .train import EMA, BatchOrder, OptimizerConfig, _part, _progress, _tensorboard, lr_at
 
 
 @dataclass(frozen=True)
-class GeneratorTrainConfig:
-    steps: int = 1000
+class GeneratorTrainConfig(OptimizerConfig):
+    """Generator training: the shared optimizer settings with LlamaGen-like defaults."""
     batch_size: int = 64                 # per process
     lr: float = 3e-4
     weight_decay: float = 0.05
-    beta1: float = 0.9
-    beta2: float = 0.95
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_steps: int = 0
-    grad_clip: float = 1.0               # 0 disables clipping
-    ema_decay: float = 0.0               # 0 disables EMA
     precision: Literal["fp32", "bf16"] = "fp32"
     stage1_steps: int = 0                # two-stage generators (CAR on a pretrained LM): frozen-backbone steps
-    ckpt_every: int = 500
-    log_every: int = 10
-    seed: int = 0
 
 
 def generator_config(preset: str):

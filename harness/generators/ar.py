@@ -26,13 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..contracts import Conditioning, Generator, SamplerConfig, TokenLayout
 from ..errors import VQBenchError
 from ..registry import GENERATORS
-from .sampling import cfg_mix, guidance_scales, mask_beyond_codebook, register_invalid_codes, sample_with
+from .sampling import decode_next_token, mask_beyond_codebook, register_invalid_codes
 from .transformer import Transformer, init_weights
 
 ONE_FACTOR_LAYOUTS = ("spatial", "channel", "latent")
@@ -99,6 +98,15 @@ class ConditionEmbedder(nn.Module):
         if self.conditioning.kind == "class":
             return torch.where(keep, cond, torch.full_like(cond, self.conditioning.null_label))
         return cond * keep.view(-1, *([1] * (cond.dim() - 1))).to(cond.dtype)
+
+    def sampling_prefix(self, cond: torch.Tensor | None, n: int, guided: bool, device) -> torch.Tensor:
+        """Prefix tokens for sampling n images: with guidance, the n conditional rows first and n
+        unconditional rows second, so one batched forward gives both logits."""
+        cond = self.check(cond, n, device)
+        prefix = self(cond, n)
+        if guided:
+            prefix = torch.cat([prefix, self(self.null_condition(n, device, like=cond), n)], dim=0)
+        return prefix
 
     def forward(self, cond: torch.Tensor | None, n: int) -> torch.Tensor:
         kind = self.conditioning.kind
@@ -169,46 +177,16 @@ class ARGenerator(Generator):
         h = self.backbone(x)[:, prefix.shape[1] - 1:]          # the state that predicts each position
         return self._mask(self.head(h).float(), slice(0, T))
 
-    def loss(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """Mean next-token cross-entropy; in train mode each condition is dropped with ``class_dropout``."""
-        self._check_indices(indices)
-        cond = self.cond_embed.check(cond, indices.shape[0], indices.device)
-        if self.training:
-            cond = self.cond_embed.drop(cond)
-        logits = self.logits(indices, cond)
-        return F.cross_entropy(logits.reshape(-1, self.vocab), indices.reshape(-1))
+    def _predict(self, indices, cond):
+        return self.logits(indices, cond), indices
 
     # ------------------------------------------------------------------ sampling
-    def _prefix(self, n: int, cond: torch.Tensor | None, guided: bool, device) -> torch.Tensor:
-        cond = self.cond_embed.check(cond, n, device)
-        prefix = self.cond_embed(cond, n)
-        if guided:   # conditional rows first, unconditional rows second: one batched forward
-            null = self.cond_embed.null_condition(n, device, like=cond)
-            prefix = torch.cat([prefix, self.cond_embed(null, n)], dim=0)
-        return prefix
-
     def _sample(self, n, cond, sampler: SamplerConfig, generator) -> torch.Tensor:
-        device = self.tok_embed.weight.device
-        T = self.layout.num_positions
         guided = sampler.guided and self.conditioning.kind != "none"
-        prefix = self._prefix(n, cond, guided, device)
-        P, rows = prefix.shape[1], prefix.shape[0]
-        scales = guidance_scales(sampler, T, self.layout.codebook_sizes).tolist()
-        out = torch.zeros(n, T, dtype=torch.long, device=device)
-        cache = self.backbone.new_cache(rows, P + T - 1) if sampler.kv_cache else None
-        for t in range(T):
-            if cache is not None:
-                x = prefix if t == 0 else self.tok_embed(out[:, t - 1:t]).repeat(rows // n, 1, 1)
-                h = self.backbone(x, cache=cache, start_pos=0 if t == 0 else P + t - 1)
-            else:   # recompute the whole prefix: the reference the cache must reproduce
-                x = torch.cat([prefix, self.tok_embed(out[:, :t]).repeat(rows // n, 1, 1)], dim=1)
-                h = self.backbone(x)
-            logits = self.head(h[:, -1]).float()
-            if guided:
-                cond_logits, uncond_logits = logits.chunk(2)
-                logits = cfg_mix(cond_logits, uncond_logits, scales[t])
-            out[:, t] = sample_with(self._mask(logits, t), sampler, generator)
-        return out
+        prefix = self.cond_embed.sampling_prefix(cond, n, guided, self.tok_embed.weight.device)
+        return decode_next_token(self.backbone, prefix, n, self.layout, embed=self.tok_embed,
+                                 head=lambda h: self.head(h).float(), mask=self._mask, sampler=sampler,
+                                 generator=generator)
 
 
 # ---------------------------------------------------------------------- presets

@@ -38,14 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..contracts import Conditioning, Generator, SamplerConfig, TokenLayout
 from ..errors import MissingWeightsError, VQBenchError
 from ..registry import GENERATORS
 from .ar import ConditionEmbedder, require_layout
-from .sampling import cfg_mix, guidance_scales, mask_beyond_codebook, register_invalid_codes, sample_with
+from .sampling import decode_next_token, mask_beyond_codebook, register_invalid_codes
 from .transformer import Transformer, init_weights
 
 # Published architectures of the paper's backbones (their config.json), used only to build on the meta
@@ -198,44 +197,21 @@ class CARGenerator(Generator):
         return logits if self.invalid.numel() == 0 else mask_beyond_codebook(logits, self.invalid[positions])
 
     # ------------------------------------------------------------------ training
-    def loss(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        self._check_indices(indices)
+    def _predict(self, indices, cond):
         n, T = indices.shape
-        cond = self.cond_embed.check(cond, n, indices.device)
-        if self.training:
-            cond = self.cond_embed.drop(cond)
         prefix = self.cond_embed(cond, n)
         x = torch.cat([prefix, self.embed_codes(indices[:, :-1]).to(prefix.dtype)], dim=1)
         h = self.backbone(x)[:, prefix.shape[1] - 1:]          # the state that predicts each channel
-        logits = self._mask(self.head(h.to(self.head.weight.dtype)).float(), slice(0, T))
-        return F.cross_entropy(logits.reshape(-1, self.vocab), indices.reshape(-1))
+        return self._mask(self.head(h.to(self.head.weight.dtype)).float(), slice(0, T)), indices
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, n: int, cond, sampler: SamplerConfig, generator) -> torch.Tensor:
-        device = self.head.weight.device
-        T = self.layout.num_positions
         guided = sampler.guided and self.conditioning.kind != "none"
-        cond = self.cond_embed.check(cond, n, device)
-        prefix = self.cond_embed(cond, n)
-        if guided:   # conditional rows first, unconditional second: one batched forward
-            prefix = torch.cat([prefix, self.cond_embed(self.cond_embed.null_condition(n, device, like=cond), n)])
-        P, rows = prefix.shape[1], prefix.shape[0]
-        scales = guidance_scales(sampler, T, self.layout.codebook_sizes).tolist()
-        out = torch.zeros(n, T, dtype=torch.long, device=device)
-        cache = self.backbone.new_cache(rows, P + T - 1) if sampler.kv_cache else None
-        for t in range(T):
-            if cache is not None:
-                x = prefix if t == 0 else self.embed_codes(out[:, t - 1:t]).repeat(rows // n, 1, 1)
-                h = self.backbone(x.to(prefix.dtype), cache=cache, start_pos=0 if t == 0 else P + t - 1)
-            else:   # recompute the whole sequence: the reference the cache must reproduce
-                x = torch.cat([prefix, self.embed_codes(out[:, :t]).repeat(rows // n, 1, 1).to(prefix.dtype)], 1)
-                h = self.backbone(x)
-            logits = self.head(h[:, -1].to(self.head.weight.dtype)).float()
-            if guided:
-                cond_logits, uncond_logits = logits.chunk(2)
-                logits = cfg_mix(cond_logits, uncond_logits, scales[t])
-            out[:, t] = sample_with(self._mask(logits, t), sampler, generator)
-        return out
+        prefix = self.cond_embed.sampling_prefix(cond, n, guided, self.head.weight.device)
+        return decode_next_token(self.backbone, prefix, n, self.layout,
+                                 embed=lambda idx: self.embed_codes(idx).to(prefix.dtype),
+                                 head=lambda h: self.head(h.to(self.head.weight.dtype)).float(),
+                                 mask=self._mask, sampler=sampler, generator=generator)
 
 
 # ---------------------------------------------------------------------- presets

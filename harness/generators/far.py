@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..contracts import Conditioning, Generator, SamplerConfig, TokenLayout
@@ -112,9 +111,7 @@ class FARGenerator(Generator):
     # ------------------------------------------------------------------ training
     def logits(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """Teacher-forced logits N x T x k x V (float32; codes >= K_t at -inf); no condition dropout."""
-        if indices.shape[1:] != self.layout.index_shape:
-            raise VQBenchError(f"indices of shape {tuple(indices.shape)} do not match the layout "
-                               f"(N, {', '.join(map(str, self.layout.index_shape))})")
+        self._check_indices(indices)
         n, T, k = indices.shape
         prefix = self.cond_embed(self.cond_embed.check(cond, n, indices.device), n)
         x = torch.cat([prefix, self.tok_dropout(self.embed_codes(indices[:, :-1]))], dim=1)
@@ -125,23 +122,15 @@ class FARGenerator(Generator):
             logits = logits.masked_fill(self.invalid[None, :, None], float("-inf"))
         return logits
 
-    def loss(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """Mean cross-entropy over all T x k sub-codes; in train mode conditions drop with ``class_dropout``."""
-        cond = self.cond_embed.check(cond, indices.shape[0], indices.device)
-        if self.training:
-            cond = self.cond_embed.drop(cond)
-        logits = self.logits(indices, cond)
-        return F.cross_entropy(logits.reshape(-1, self.vocab), indices.reshape(-1))
+    def _predict(self, indices, cond):
+        return self.logits(indices, cond), indices      # all T x k sub-codes
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, n, cond, sampler: SamplerConfig, generator) -> torch.Tensor:
         device = self.aggregate.weight.device
         T, k = self.layout.num_positions, self.k
         guided = sampler.guided and self.conditioning.kind != "none"
-        cond = self.cond_embed.check(cond, n, device)
-        prefix = self.cond_embed(cond, n)
-        if guided:
-            prefix = torch.cat([prefix, self.cond_embed(self.cond_embed.null_condition(n, device, like=cond), n)])
+        prefix = self.cond_embed.sampling_prefix(cond, n, guided, device)
         P, rows = prefix.shape[1], prefix.shape[0]
         reps = rows // n
         scales = guidance_scales(sampler, T, self.layout.codebook_sizes).tolist()

@@ -47,7 +47,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..contracts import Conditioning, Generator, SamplerConfig, TokenLayout
@@ -152,16 +151,13 @@ class MaskedGenerator(Generator):
         return self.head(h).float()
 
     # ------------------------------------------------------------------ training
-    def loss(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        self._check_indices(indices)
+    def _predict(self, indices, cond):
+        """Only the masked positions are scored (MaskGIT)."""
         n, T = indices.shape
-        cond = self.cond_embed.check(cond, n, indices.device)
-        if self.training:
-            cond = self.cond_embed.drop(cond)
         masked = random_cosine_mask(n, T, device=indices.device)
         tokens = indices.masked_fill(masked, self.mask_id)
         logits = self._mask_invalid(self._logits(tokens, self.cond_embed(cond, n)))
-        return F.cross_entropy(logits[masked], indices[masked])
+        return logits[masked], indices[masked]
 
     # ------------------------------------------------------------------ decoding
     def guidance(self, sampler: SamplerConfig, steps: int) -> torch.Tensor:
@@ -180,10 +176,7 @@ class MaskedGenerator(Generator):
         device = self.tok_embed.weight.device
         T = self.layout.num_positions
         guided = sampler.guided and self.conditioning.kind != "none"
-        cond = self.cond_embed.check(cond, n, device)
-        prefix = self.cond_embed(cond, n)
-        if guided:   # conditional rows first, unconditional second: one batched forward per step
-            prefix = torch.cat([prefix, self.cond_embed(self.cond_embed.null_condition(n, device, like=cond), n)])
+        prefix = self.cond_embed.sampling_prefix(cond, n, guided, device)
         scales = self.guidance(sampler, steps).to(device=device, dtype=torch.float32)
         tokens = torch.full((n, T), self.mask_id, dtype=torch.long, device=device)
         for s in range(steps):

@@ -145,3 +145,30 @@ def mask_beyond_codebook(logits: torch.Tensor, invalid: torch.Tensor | None) -> 
     if invalid is None:
         return logits
     return logits.masked_fill(invalid, NEG_INF)
+
+
+# ---------------------------------------------------------------- the next-token loop (AR, CAR)
+def decode_next_token(backbone, prefix: torch.Tensor, n: int, layout, *, embed, head, mask,
+                      sampler: SamplerConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Sample ``layout.num_positions`` codes one after another after ``prefix`` (n rows, or 2n with
+    guidance: conditional rows first). ``embed`` maps codes to backbone inputs, ``head`` a state to
+    float logits, ``mask(logits, t)`` hides codes beyond K_t. With ``sampler.kv_cache`` each step feeds
+    one token through the cache; without it the whole sequence is recomputed (the reference)."""
+    T = layout.num_positions
+    P, rows = prefix.shape[1], prefix.shape[0]
+    guided = rows == 2 * n
+    scales = guidance_scales(sampler, T, layout.codebook_sizes).tolist()
+    out = torch.zeros(n, T, dtype=torch.long, device=prefix.device)
+    cache = backbone.new_cache(rows, P + T - 1) if sampler.kv_cache else None
+    for t in range(T):
+        if cache is not None:
+            x = prefix if t == 0 else embed(out[:, t - 1:t]).repeat(rows // n, 1, 1)
+            h = backbone(x, cache=cache, start_pos=0 if t == 0 else P + t - 1)
+        else:
+            h = backbone(torch.cat([prefix, embed(out[:, :t]).repeat(rows // n, 1, 1)], dim=1))
+        logits = head(h[:, -1])
+        if guided:
+            cond_logits, uncond_logits = logits.chunk(2)
+            logits = cfg_mix(cond_logits, uncond_logits, scales[t])
+        out[:, t] = sample_with(mask(logits, t), sampler, generator)
+    return out

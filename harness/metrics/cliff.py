@@ -30,7 +30,7 @@ from ..contracts import EvalBatch, Metric, TokenLayout
 from ..entropy import SUMMARY_HIGHER_IS_BETTER, conditional_entropies, summary_values
 from ..errors import VQBenchError
 from ..registry import METRICS
-from ..distributed import gather_rows
+from ..distributed import batch_image_ids, check_distinct_ids, gather_rows
 from .tokens import factor_indices
 
 
@@ -62,7 +62,7 @@ class EntropyCliff(Metric):
         idx = factor_indices(batch.indices, self.layout)           # validated N x T x k int64
         dtype = torch.int16 if self.layout.max_codebook_size <= 2 ** 15 else torch.int32
         n = len(idx)
-        ids = batch.image_ids.cpu().long() if batch.image_ids is not None else torch.arange(self._seen, self._seen + n)
+        ids = batch_image_ids(batch.image_ids, self._seen, n, "entropy_cliff")
         self._seen += n
         self._indices.append(idx.to(dtype))
         self._ids.append(ids)
@@ -85,8 +85,7 @@ class EntropyCliff(Metric):
             raise VQBenchError("entropy_cliff saw no token sequences")
         if len(indices) < 2:
             raise VQBenchError("entropy_cliff needs at least 2 token sequences")
-        if len(ids.unique()) != len(ids):
-            raise VQBenchError("entropy_cliff saw an image id twice; batches must carry distinct image_ids")
+        check_distinct_ids(ids, "entropy_cliff")
         layout = self.layout
         x = indices.reshape(len(indices), layout.num_positions, layout.num_factors).numpy()
         x = x[:, :, 0] if layout.num_factors == 1 else x

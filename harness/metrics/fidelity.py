@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 
 from ..contracts import EvalBatch, Metric
-from ..distributed import gather_rows
+from ..distributed import batch_image_ids, check_distinct_ids, gather_rows
 from ..errors import VQBenchError
 from ..features import (EXTRACTOR_NAME, NUM_LOGITS, POOL3_DIM, InceptionFeatures, batch_features, cached_feature_set,
                         classifier_unavailable_reason, image_hashes, store_feature_set)
@@ -247,8 +247,7 @@ class _ImageSetFeatures:
         pool3 = gather_rows(_cat(self.pool3, (0, POOL3_DIM), torch.float32))
         logits = gather_rows(_cat(self.logits, (0, NUM_LOGITS), torch.float32)) if has_logits else None
         hashes = gather_rows(_cat(self.hashes, (0,), torch.int64)) if has_hashes else None
-        if len(ids.unique()) != len(ids):
-            raise VQBenchError("Inception metrics saw an image id twice; batches must carry distinct image_ids")
+        check_distinct_ids(ids, "Inception metrics")
         order = ids.argsort()
         return (InceptionFeatures(pool3[order], None if logits is None else logits[order]), ids[order],
                 None if hashes is None else hashes[order])
@@ -286,12 +285,7 @@ class _InceptionMetric(Metric):
 
     def update(self, batch: EvalBatch) -> None:
         n = len(getattr(batch, self.fields[0]))
-        if batch.image_ids is not None:
-            ids = batch.image_ids
-        elif dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            raise VQBenchError(f"metric {self.name!r} under DDP needs EvalBatch.image_ids to order the images")
-        else:
-            ids = torch.arange(self._seen, self._seen + n)
+        ids = batch_image_ids(batch.image_ids, self._seen, n, f"metric {self.name!r}")
         self._seen += n
         self._dataset = batch.dataset
         for f in self.fields:
