@@ -101,7 +101,7 @@ register_suite(Suite(
 # codebooks of ~1024), the same recipe and step count, evaluated on the same test images; then each
 # generator family on the tokenizers the papers pair it with, class-conditional, the same steps.
 # N per metric is chosen for a 2-core CPU and recorded in every row: pixel and token metrics on 2,000
-# test images, Inception metrics (rFID/KID, gFID/KID/precision/recall) on 250 (KID is the reliable
+# test images, Inception metrics (rFID/KID, gFID/KID/precision/recall) on 150 (KID is the reliable
 # one at this N), linear probes fit on 3,000 training images, progressive curves on 300.
 DEFAULT_TOKENIZERS = ("vq-fmnist", "cvq-fmnist", "cvq-fmnist-drop25", "fq-dual-fmnist", "vcq-constant-fmnist",
                       "vcq-cosine-fmnist", "fsq-fmnist", "lfq-fmnist", "simvq-fmnist", "rvq-fmnist")
