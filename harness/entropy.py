@@ -40,6 +40,7 @@ CPU (benchmarks/results/entropy_cliff_cpu.md).
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -315,17 +316,47 @@ def summary_values(profile: EntropyProfile) -> tuple[dict[str, float], dict[str,
 CURVE_METRIC = "cond_entropy_bits"
 
 
+def recorded_curve(source: Path, results: str | Path, *, run_id: str | None, split: str, n: int | None,
+                   dataset: str | None, threshold_bits: float, factors: str) -> tuple[EntropyProfile, str] | None:
+    """The stored entropy curve of run ``source``'s latest checkpoint for this protocol, or None."""
+    from . import checkpoint as ckpt
+    from .figures import profiles_from_rows
+    from .results import ResultsStore
+    import pandas as pd
+    state = ckpt.load_state(ckpt.resolve(source))
+    n = n if n is not None else (state["data"].get("n_train") if split == "train" else None)
+    run_id = run_id or ckpt.run_name(source)
+    dataset = dataset or state["data"]["dataset"]
+    rows = [r for r in ResultsStore(results).records()
+            if r["metric"] == CURVE_METRIC and r["run_id"] == run_id and r["config_hash"] == state["config_hash"]
+            and r["dataset"] == dataset and r["split"] == split and (n is None or r["n_images"] == n)]
+    extras = [json.loads(r["extra"]) if isinstance(r["extra"], str) else r["extra"] for r in rows]
+    if not rows or any(e.get("checkpoint_step") != state["step"] or e.get("factors") != factors
+                       or e.get("threshold_bits") != threshold_bits for e in extras):
+        return None
+    profiles = profiles_from_rows(pd.DataFrame(rows))
+    return (next(iter(profiles.values())), run_id) if len(profiles) == 1 else None
+
+
 def analyze_tokens(source: str | Path, *, codebook_size: int | None = None, factors: FactorMode = "joint",
                    threshold_bits: float = DEFAULT_THRESHOLD_BITS, split: str = "train", n: int | None = None,
                    dataset: str | None = None, batch_size: int = 250, device: str = "auto",
-                   results: str | Path | None = None, progress: bool = False) -> tuple[EntropyProfile, str]:
+                   results: str | Path | None = None, run_id: str | None = None, summary: bool = True,
+                   skip_if_recorded: bool = False, progress: bool = False) -> tuple[EntropyProfile, str]:
     """The entropy profile of a token file (.npy/.pt) or of a run's encoded split, and a label for it.
 
     For a run, ``results`` also records the curve (metric ``cond_entropy_bits``, one row per position,
-    ``extra`` k = position) and the summary values, replacing the run's earlier rows of those metrics
-    for the same dataset and split.
+    ``extra`` k = position) and, with ``summary``, the summary values, replacing the run's earlier rows
+    of those metrics for the same dataset and split. ``run_id`` labels the rows (default: the run folder's name).
+    With ``skip_if_recorded``, a curve already stored for this checkpoint, split, N and protocol is
+    returned from the store instead of re-encoding the split.
     """
     source = Path(source)
+    if source.is_dir() and results is not None and skip_if_recorded:
+        stored = recorded_curve(source, results, run_id=run_id, split=split, n=n, dataset=dataset,
+                                threshold_bits=threshold_bits, factors=factors)
+        if stored is not None:
+            return stored
     if not source.is_dir():
         if results is not None:
             raise VQBenchError(f"--results records a run's analysis; {source} is a token file, not a run folder")
@@ -341,7 +372,7 @@ def analyze_tokens(source: str | Path, *, codebook_size: int | None = None, fact
                                             device=setup(device).device, progress=progress)
     sizes = codebook_size if codebook_size is not None else model.layout.codebook_sizes
     profile = conditional_entropies(x, sizes, factors=factors, threshold_bits=threshold_bits, what=str(source))
-    run_id = ckpt.run_name(source)
+    run_id = run_id or ckpt.run_name(source)
     if results is not None:
         from .progressive import replace_metrics, tokenizer_run
         from .results import ResultsStore, make_rows
@@ -354,7 +385,7 @@ def analyze_tokens(source: str | Path, *, codebook_size: int | None = None, fact
                               n_images=profile.n_sequences,
                               extra=base | {"k": r["t"], "unit": "position", "codebook_size": r["codebook_size"],
                                             "distinct_prefixes": r["distinct_prefixes"]})
-        values, reasons = summary_values(profile)
+        values, reasons = summary_values(profile) if summary else ({}, {})
         rows += make_rows(run, values, SUMMARY_HIGHER_IS_BETTER, n_images=profile.n_sequences,
                           extra=base | {"metric_source": "entropy_cliff"}, reasons=reasons)
         replace_metrics(ResultsStore(results), run, rows)

@@ -35,6 +35,8 @@ class TokenizerRun:
     progressive_n_eval: int | None = None
     probe_n_train: int | None = None              # linear probes on the first k tokens (None: skipped)
     probe_n_eval: int | None = None
+    entropy_n_train: int | None = None            # training images whose token sequences give the entropy-
+                                                  # per-position curve, as the VCQ paper measures (None: skipped)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ TINY_TOKENIZER = ("steps=6", "batch_size=8", "perceptual_weight=0", "disc_start=
 register_suite(Suite(
     "tiny", "seconds: vq-tiny and ar-tiny on the procedural set (tests of the suite runner)",
     (TokenizerRun("vq-tiny", "vq-tiny", TINY_TOKENIZER, dataset="procedural", n_eval=64, eval_batch_size=32,
-                  progressive_metrics=("psnr",), progressive_n_eval=32, probe_n_train=128, probe_n_eval=64),),
+                  progressive_metrics=("psnr",), progressive_n_eval=32, probe_n_train=128, probe_n_eval=64,
+                  entropy_n_train=128),),
     (GeneratorRun("ar-tiny@vq-tiny", "ar-tiny", "vq-tiny", ("steps=6", "batch_size=16", "ckpt_every=3"),
                   sampler=SamplerConfig(cfg_scale=2.0), n_samples=16, metrics=("gfid", "gkid"),
                   sample_batch_size=8),)))
@@ -132,7 +135,8 @@ register_suite(Suite(
     tuple(TokenizerRun(p, p, FMNIST_TRAIN + ("steps=200", "disc_start=120"), n_eval=2000,
                        metrics=DEFAULT_TOKENIZER_METRICS, fidelity_metrics=("rfid",),
                        fidelity_n_eval=DEFAULT_FIDELITY_N, progressive_metrics=("psnr", "ssim", "lpips"),
-                       progressive_n_eval=300, probe_n_train=3000, probe_n_eval=2000)
+                       progressive_n_eval=300, probe_n_train=3000, probe_n_eval=2000,
+                       entropy_n_train=10000)
           for p in DEFAULT_TOKENIZERS),
     tuple(GeneratorRun(label, preset, tok, FMNIST_GENERATOR_TRAIN, n_train=10000, sampler=sampler,
                        n_samples=DEFAULT_FIDELITY_N,
@@ -142,6 +146,7 @@ register_suite(Suite(
 
 def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool = True) -> Path | None:
     """Train and evaluate every run of suite ``name`` into ``out_dir``; returns the Markdown table path."""
+    from .entropy import analyze_tokens
     from .record import evaluate_and_record
     from .probe import probe_and_record
     from .progressive import progressive_and_record
@@ -178,6 +183,10 @@ def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool 
         if spec.probe_n_train:
             probe_and_record(final, store, run_id=run_id, dataset=spec.dataset, n_train=spec.probe_n_train,
                              n_eval=spec.probe_n_eval, batch_size=spec.eval_batch_size, device=device)
+        if spec.entropy_n_train and d.is_main:
+            analyze_tokens(final, split="train", n=spec.entropy_n_train, dataset=spec.dataset,
+                           batch_size=spec.eval_batch_size, device=device, results=store.path, run_id=run_id,
+                           summary=False, skip_if_recorded=True)   # the table's entropy_cliff values: eval split
         barrier(d)
         if d.is_main and progress:
             print(f"[{suite.name}] {spec.label}: done in {time.time() - t0:.0f}s", flush=True)

@@ -40,9 +40,12 @@ def test_tiny_suite_runs_resumes_and_reports(tmp_path, capsys):
     assert all(r["dataset"] == "procedural" and r["protocol"] for r in rows)
     by = lambda pred: [r for r in rows if pred(r)]                                   # noqa: E731
     probe = by(lambda r: r["metric"].startswith("probe_"))
-    curve = by(lambda r: "k" in json.loads(r["extra"]) and r not in probe)
+    entropy = by(lambda r: r["metric"] == "cond_entropy_bits")   # per position, on the training split
+    curve = by(lambda r: "k" in json.loads(r["extra"]) and r not in probe + entropy)
     gen = by(lambda r: r["kind"] == "generator")
-    evaluation = [r for r in rows if r not in curve + probe + gen]
+    evaluation = [r for r in rows if r not in curve + probe + gen + entropy]
+    assert sorted(json.loads(r["extra"])["k"] for r in entropy) == list(range(64))   # vq-tiny: 8x8 tokens
+    assert all(r["split"] == "train" and r["n_images"] == 128 for r in entropy)
     assert all(r["n_images"] == 64 for r in evaluation + probe) and all(r["n_images"] == 32 for r in curve)
     assert sorted(json.loads(r["extra"])["k"] for r in curve) == [1, 2, 4, 8, 16, 32, 64]
     assert {r["metric"] for r in probe} >= {"probe_top1_k1", "probe_top1_all"}
@@ -52,6 +55,7 @@ def test_tiny_suite_runs_resumes_and_reports(tmp_path, capsys):
     assert "## Generators" in text and "gfid [adm] ↓" in text and "probe_top1_k1 ↑" in text
     assert (tmp_path / "samples" / "ar-tiny@vq-tiny.npz").exists()
     assert (tmp_path / "results_curves.csv").exists() and (tmp_path / "results_progressive.png").exists()
+    assert (tmp_path / "results_entropy.png").exists()
     stamp = (tmp_path / "results.jsonl").stat().st_mtime_ns
     run_suite("tiny", tmp_path, progress=False)                    # finished: nothing is redone
     assert (tmp_path / "results.jsonl").stat().st_mtime_ns == stamp
