@@ -35,6 +35,7 @@ from .entropy import EntropyProfile
 ENTROPY_CURVE_METRIC = "cond_entropy_bits"
 PROGRESSIVE_PREFIX = "progressive_"
 FULL_WIDTH, HALF_WIDTH, HEIGHT = 7.0, 3.5, 2.8        # inches
+LEGEND_INSIDE_MAX, LEGEND_ROW_HEIGHT = 4, 0.2       # runs a legend inside the axes can hold; inches per row below
 MARKERS = "osD^vP*Xh<>p"
 STYLE = {"font.size": 9, "axes.labelsize": 9, "axes.titlesize": 9, "legend.fontsize": 7.5,
          "xtick.labelsize": 8, "ytick.labelsize": 8, "lines.linewidth": 1.5, "lines.markersize": 4,
@@ -101,10 +102,16 @@ def plot_entropy_profiles(profiles: Mapping[str, EntropyProfile], path: str | Pa
                 ax.axvline(bound, color=color, linestyle=":", linewidth=1.0)
     ax_h.set(xlabel="position t", ylabel=r"$H(x_t \mid x_{<t})$ [bits]", title="conditional entropy per position")
     ax_b.set(xlabel="position t", ylabel=r"$\log_2 N - \Sigma_{s \leq t} H_s$ [bits]", title="remaining information budget")
-    ax_h.legend(loc="upper right", frameon=False)
-    ax_b.plot([], [], color="gray", linestyle=":", linewidth=1.0, label=r"full-codebook capacity / bound $t^*$")
-    ax_b.plot([], [], color="gray", linestyle="--", linewidth=1.0, label=r"empirical $t^*$")
-    ax_b.legend(loc="upper right", frameon=False)
+    styles = [ax_b.plot([], [], color="gray", linestyle=":", linewidth=1.0, label=r"full-codebook capacity / bound $t^*$")[0],
+              ax_b.plot([], [], color="gray", linestyle="--", linewidth=1.0, label=r"empirical $t^*$")[0]]
+    if len(profiles) <= LEGEND_INSIDE_MAX:
+        ax_h.legend(loc="upper right", frameon=False)
+        ax_b.legend(loc="upper right", frameon=False)
+    else:   # many runs: inside the axes the legend would hide the curves; one shared legend below them
+        ncol = 2      # labels carry run ids and t*: three columns overflow the page width
+        fig.set_figheight(HEIGHT + LEGEND_ROW_HEIGHT * math.ceil(len(profiles) / ncol))
+        fig.legend(*ax_h.get_legend_handles_labels(), loc="outside lower center", ncol=ncol, frameon=False)
+        ax_b.legend(handles=styles, loc="upper right", frameon=False)
     for ax in (ax_h, ax_b):
         ax.set_xlim(-0.5, shown - 0.5)
         ax.set_ylim(bottom=0)
