@@ -163,19 +163,14 @@ class ARGenerator(Generator):
         register_invalid_codes(self, layout, self.vocab)
 
     # ------------------------------------------------------------------ training
-    def _mask(self, logits: torch.Tensor, positions: slice | int) -> torch.Tensor:
-        if self.invalid.numel() == 0:
-            return logits
-        return mask_beyond_codebook(logits, self.invalid[positions])
-
     def logits(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """Teacher-forced logits N x T x V (float32; codes >= K_t at -inf); no condition dropout."""
         self._check_indices(indices)
-        n, T = indices.shape
+        n = indices.shape[0]
         prefix = self.cond_embed(self.cond_embed.check(cond, n, indices.device), n)
         x = torch.cat([prefix, self.tok_dropout(self.tok_embed(indices[:, :-1]))], dim=1)
         h = self.backbone(x)[:, prefix.shape[1] - 1:]          # the state that predicts each position
-        return self._mask(self.head(h).float(), slice(0, T))
+        return mask_beyond_codebook(self.head(h).float(), self.invalid)
 
     def _predict(self, indices, cond):
         return self.logits(indices, cond), indices
@@ -185,7 +180,7 @@ class ARGenerator(Generator):
         guided = sampler.guided and self.conditioning.kind != "none"
         prefix = self.cond_embed.sampling_prefix(cond, n, guided, self.tok_embed.weight.device)
         return decode_next_token(self.backbone, prefix, n, self.layout, embed=self.tok_embed,
-                                 head=lambda h: self.head(h).float(), mask=self._mask, sampler=sampler,
+                                 head=lambda h: self.head(h).float(), invalid=self.invalid, sampler=sampler,
                                  generator=generator)
 
 

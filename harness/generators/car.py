@@ -193,16 +193,13 @@ class CARGenerator(Generator):
         """Channel tokens -> projected code embeddings (N x L x width)."""
         return self.projector(self.codebook[indices].to(self.projector[0].weight.dtype))
 
-    def _mask(self, logits: torch.Tensor, positions: slice | int) -> torch.Tensor:
-        return logits if self.invalid.numel() == 0 else mask_beyond_codebook(logits, self.invalid[positions])
-
     # ------------------------------------------------------------------ training
     def _predict(self, indices, cond):
-        n, T = indices.shape
+        n = indices.shape[0]
         prefix = self.cond_embed(cond, n)
         x = torch.cat([prefix, self.embed_codes(indices[:, :-1]).to(prefix.dtype)], dim=1)
         h = self.backbone(x)[:, prefix.shape[1] - 1:]          # the state that predicts each channel
-        return self._mask(self.head(h.to(self.head.weight.dtype)).float(), slice(0, T)), indices
+        return mask_beyond_codebook(self.head(h.to(self.head.weight.dtype)).float(), self.invalid), indices
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, n: int, cond, sampler: SamplerConfig, generator) -> torch.Tensor:
@@ -211,7 +208,7 @@ class CARGenerator(Generator):
         return decode_next_token(self.backbone, prefix, n, self.layout,
                                  embed=lambda idx: self.embed_codes(idx).to(prefix.dtype),
                                  head=lambda h: self.head(h.to(self.head.weight.dtype)).float(),
-                                 mask=self._mask, sampler=sampler, generator=generator)
+                                 invalid=self.invalid, sampler=sampler, generator=generator)
 
 
 # ---------------------------------------------------------------------- presets

@@ -87,11 +87,6 @@ class FARGenerator(Generator):
         init_weights(self, cfg.init_std)
         register_invalid_codes(self, layout, self.vocab)
 
-    def _mask(self, logits: torch.Tensor, positions) -> torch.Tensor:
-        if self.invalid.numel() == 0:
-            return logits
-        return mask_beyond_codebook(logits, self.invalid[positions])
-
     def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """N x L x k sub-codes -> N x L x width (k embeddings aggregated by the linear layer)."""
         parts = [emb(codes[..., i]) for i, emb in enumerate(self.tok_embeds)]
@@ -118,9 +113,7 @@ class FARGenerator(Generator):
         g = self.backbone(x)[:, prefix.shape[1] - 1:]                       # n x T x width
         logits = self.head_logits(g.reshape(n * T, -1), indices.reshape(n * T, k))
         logits = torch.stack(logits, dim=1).view(n, T, k, self.vocab).float()
-        if self.invalid.numel():
-            logits = logits.masked_fill(self.invalid[None, :, None], float("-inf"))
-        return logits
+        return mask_beyond_codebook(logits, self.invalid[:, None])          # the same K_t for every sub-code
 
     def _predict(self, indices, cond):
         return self.logits(indices, cond), indices      # all T x k sub-codes
@@ -153,7 +146,7 @@ class FARGenerator(Generator):
                 if guided:
                     cond_logits, uncond_logits = logits.chunk(2)
                     logits = cfg_mix(cond_logits, uncond_logits, scales[t])
-                out[:, t, i] = sample_with(self._mask(logits, t), sampler, generator)
+                out[:, t, i] = sample_with(mask_beyond_codebook(logits, self.invalid, t), sampler, generator)
         return out
 
 

@@ -141,9 +141,6 @@ class MaskedGenerator(Generator):
         return sum(p.numel() for p in self.parameters()) - codebook_sized
 
     # ------------------------------------------------------------------ shared pieces
-    def _mask_invalid(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits if self.invalid.numel() == 0 else mask_beyond_codebook(logits, self.invalid)
-
     def _logits(self, tokens: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         """tokens: rows x T (with [MASK] ids), prefix: rows x P x width -> rows x T x K logits (float32)."""
         x = torch.cat([prefix, self.tok_embed(tokens)], dim=1)
@@ -156,7 +153,7 @@ class MaskedGenerator(Generator):
         n, T = indices.shape
         masked = random_cosine_mask(n, T, device=indices.device)
         tokens = indices.masked_fill(masked, self.mask_id)
-        logits = self._mask_invalid(self._logits(tokens, self.cond_embed(cond, n)))
+        logits = mask_beyond_codebook(self._logits(tokens, self.cond_embed(cond, n)), self.invalid)
         return logits[masked], indices[masked]
 
     # ------------------------------------------------------------------ decoding
@@ -185,7 +182,7 @@ class MaskedGenerator(Generator):
             if guided:
                 cond_logits, uncond_logits = logits.chunk(2)
                 logits = cfg_mix(cond_logits, uncond_logits, scales[s][None, :, None])
-            logits = self._mask_invalid(logits)
+            logits = mask_beyond_codebook(logits, self.invalid)
             drawn, logprob = self._draw(logits, sampler, generator)
             drawn = torch.where(unknown, drawn, tokens)
             if s == steps - 1:

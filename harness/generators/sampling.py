@@ -139,20 +139,22 @@ def register_invalid_codes(module: torch.nn.Module, layout, vocab: int) -> None:
                            persistent=False)
 
 
-def mask_beyond_codebook(logits: torch.Tensor, invalid: torch.Tensor | None) -> torch.Tensor:
-    """Set logits of codes >= K_t to -inf. ``logits``: ... x T x V (or ... x V for one position with a
-    1 x V / V mask); ``invalid`` from ``codebook_invalid_mask`` (rows matching the positions)."""
-    if invalid is None:
+def mask_beyond_codebook(logits: torch.Tensor, invalid: torch.Tensor, positions: int | slice = slice(None)
+                         ) -> torch.Tensor:
+    """Set logits of codes >= K_t to -inf. ``invalid``: the T x V mask of ``register_invalid_codes``
+    (empty: every position uses the whole vocabulary, nothing to mask); ``invalid[positions]`` must
+    broadcast against ``logits`` (... x T x V for all positions, ... x V for one position t)."""
+    if invalid.numel() == 0:
         return logits
-    return logits.masked_fill(invalid, NEG_INF)
+    return logits.masked_fill(invalid[positions], NEG_INF)
 
 
 # ---------------------------------------------------------------- the next-token loop (AR, CAR)
-def decode_next_token(backbone, prefix: torch.Tensor, n: int, layout, *, embed, head, mask,
+def decode_next_token(backbone, prefix: torch.Tensor, n: int, layout, *, embed, head, invalid: torch.Tensor,
                       sampler: SamplerConfig, generator: torch.Generator | None) -> torch.Tensor:
     """Sample ``layout.num_positions`` codes one after another after ``prefix`` (n rows, or 2n with
     guidance: conditional rows first). ``embed`` maps codes to backbone inputs, ``head`` a state to
-    float logits, ``mask(logits, t)`` hides codes beyond K_t. With ``sampler.kv_cache`` each step feeds
+    float logits; codes beyond K_t (``invalid``, see ``mask_beyond_codebook``) are never drawn. With ``sampler.kv_cache`` each step feeds
     one token through the cache; without it the whole sequence is recomputed (the reference)."""
     T = layout.num_positions
     P, rows = prefix.shape[1], prefix.shape[0]
@@ -170,5 +172,5 @@ def decode_next_token(backbone, prefix: torch.Tensor, n: int, layout, *, embed, 
         if guided:
             cond_logits, uncond_logits = logits.chunk(2)
             logits = cfg_mix(cond_logits, uncond_logits, scales[t])
-        out[:, t] = sample_with(mask(logits, t), sampler, generator)
+        out[:, t] = sample_with(mask_beyond_codebook(logits, invalid, t), sampler, generator)
     return out
