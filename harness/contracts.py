@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from .distributed import is_multi_process
 from .errors import VQBenchError
 
 PositionKind = Literal["spatial", "channel", "latent"]
@@ -259,7 +260,7 @@ class Metric:
 
     def sync(self) -> None:
         """Sum every state over the process group (no-op in one process)."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if is_multi_process():
             # NCCL reduces only CUDA tensors; states live on the CPU so every rank agrees on them
             device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
             for k, v in self._states.items():

@@ -66,7 +66,7 @@ def shard_batches(n: int, batch_size: int, d: Dist) -> list[range]:
 
 def gather_rows(t: torch.Tensor) -> torch.Tensor:
     """Concatenate every rank's rows (rank order; sizes may differ); the tensor itself in one process."""
-    if not _multi_process():
+    if not is_multi_process():
         return t
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
     t = t.to(device)
@@ -80,7 +80,8 @@ def gather_rows(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[:n] for p, n in zip(parts, sizes)]).cpu()
 
 
-def _multi_process() -> bool:
+def is_multi_process() -> bool:
+    """Whether a process group with more than one rank is running (torchrun)."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
@@ -89,7 +90,7 @@ def batch_image_ids(image_ids: torch.Tensor | None, seen: int, n: int, what: str
     ``image_ids``, or in one process the running count ``seen .. seen + n``."""
     if image_ids is not None:
         return image_ids.cpu().long()
-    if _multi_process():
+    if is_multi_process():
         raise VQBenchError(f"{what} under DDP needs EvalBatch.image_ids to order the images")
     return torch.arange(seen, seen + n)
 

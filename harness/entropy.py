@@ -40,7 +40,6 @@ CPU (benchmarks/results/entropy_cliff_cpu.md).
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -268,6 +267,13 @@ def load_token_file(path: str | Path) -> np.ndarray:
     raise VQBenchError(f"{path}: expected a .npy or .pt file of N x T token indices, or a run folder")
 
 
+def _split_defaults(state: dict, split: str, n: int | None, dataset: str | None) -> tuple[int | None, str]:
+    """(N, dataset) a run's analysis uses: as given, else the run's own dataset and, on the training
+    split, its ``n_train`` subset."""
+    n = n if n is not None else (state["data"].get("n_train") if split == "train" else None)
+    return n, dataset or state["data"]["dataset"]
+
+
 def encode_split(checkpoint: str | Path, *, split: str = "train", n: int | None = None,
                  dataset: str | None = None, batch_size: int = 250, device: str = "cpu",
                  progress: bool = False):
@@ -279,8 +285,7 @@ def encode_split(checkpoint: str | Path, *, split: str = "train", n: int | None 
     from .data import open_dataset
     from .evaluate import load_tokenizer
     model, state, _ = load_tokenizer(checkpoint, device)
-    n = n if n is not None else (state["data"].get("n_train") if split == "train" else None)
-    dataset = dataset or state["data"]["dataset"]
+    n, dataset = _split_defaults(state, split, n, dataset)
     ds = open_dataset(dataset, split, resolution=model.cfg.resolution, channels=model.cfg.in_channels, n=n)
     dtype = np.int16 if model.layout.max_codebook_size <= 2 ** 15 else np.int32
     out = np.empty((len(ds), *model.layout.index_shape), dtype=dtype)
@@ -321,18 +326,16 @@ def recorded_curve(source: Path, results: str | Path, *, run_id: str | None, spl
     """The stored entropy curve of run ``source``'s latest checkpoint for this protocol, or None."""
     from . import checkpoint as ckpt
     from .figures import profiles_from_rows
-    from .results import ResultsStore
+    from .results import ResultsStore, row_extra
     import pandas as pd
     state = ckpt.load_state(ckpt.resolve(source))
-    n = n if n is not None else (state["data"].get("n_train") if split == "train" else None)
+    n, dataset = _split_defaults(state, split, n, dataset)
     run_id = run_id or ckpt.run_name(source)
-    dataset = dataset or state["data"]["dataset"]
     rows = [r for r in ResultsStore(results).records()
             if r["metric"] == CURVE_METRIC and r["run_id"] == run_id and r["config_hash"] == state["config_hash"]
             and r["dataset"] == dataset and r["split"] == split and (n is None or r["n_images"] == n)]
-    extras = [json.loads(r["extra"]) if isinstance(r["extra"], str) else r["extra"] for r in rows]
     if not rows or any(e.get("checkpoint_step") != state["step"] or e.get("factors") != factors
-                       or e.get("threshold_bits") != threshold_bits for e in extras):
+                       or e.get("threshold_bits") != threshold_bits for e in map(row_extra, rows)):
         return None
     profiles = profiles_from_rows(pd.DataFrame(rows))
     return (next(iter(profiles.values())), run_id) if len(profiles) == 1 else None

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .entropy import EntropyProfile
+from .results import row_extra
 
 ENTROPY_CURVE_METRIC = "cond_entropy_bits"
 PROGRESSIVE_PREFIX = "progressive_"
@@ -163,7 +164,7 @@ def usage_points(df) -> dict[str, list[tuple[int, float]]]:
                                                    == "canonical")]
     points: dict[str, list[tuple[int, float]]] = {}
     for _, r in rows.iterrows():
-        extra = json.loads(r["extra"]) if isinstance(r["extra"], str) and r["extra"] else {}
+        extra = row_extra(r)
         size = extra.get("codebook_size") or preset_codebook_size(str(r["preset"]))
         if size and math.isfinite(r["value"]):
             points.setdefault(str(r["model"]), []).append((int(size), float(r["value"])))
@@ -189,7 +190,7 @@ def progressive_curves(df) -> dict[str, dict[str, list[tuple[float, float]]]]:
     rows = df[df["metric"].astype(str).str.startswith(PROGRESSIVE_PREFIX)]
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for _, r in rows.iterrows():
-        extra = json.loads(r["extra"]) if isinstance(r["extra"], str) and r["extra"] else {}
+        extra = row_extra(r)
         if "k" not in extra or not extra.get("k_total") or not math.isfinite(r["value"]):
             continue
         metric = r["metric"] + ("" if r["protocol"] in ("", "canonical", None) else f" [{r['protocol']}]")

@@ -18,7 +18,6 @@ factors) and ``metric_source``. harness/figures.py draws one curve per tokenizer
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Sequence
 
@@ -29,7 +28,7 @@ from .data import open_dataset
 from .distributed import Dist, setup, shard_batches
 from .errors import VQBenchError
 from .evaluate import MetricValue, build_metrics, load_tokenizer, metric_values
-from .results import ResultsStore, make_rows, now
+from .results import ResultsStore, make_rows, now, row_extra
 
 PREFIX = "progressive_"
 DEFAULT_METRICS = ("psnr", "ssim")
@@ -121,10 +120,6 @@ def replace_metrics(store: ResultsStore, run: dict, rows: list[dict]) -> None:
                           where={"dataset": run["dataset"], "split": run["split"], "metric": metric})
 
 
-def _extra(row: dict) -> dict:
-    return json.loads(row["extra"]) if isinstance(row["extra"], str) else dict(row["extra"])
-
-
 # ---------------------------------------------------------------- entry point
 def progressive_and_record(checkpoint, store: ResultsStore, *, run_id: str | None, dataset: str | None,
                            split: str = "test", n_eval: int | None, metrics: Sequence[str] = DEFAULT_METRICS,
@@ -149,11 +144,11 @@ def progressive_and_record(checkpoint, store: ResultsStore, *, run_id: str | Non
     stored = [r for r in store.records() if r["metric"].startswith(PREFIX)
               and all(r[c] == run[c] for c in ("run_id", "config_hash", "dataset", "split"))
               and r["n_images"] == len(ds)]
-    done = {(_extra(r).get("k"), _extra(r).get("metric_source")) for r in stored}
+    done = {(row_extra(r).get("k"), row_extra(r).get("metric_source")) for r in stored}
     todo = [k for k in ks if any((k, m) not in done for m in metrics)] if skip_if_recorded else ks
 
     def wanted(r: dict) -> bool:
-        return _extra(r).get("k") in ks and _extra(r).get("metric_source") in metrics
+        return row_extra(r).get("k") in ks and row_extra(r).get("metric_source") in metrics
     if not todo:
         return [r for r in stored if wanted(r)]
 
@@ -171,7 +166,7 @@ def progressive_and_record(checkpoint, store: ResultsStore, *, run_id: str | Non
                              reasons={name: v.reason} if v.reason else None)
     # keep this configuration's rows of the other ks; rows of another configuration or N are stale
     recomputed = {r["metric"] for r in new}
-    kept = [r for r in stored if r["metric"] in recomputed and _extra(r).get("k") not in todo]
+    kept = [r for r in stored if r["metric"] in recomputed and row_extra(r).get("k") not in todo]
     if d.is_main:
         replace_metrics(store, run, kept + new)
     return [r for r in kept + new if wanted(r)]

@@ -89,6 +89,14 @@ def _per_metric(value, metric: str, what: str):
     return value[metric]
 
 
+def row_extra(row: Mapping) -> dict:
+    """A row's ``extra`` as a dict (stored rows hold it as a JSON string; missing or empty: {})."""
+    extra = row["extra"]
+    if isinstance(extra, str):
+        return json.loads(extra) if extra else {}
+    return dict(extra) if isinstance(extra, Mapping) else {}
+
+
 def make_rows(run: Mapping, metrics: Mapping[str, float], higher_is_better: Mapping[str, bool],
               protocol: str | Mapping[str, str] = "canonical", *, n_images: int | Mapping[str, int],
               feature_extractor: str | Mapping[str, str] = "", extra: Mapping | None = None,

@@ -24,13 +24,12 @@ training split, which ``vqbench analyze entropy RUN`` encodes by default.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
 from ..contracts import EvalBatch, Metric, TokenLayout
 from ..entropy import SUMMARY_HIGHER_IS_BETTER, conditional_entropies, summary_values
 from ..errors import VQBenchError
 from ..registry import METRICS
-from ..distributed import batch_image_ids, check_distinct_ids, gather_rows
+from ..distributed import batch_image_ids, check_distinct_ids, gather_rows, is_multi_process
 from .tokens import factor_indices
 
 
@@ -73,7 +72,7 @@ class EntropyCliff(Metric):
         row width comes from the layout)."""
         local = torch.cat(self._indices) if self._indices else torch.zeros((0, 1), dtype=torch.int16)
         ids = torch.cat(self._ids) if self._ids else torch.zeros(0, dtype=torch.int64)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if is_multi_process():
             local = local.to(torch.int32)      # NCCL and gloo collectives have no int16
         self._gathered = (gather_rows(local.reshape(len(local), -1)), gather_rows(ids))
 

@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 
 from ..contracts import EvalBatch, Metric
-from ..distributed import batch_image_ids, check_distinct_ids, gather_rows
+from ..distributed import batch_image_ids, check_distinct_ids, gather_rows, is_multi_process
 from ..errors import VQBenchError
 from ..features import (EXTRACTOR_NAME, NUM_LOGITS, POOL3_DIM, InceptionFeatures, batch_features, cached_feature_set,
                         classifier_unavailable_reason, image_hashes, store_feature_set)
@@ -258,7 +258,7 @@ def _cat(parts: list, empty_shape: tuple[int, ...], dtype: torch.dtype) -> torch
 
 
 def _any_rank(flag: bool) -> bool:
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not is_multi_process():
         return flag
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
     t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=device)
