@@ -1,5 +1,5 @@
 """Baseline quantizers as thin adapters over vector-quantize-pytorch (lucidrains), on the conv
-tokenizer backbone of harness.conv_tokenizer, so they train and evaluate exactly like VQ:
+tokenizer backbone of harness.models.conv_tokenizer, so they train and evaluate exactly like VQ:
 
 - FSQ (Mentzer et al., 2024): per-dimension rounding to fixed levels, implicit codebook prod(levels).
 - LFQ (Yu et al., MAGVIT-v2, 2024): sign quantization of log2 K dims, with its entropy loss.
@@ -7,7 +7,7 @@ tokenizer backbone of harness.conv_tokenizer, so they train and evaluate exactly
 - Residual VQ (Lee et al., RQ-VAE, 2022): ``depth`` codes per position, each quantizing the residual
   of the previous ones; the layout has ``num_factors = depth``.
 
-Each adapter returns harness.quantize.QuantizerOutput and exposes ``lookup(indices)``.
+Each adapter returns harness.models.quantize.QuantizerOutput and exposes ``lookup(indices)``.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harness.conv_tokenizer import ConvBackbone, ConvTokenizer
-from harness.errors import MissingWeightsError
-from harness.quantize import QuantizerOutput
-from harness.registry import TOKENIZERS
+from harness.models.conv_tokenizer import ConvBackbone, ConvTokenizer
+from harness.core.errors import MissingWeightsError
+from harness.models.quantize import QuantizerOutput
+from harness.core.registry import TOKENIZERS
 
 
 def _vqp():

@@ -61,7 +61,7 @@ def make_tokens(kind: str, n: int, seed: int = 0):
 
 
 def worker(kind: str, n: int) -> dict:
-    from harness.entropy import conditional_entropies
+    from harness.evaluation.entropy import conditional_entropies
     import tracemalloc
     x = make_tokens(kind, n)
     tracemalloc.start()                  # numpy reports its buffers to tracemalloc

@@ -45,8 +45,8 @@ def timed(fn):
 
 
 def tokenizer(checkpoint: str | None, device: str):
-    from harness.catalog import build_tokenizer
-    from harness.evaluate import load_tokenizer
+    from harness.models.catalog import build_tokenizer
+    from harness.models.checkpoints import load_tokenizer
     if checkpoint:
         model, state, _ = load_tokenizer(checkpoint, device)
         return model, f"{state['preset']} checkpoint at step {state['step']}"
@@ -66,8 +66,8 @@ def reconstructions(model, ds, batch_size: int, device: str):
 
 
 def vqbench_eval(model, ds, batch_size: int, device: str) -> dict:
-    from harness.distributed import Dist
-    from harness.evaluate import build_metrics, evaluate_tokenizer
+    from harness.core.distributed import Dist
+    from harness.evaluation.pipeline import build_metrics, evaluate_tokenizer
     values = evaluate_tokenizer(model, ds, build_metrics(METRICS), batch_size, Dist(device=torch.device(device)))
     return {v.name: v.value for v in values}
 
@@ -78,7 +78,7 @@ def reference_eval(real: torch.Tensor, recon: torch.Tensor, indices: torch.Tenso
     import lpips
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
     from torch_fidelity import calculate_metrics
-    from harness.lpips import converted_state_dict
+    from harness.models.lpips import converted_state_dict
 
     def to_u8(x):
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -143,9 +143,9 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     os.environ["VQBENCH_CACHE"] = tempfile.mkdtemp(prefix="vqbench-eval-speed-")   # cold feature cache
-    from harness.catalog import load_all
-    from harness.data import open_dataset
-    from harness.features import FIDInception, torch_fidelity_state_dict
+    from harness.models.catalog import load_all
+    from harness.data.datasets import open_dataset
+    from harness.evaluation.features import FIDInception, torch_fidelity_state_dict
     load_all()
     dev = args.device
 
@@ -155,8 +155,8 @@ def main() -> None:
     real = ds.batch(torch.arange(len(ds)))[0]
     (recon, indices), t_tok = timed(lambda: reconstructions(model, ds, args.batch_size, dev))
 
-    from harness.features import shared_extractor
-    from harness.lpips import load_lpips
+    from harness.evaluation.features import shared_extractor
+    from harness.models.lpips import load_lpips
     load_lpips("alex")                          # one-time loading is not part of any timed pipeline
     shared_extractor(dev)
     extractor = FIDInception().to(dev)
@@ -214,7 +214,7 @@ def main() -> None:
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"eval_speed_{dev}.md"
-    from harness.results import write_atomic
+    from harness.core.results import write_atomic
     write_atomic(out, ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
     print(f"\nwrote {out}")

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import VQBenchError
+from harness.core.errors import VQBenchError
 
 LIST_KINDS = ("tokenizers", "generators", "metrics", "datasets", "suites", "text-encoders")
 
@@ -44,7 +44,7 @@ def _add_sampler(p: argparse.ArgumentParser) -> None:
 
 
 def _sampler(args):
-    from .contracts import SamplerConfig
+    from harness.core.contracts import SamplerConfig
     return SamplerConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale,
                          cfg_schedule=args.cfg_schedule, cfg_power=args.cfg_power,
                          codebook_aware_cfg=args.codebook_aware_cfg, steps=args.steps, kv_cache=not args.no_kv_cache)
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", type=Path, help="results .jsonl files")
     p.add_argument("--out", type=Path, required=True, help="folder for results.md/.csv/.tex")
 
-    from .geneval.cli import add_prompts_parser
+    from harness.evaluation.geneval.cli import add_prompts_parser
     add_prompts_parser(sub)
     return parser
 
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:2] == ["eval", "geneval"]:         # its own parser: `eval` takes a checkpoint positional
-        from .geneval.cli import run_eval
+        from harness.evaluation.geneval.cli import run_eval
         command, args = run_eval, argv[2:]
     else:
         args = build_parser().parse_args(argv)
@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_list(args) -> int:
-    from .catalog import load_all
-    from .registry import ALL
+    from harness.models.catalog import load_all
+    from harness.core.registry import ALL
     load_all()
     for kind in [args.kind] if args.kind else LIST_KINDS:
         reg = ALL[kind]
@@ -224,13 +224,13 @@ def cmd_list(args) -> int:
 
 
 def cmd_params(args) -> int:
-    from .catalog import build_tokenizer, load_all, parameter_count
-    from .config import split_override
-    from .registry import GENERATORS, TOKENIZERS
+    from harness.models.catalog import build_tokenizer, load_all, parameter_count
+    from harness.core.config import split_override
+    from harness.core.registry import GENERATORS, TOKENIZERS
     overrides = dict(split_override(o) for o in args.overrides)
     load_all()
     if args.preset in GENERATORS:
-        from .train_generator import generator_params
+        from harness.models.catalog import generator_params
         n = generator_params(args.preset, overrides, args.tokenizer)
         print(f"{args.preset}: {n:,} parameters ({n / 1e6:.1f}M)")
         return 0
@@ -243,14 +243,15 @@ def cmd_params(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .catalog import load_all, tokenizer_config
-    from .registry import GENERATORS
-    from .train import TrainConfig, train_tokenizer
-    from .train_generator import GeneratorTrainConfig, generator_config, train_generator
+    from harness.models.catalog import load_all, tokenizer_config
+    from harness.core.registry import GENERATORS
+    from harness.training.train_tokenizer import TrainConfig, train_tokenizer
+    from harness.models.catalog import generator_config
+    from harness.training.train_generator import GeneratorTrainConfig, train_generator
     load_all()
     is_generator = args.preset in GENERATORS
     if args.help_settings:
-        from .config import field_types
+        from harness.core.config import field_types
         configs = ((generator_config(args.preset), GeneratorTrainConfig()) if is_generator
                    else (tokenizer_config(args.preset), TrainConfig()))
         for title, cfg in zip(("preset", "training"), configs):
@@ -276,12 +277,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from . import checkpoint as ckpt
-    from .record import evaluate_and_record
-    from .results import ResultsStore
-    from .suites import GENERATION_METRICS, TOKENIZER_METRICS
+    from harness.core import checkpoint as ckpt
+    from harness.evaluation.record import evaluate_and_record
+    from harness.core.results import ResultsStore
+    from harness.suites import GENERATION_METRICS, TOKENIZER_METRICS
     if ckpt.load_state(ckpt.resolve(args.checkpoint)).get("kind") == "generator":
-        from .record_generation import evaluate_generator_and_record
+        from harness.evaluation.record_generation import evaluate_generator_and_record
         metrics = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else GENERATION_METRICS
         rows = evaluate_generator_and_record(
             args.checkpoint, ResultsStore(args.results), run_id=args.run_id or ckpt.run_name(args.checkpoint),
@@ -305,7 +306,7 @@ def _print_rows(rows) -> None:
 
 
 def cmd_sample(args) -> int:
-    from .record_generation import sample_to_npz
+    from harness.evaluation.record_generation import sample_to_npz
     path = sample_to_npz(args.checkpoint, args.out, n=args.n, sampler=_sampler(args), seed=args.seed,
                          batch_size=args.batch_size, device=args.device)
     print(f"{args.n} samples written to {path}")
@@ -327,8 +328,8 @@ def _int_list(text: str, what: str, allow_all: bool = False) -> list:
 
 def cmd_progressive(args) -> int:
     import json
-    from .progressive import progressive_and_record
-    from .results import ResultsStore
+    from harness.evaluation.progressive import progressive_and_record
+    from harness.core.results import ResultsStore
     rows = progressive_and_record(args.checkpoint, ResultsStore(args.results), run_id=args.run_id,
                                   dataset=args.dataset, split=args.split, n_eval=args.n_eval,
                                   metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
@@ -341,8 +342,8 @@ def cmd_progressive(args) -> int:
 
 
 def cmd_probe(args) -> int:
-    from .probe import probe_and_record
-    from .results import ResultsStore
+    from harness.evaluation.probe import probe_and_record
+    from harness.core.results import ResultsStore
     rows = probe_and_record(args.checkpoint, ResultsStore(args.results), run_id=args.run_id, dataset=args.dataset,
                             n_train=args.n_train, n_eval=args.n_eval, ks=_int_list(args.ks, "--ks", allow_all=True),
                             batch_size=args.batch_size, device=args.device)
@@ -352,7 +353,7 @@ def cmd_probe(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .suites import run_suite
+    from harness.suites import run_suite
     out = args.out or Path("reports") / args.suite
     table = run_suite(args.suite, out, device=args.device, progress=not args.quiet)
     if table is not None:
@@ -363,9 +364,9 @@ def cmd_run(args) -> int:
 
 def cmd_report(args) -> int:
     import pandas as pd
-    from .report import render
-    from .results import ResultsStore
-    from .figures import render_figures
+    from harness.reporting.tables import render
+    from harness.core.results import ResultsStore
+    from harness.reporting.figures import render_figures
     frames = [ResultsStore(p).read(must_exist=True) for p in args.results]
     df = pd.concat(frames, ignore_index=True)
     for path in render(df, args.out) + render_figures(df, args.out):
@@ -374,7 +375,7 @@ def cmd_report(args) -> int:
 
 
 def _analyze_entropy(args) -> int:
-    from .entropy import analyze_tokens
+    from harness.evaluation.entropy import analyze_tokens
     profile, label = analyze_tokens(args.tokens, codebook_size=args.codebook_size, factors=args.factors,
                                     threshold_bits=args.threshold, split=args.split, n=args.n,
                                     dataset=args.dataset, batch_size=args.batch_size, device=args.device,
@@ -398,12 +399,12 @@ def _analyze_entropy(args) -> int:
         print(f"identical sequences: {profile.n_sequences - int(profile.distinct_prefixes[-1]):,} duplicates, "
               f"residual {profile.residual_bits:.4f} bits never resolved")
     if args.out:
-        from .checkpoint import atomic_write_text
+        from harness.core.checkpoint import atomic_write_text
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, profile.to_csv())
         print(f"per-position table written to {args.out}")
     if args.figure:
-        from .figures import plot_entropy_profiles
+        from harness.reporting.figures import plot_entropy_profiles
         for path in plot_entropy_profiles({label: profile}, args.figure):
             print(f"figure written to {path}")
     return 0
@@ -411,7 +412,7 @@ def _analyze_entropy(args) -> int:
 
 def cmd_analyze(args) -> int:
     import math
-    from .schedules import codebook_schedule, constant_cliff, schedule_stats
+    from harness.models.schedules import codebook_schedule, constant_cliff, schedule_stats
     if args.analysis == "entropy":
         return _analyze_entropy(args)
     if args.analysis == "cliff":
@@ -441,7 +442,7 @@ def cmd_analyze(args) -> int:
         where = stats.capacity_cliff if stats.capacity_cliff is not None else f"> {args.length}"
         print(f"capacity-bound t* for N = {args.dataset_size:,}: {where}")
     if args.out:
-        from .checkpoint import atomic_write_text
+        from harness.core.checkpoint import atomic_write_text
         rows, bits = ["t,K_t,cumulative_bits"], 0.0
         for t, k in enumerate(sizes):
             bits += math.log2(k)
@@ -453,7 +454,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_geneval_prompts(args) -> int:
-    from .geneval.cli import cmd_prompts
+    from harness.evaluation.geneval.cli import cmd_prompts
     return cmd_prompts(args)
 
 

@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contracts import SamplerConfig
-from .distributed import barrier, setup
-from .metrics.fidelity import GENERATION_METRICS
-from .registry import SUITES
+from harness.core.contracts import SamplerConfig
+from harness.core.distributed import barrier, setup
+from harness.evaluation.metrics.fidelity import GENERATION_METRICS
+from harness.core.registry import SUITES
 
 TOKENIZER_METRICS = ("psnr", "ssim", "codebook_usage", "unique_ratio")   # what every tokenizer run reports
 
@@ -146,15 +146,15 @@ register_suite(Suite(
 
 def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool = True) -> Path | None:
     """Train and evaluate every run of suite ``name`` into ``out_dir``; returns the Markdown table path."""
-    from .entropy import analyze_tokens
-    from .record import evaluate_and_record
-    from .probe import probe_and_record
-    from .progressive import progressive_and_record
-    from .record_generation import evaluate_generator_and_record
-    from .report import render
-    from .results import ResultsStore
-    from .train import train_tokenizer
-    from .train_generator import train_generator
+    from harness.evaluation.entropy import analyze_tokens
+    from harness.evaluation.record import evaluate_and_record
+    from harness.evaluation.probe import probe_and_record
+    from harness.evaluation.progressive import progressive_and_record
+    from harness.evaluation.record_generation import evaluate_generator_and_record
+    from harness.reporting.tables import render
+    from harness.core.results import ResultsStore
+    from harness.training.train_tokenizer import train_tokenizer
+    from harness.training.train_generator import train_generator
 
     suite = SUITES.get(name)
     d = setup(device)
@@ -209,7 +209,7 @@ def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool 
     barrier(d)
     if not d.is_main:
         return None
-    from .figures import render_figures
+    from harness.reporting.figures import render_figures
     rows = store.read()
     paths = render(rows, out_dir)
     render_figures(rows, out_dir)

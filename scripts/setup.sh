@@ -44,7 +44,7 @@ if [ ! -f "$FMNIST_DEB" ]; then
     fi
 fi
 if [ ! -f "$FMNIST_DEB" ]; then
-    "$PY" -m harness.download fashion-mnist
+    "$PY" -m harness.data.download fashion-mnist
 fi
-"$PY" -c "from harness.data import open_dataset; ds = open_dataset('fashion-mnist', 'test'); print(f'[setup] Fashion-MNIST ready ({len(ds)} test images)')"
+"$PY" -c "from harness.data.datasets import open_dataset; ds = open_dataset('fashion-mnist', 'test'); print(f'[setup] Fashion-MNIST ready ({len(ds)} test images)')"
 echo "[setup] done"

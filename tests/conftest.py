@@ -11,7 +11,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 @pytest.fixture(scope="session", autouse=True)
 def _registries_loaded():
-    from harness.catalog import load_all
+    from harness.models.catalog import load_all
     load_all()
 
 

@@ -62,8 +62,8 @@ def test_tiny_suite_runs_resumes_and_reports(tmp_path, capsys):
     assert len(open(tmp_path / "results.jsonl").readlines()) == len(rows)
 
     # re-evaluating replaces only the evaluation's own rows: probes and curves of the run stay
-    from harness.record import evaluate_and_record
-    from harness.results import ResultsStore
+    from harness.evaluation.record import evaluate_and_record
+    from harness.core.results import ResultsStore
     evaluate_and_record(tmp_path / "runs" / "vq-tiny", ResultsStore(tmp_path / "results.jsonl"),
                         run_id="tiny/vq-tiny", dataset="procedural", split="test", n_eval=64,
                         metrics=("psnr",), batch_size=32, device="cpu")

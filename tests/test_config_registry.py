@@ -3,9 +3,9 @@ from typing import Literal
 
 import pytest
 
-from harness.config import apply_overrides, config_hash, split_overrides
-from harness.errors import VQBenchError
-from harness.registry import Registry
+from harness.core.config import apply_overrides, config_hash, split_overrides
+from harness.core.errors import VQBenchError
+from harness.core.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,11 +1,11 @@
-"""harness.data: registry datasets, subsets, channel/resolution conversion, image folders, errors."""
+"""harness.data.datasets: registry datasets, subsets, channel/resolution conversion, image folders, errors."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from harness.data import center_crop_arr, open_dataset
-from harness.errors import VQBenchError
+from harness.data.datasets import center_crop_arr, open_dataset
+from harness.core.errors import VQBenchError
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_fashion_mnist_channels_and_resolution(fmnist_test):
 
 
 def test_fashion_mnist_missing_files_error(tmp_path, monkeypatch):
-    import harness.data as data
+    import harness.data.datasets as data
     monkeypatch.setattr(data, "fashion_mnist_dirs", lambda root=None: [tmp_path / "nowhere"])
     with pytest.raises(VQBenchError, match=r"Fashion-MNIST not found.*nowhere.*scripts/setup.sh") as e:
         open_dataset("fashion-mnist", "test")
@@ -84,7 +84,7 @@ def test_procedural_deterministic_and_balanced():
 
 
 def test_rgb_served_as_luma():
-    from harness.data import convert_channels
+    from harness.data.datasets import convert_channels
     rgb = torch.tensor([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=torch.uint8).view(3, 3, 1, 1)
     assert convert_channels(rgb, 1).flatten().tolist() == [76, 150, 29]      # ITU-R 601 weights
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.contracts import EvalBatch, TokenLayout
-from harness.entropy import conditional_entropies, summary_values
-from harness.errors import VQBenchError
-from harness.evaluate import build_metrics, metric_values
-from harness.schedules import capacity_cliff, codebook_schedule, constant_cliff
+from harness.core.contracts import EvalBatch, TokenLayout
+from harness.evaluation.entropy import conditional_entropies, summary_values
+from harness.core.errors import VQBenchError
+from harness.evaluation.pipeline import build_metrics, metric_values
+from harness.models.schedules import capacity_cliff, codebook_schedule, constant_cliff
 
 
 def brute_force(x: np.ndarray) -> np.ndarray:
@@ -217,8 +217,8 @@ def _ddp_worker(rank, world, port, x, sizes, out):
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        from harness.catalog import load_all
-        from harness.distributed import Dist, shard_batches
+        from harness.models.catalog import load_all
+        from harness.core.distributed import Dist, shard_batches
         load_all()
         m, = build_metrics(["entropy_cliff"])
         layout = TokenLayout(len(sizes), tuple(sizes))
@@ -300,7 +300,7 @@ def test_cli_codebook_size_too_small(tmp_path, capsys):
 # ----------------------------------------------------------------------------------- a trained run
 @pytest.fixture(scope="module")
 def vq_checkpoint(tmp_path_factory):
-    from harness.train import train_tokenizer
+    from harness.training.train_tokenizer import train_tokenizer
     run = tmp_path_factory.mktemp("vq-tiny")
     return train_tokenizer("vq-tiny", run, overrides=["perceptual_weight=0", "batch_size=8", "disc_layers=1",
                                                       "disc_channels=8", "steps=2", "ckpt_every=2",
@@ -309,9 +309,9 @@ def vq_checkpoint(tmp_path_factory):
 
 
 def test_cli_on_a_run_folder_encodes_its_training_split_and_records_the_curve(vq_checkpoint, tmp_path, capsys):
-    from harness.entropy import encode_split
-    from harness.figures import profiles_from_rows
-    from harness.results import ResultsStore
+    from harness.evaluation.entropy import encode_split
+    from harness.reporting.figures import profiles_from_rows
+    from harness.core.results import ResultsStore
     store = tmp_path / "results.jsonl"
     rc = main(["analyze", "entropy", str(vq_checkpoint), "--results", str(store), "--device", "cpu", "--quiet"])
     assert rc == 0

@@ -16,14 +16,14 @@ import torch
 
 from conftest import REPO
 
-from harness import features as HF
-from harness.contracts import EvalBatch
-from harness.errors import MissingWeightsError, VQBenchError
-from harness.evaluate import build_metrics, metric_values
-from harness.features import (FIDInception, InceptionFeatures, graph_state_from_torch_fidelity,
+from harness.evaluation import features as HF
+from harness.core.contracts import EvalBatch
+from harness.core.errors import MissingWeightsError, VQBenchError
+from harness.evaluation.pipeline import build_metrics, metric_values
+from harness.evaluation.features import (FIDInception, InceptionFeatures, graph_state_from_torch_fidelity,
                               tf1_bilinear_resize, torch_fidelity_state_dict)
-from harness.metrics import fidelity
-from harness.metrics.fidelity import (fid_from_features, generation_fidelity, inception_score,
+from harness.evaluation.metrics import fidelity
+from harness.evaluation.metrics.fidelity import (fid_from_features, generation_fidelity, inception_score,
                                       kid_from_features, precision_recall)
 
 tf_fid = pytest.importorskip("torch_fidelity")
@@ -31,14 +31,14 @@ tf_fid = pytest.importorskip("torch_fidelity")
 
 # ---------------------------------------------------------------- fixtures
 def fmnist(n: int, skip: int = 0) -> torch.Tensor:
-    from harness.data import open_dataset
+    from harness.data.datasets import open_dataset
     ds = open_dataset("fashion-mnist", "test", channels=3, n=n + skip)
     return ds.batch(torch.arange(skip, n + skip))[0]
 
 
 @pytest.fixture(scope="session")
 def packaged_graph_state():
-    from harness.teachers import load_fid_inception
+    from harness.models.teachers import load_fid_inception
     return load_fid_inception().state_dict()
 
 
@@ -258,7 +258,7 @@ def test_missing_weights_are_clear_errors(monkeypatch, tmp_path):
 # ---------------------------------------------------------------- LPIPS as a metric
 @pytest.mark.parametrize("name,net,value", [("lpips", "alex", "lpips"), ("lpips-vgg", "vgg", "lpips_vgg")])
 def test_lpips_metric_is_the_mean_of_per_image_lpips(name, net, value):
-    from harness.lpips import load_lpips
+    from harness.models.lpips import load_lpips
     g = torch.Generator().manual_seed(0)
     real = torch.rand(6, 1, 28, 28, generator=g) * 2 - 1
     recon = (real + 0.2 * torch.randn(6, 1, 28, 28, generator=g)).clamp(-1, 1)
@@ -274,9 +274,9 @@ def test_lpips_metric_is_the_mean_of_per_image_lpips(name, net, value):
 
 # ---------------------------------------------------------------- result rows
 def test_rows_record_feature_extractor_and_reason(pixel_double, tmp_path):
-    from harness.record import evaluate_and_record
-    from harness.results import ResultsStore
-    from harness.train import train_tokenizer
+    from harness.evaluation.record import evaluate_and_record
+    from harness.core.results import ResultsStore
+    from harness.training.train_tokenizer import train_tokenizer
     ckpt = train_tokenizer("vq-tiny", tmp_path / "run", overrides=["steps=1", "batch_size=4", "perceptual_weight=0",
                                                                     "disc_start=10", "ckpt_every=1"],
                            dataset="procedural", device="cpu", progress=False)
@@ -335,10 +335,10 @@ def test_rfid_rkid_agree_with_torch_fidelity_end_to_end(torch_fidelity_weights, 
 
 DDP_SCRIPT = r'''
 import json, sys, torch
-from harness.catalog import build_tokenizer, load_all
-from harness.data import open_dataset
-from harness.distributed import setup
-from harness.evaluate import build_metrics, evaluate_tokenizer
+from harness.models.catalog import build_tokenizer, load_all
+from harness.data.datasets import open_dataset
+from harness.core.distributed import setup
+from harness.evaluation.pipeline import build_metrics, evaluate_tokenizer
 torch.set_num_threads(1)
 load_all()
 d = setup("cpu")

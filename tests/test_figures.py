@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.entropy import conditional_entropies
-from harness.figures import (plot_schedules, preset_schedule, profiles_from_rows, progressive_curves,
+from harness.evaluation.entropy import conditional_entropies
+from harness.reporting.figures import (plot_schedules, preset_schedule, profiles_from_rows, progressive_curves,
                              render_figures, usage_points)
-from harness.results import ResultsStore, make_rows
-from harness.schedules import codebook_schedule
+from harness.core.results import ResultsStore, make_rows
+from harness.models.schedules import codebook_schedule
 
 
 def _run(run_id, preset, model, split="test"):

@@ -5,11 +5,11 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import run_cli
-from harness.contracts import SamplerConfig
-from harness.errors import VQBenchError
-from harness.record_generation import sample_to_npz
-from harness.train import train_tokenizer
-from harness.train_generator import train_generator
+from harness.core.contracts import SamplerConfig
+from harness.core.errors import VQBenchError
+from harness.evaluation.record_generation import sample_to_npz
+from harness.training.train_tokenizer import train_tokenizer
+from harness.training.train_generator import train_generator
 
 GEN = ["steps=6", "batch_size=16", "ckpt_every=3", "warmup_steps=2", "ema_decay=0.9"]
 

@@ -11,13 +11,13 @@ import math
 import pytest
 import torch
 
-from harness.catalog import parameter_count
-from harness.contracts import Conditioning, SamplerConfig, TokenLayout
-from harness.errors import VQBenchError
-from harness.generators.sampling import (codebook_capacity_ratio, filter_top_k, filter_top_p, guidance_scales,
+from harness.models.catalog import parameter_count
+from harness.core.contracts import Conditioning, SamplerConfig, TokenLayout
+from harness.core.errors import VQBenchError
+from harness.models.sampling import (codebook_capacity_ratio, filter_top_k, filter_top_p, guidance_scales,
                                          sample_logits)
-from harness.generators.transformer import Transformer
-from harness.registry import GENERATORS
+from harness.models.transformer import Transformer
+from harness.core.registry import GENERATORS
 
 K = 16
 COND = Conditioning(kind="class", num_classes=3)

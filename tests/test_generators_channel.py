@@ -3,18 +3,23 @@ contract tests in test_generators.py do not cover."""
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.catalog import parameter_count
-from harness.contracts import Conditioning, SamplerConfig, TokenLayout
-from harness.errors import MissingWeightsError, VQBenchError
-from harness.generators import masked as masked_module
-from harness.generators.masked import decoding_mask_count, num_masked_for_training, random_cosine_mask
-from harness.registry import GENERATORS
+from harness.models.catalog import parameter_count
+from harness.core.contracts import Conditioning, SamplerConfig, TokenLayout
+from harness.core.errors import MissingWeightsError, VQBenchError
+from harness.core.registry import GENERATORS
+
+GENERATORS.names()   # loads the plugin folders (generators/ holds masked.py)
+masked_module = sys.modules["vqbench_plugins.generators.masked"]
+decoding_mask_count = masked_module.decoding_mask_count
+num_masked_for_training = masked_module.num_masked_for_training
+random_cosine_mask = masked_module.random_cosine_mask
 
 K, D = 16, 8
 COND = Conditioning(kind="class", num_classes=3)

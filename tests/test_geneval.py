@@ -9,15 +9,15 @@ import torch
 from PIL import Image
 
 from harness.cli import build_parser, main
-from harness.errors import MissingWeightsError, VQBenchError
-from harness.geneval.backends import (COLOR_TEMPLATES, Detection, GroundTruthSceneBackend,
+from harness.core.errors import MissingWeightsError, VQBenchError
+from harness.evaluation.geneval.backends import (COLOR_TEMPLATES, Detection, GroundTruthSceneBackend,
                                       PaletteColorDouble, build_color_classifier, build_detector)
-from harness.geneval.prompts import (COCO_CLASSES, COLORS, GENEVAL_PROMPT_COUNTS, TASKS, generate_metadata,
+from harness.evaluation.geneval.prompts import (COCO_CLASSES, COLORS, GENEVAL_PROMPT_COUNTS, TASKS, generate_metadata,
                                      prompt_set_id, read_metadata, task_counts, write_metadata)
-from harness.geneval.scenes import write_synthetic_samples
-from harness.geneval.scoring import (ScoringRules, evaluate_samples, judge, keep_detections, object_crop,
+from harness.evaluation.geneval.scenes import write_synthetic_samples
+from harness.evaluation.geneval.scoring import (ScoringRules, evaluate_samples, judge, keep_detections, object_crop,
                                      relative_position, summarize)
-from harness.results import ResultsStore
+from harness.core.results import ResultsStore
 
 
 # ---------------------------------------------------------------- prompts

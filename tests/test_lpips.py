@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import MissingWeightsError, VQBenchError
-from harness.lpips import LPIPS, SOURCES, converted_state_dict
-from harness.weights import packaged_file
+from harness.core.errors import MissingWeightsError, VQBenchError
+from harness.models.lpips import LPIPS, SOURCES, converted_state_dict
+from harness.core.weights import packaged_file
 
 
 def _real_pairs(size=64):

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from harness.contracts import EvalBatch, TokenLayout
-from harness.errors import VQBenchError
-from harness.metrics import image as im
-from harness.metrics.tokens import CodebookUsage, UniqueRatio
-from harness.registry import METRICS
+from harness.core.contracts import EvalBatch, TokenLayout
+from harness.core.errors import VQBenchError
+from harness.evaluation.metrics import image as im
+from harness.evaluation.metrics.tokens import CodebookUsage, UniqueRatio
+from harness.core.registry import METRICS
 
 skimage = pytest.importorskip("skimage")
 from skimage import data as skdata  # noqa: E402

@@ -24,14 +24,14 @@ def test_an_installed_baselines_package_wins_over_the_repo_folder(tmp_path):
 
 
 def test_plugins_register_under_their_own_namespace():
-    from harness.registry import TOKENIZERS
+    from harness.core.registry import TOKENIZERS
     entry = TOKENIZERS.entry("vq-tiny")
     assert entry.obj.__module__ == "vqbench_plugins.tokenizers.vq"
     assert "vqbench_plugins.tokenizers.vq" in sys.modules
 
 
 def test_registry_lookups_work_in_a_fresh_process_whatever_is_imported_first():
-    code = ("from harness.registry import TOKENIZERS, METRICS; "
+    code = ("from harness.core.registry import TOKENIZERS, METRICS; "
             "print(TOKENIZERS.entry('vq-tiny').name, 'psnr' in METRICS, len(TOKENIZERS) > 10)")
     out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["vq-tiny", "True", "True"]

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.errors import VQBenchError
-from harness.probe import linear_probe, pooled_prefix_features, prefix_names, probe_and_record, topk_accuracy
-from harness.progressive import prefix_lengths, progressive_and_record
-from harness.record import evaluate_and_record
-from harness.results import ResultsStore
-from harness.train import train_tokenizer
+from harness.core.errors import VQBenchError
+from harness.evaluation.probe import linear_probe, pooled_prefix_features, prefix_names, probe_and_record, topk_accuracy
+from harness.evaluation.progressive import prefix_lengths, progressive_and_record
+from harness.evaluation.record import evaluate_and_record
+from harness.core.results import ResultsStore
+from harness.training.train_tokenizer import train_tokenizer
 
 
 # ---------------------------------------------------------------- the probe on known features

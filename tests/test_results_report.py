@@ -5,10 +5,10 @@ import subprocess
 import pandas as pd
 import pytest
 
-from harness import results
-from harness.errors import VQBenchError
-from harness.report import footnotes, render, tex_escape, to_latex, to_markdown, wide_table
-from harness.results import ROW_COLUMNS, ResultsStore, make_rows
+from harness.core import results
+from harness.core.errors import VQBenchError
+from harness.reporting.tables import footnotes, render, tex_escape, to_latex, to_markdown, wide_table
+from harness.core.results import ROW_COLUMNS, ResultsStore, make_rows
 
 HIB = {"psnr": True, "ssim": True, "codebook_usage": True, "rfid": False, "probe_top1_all": True}
 

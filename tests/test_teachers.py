@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from harness.catalog import load_all
-from harness.registry import FEATURE_EXTRACTORS
+from harness.models.catalog import load_all
+from harness.core.registry import FEATURE_EXTRACTORS
 
 load_all()
 
@@ -11,7 +11,7 @@ load_all()
 def test_efficientnet_lite0_recognizes_a_cat():
     data = pytest.importorskip("skimage.data")
     from skimage.transform import resize
-    from harness.teachers import load_efficientnet_lite0
+    from harness.models.teachers import load_efficientnet_lite0
     img = torch.from_numpy(resize(data.chelsea(), (224, 224), anti_aliasing=True)).permute(2, 0, 1)[None].float()
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -20,7 +20,7 @@ def test_efficientnet_lite0_recognizes_a_cat():
 
 
 def test_inception_map_pools_to_the_fid_features():
-    from harness.teachers import InceptionMapTeacher, load_fid_inception
+    from harness.models.teachers import InceptionMapTeacher, load_fid_inception
     teacher = InceptionMapTeacher()
     x = torch.rand(2, 3, 299, 299) * 2 - 1
     fmap = teacher(x)

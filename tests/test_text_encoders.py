@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.errors import MissingWeightsError, VQBenchError
-from harness.registry import TEXT_ENCODERS
-from harness.text_encoders import build_text_encoder
+from harness.core.errors import MissingWeightsError, VQBenchError
+from harness.core.registry import TEXT_ENCODERS
+from harness.models.text_encoders import build_text_encoder
 
 
 @pytest.fixture(scope="module")

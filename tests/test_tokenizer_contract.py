@@ -4,9 +4,9 @@ built on the meta device (no memory) and checked for a consistent layout."""
 import pytest
 import torch
 
-from harness.catalog import build_tokenizer, load_all, parameter_count
-from harness.contracts import Tokenizer, TokenizerOutput
-from harness.registry import TOKENIZERS
+from harness.models.catalog import build_tokenizer, load_all, parameter_count
+from harness.core.contracts import Tokenizer, TokenizerOutput
+from harness.core.registry import TOKENIZERS
 
 load_all()
 RUNNABLE = [e.name for e in TOKENIZERS.entries() if e.meta.get("scale") in ("tiny", "small")]

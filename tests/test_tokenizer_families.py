@@ -6,7 +6,7 @@ import pytest
 
 import torch
 
-from harness.catalog import build_tokenizer
+from harness.models.catalog import build_tokenizer
 
 
 def test_cvq_tokens_are_channels_with_parity_to_vq():
@@ -115,7 +115,7 @@ def test_fq_user_supplied_clip_and_dinov2_teachers(tmp_path):
 
 
 def test_missing_user_teacher_weights_say_what_to_provide(tmp_path):
-    from harness.errors import MissingWeightsError
+    from harness.core.errors import MissingWeightsError
     with pytest.raises(MissingWeightsError, match="clip:<open_clip model name>:<weights file>"):
         build_tokenizer("fq-tiny", {"teacher": f"clip:ViT-B-32:{tmp_path / 'nope.pt'}"})
     with pytest.raises(MissingWeightsError, match="dinov2:<local folder"):

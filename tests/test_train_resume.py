@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, run_cli
-from harness.errors import VQBenchError
-from harness.train import train_tokenizer
+from harness.core.errors import VQBenchError
+from harness.training.train_tokenizer import train_tokenizer
 
 TINY = ["--set", "perceptual_weight=0", "--set", "batch_size=8", "--set", "disc_layers=1",
         "--set", "disc_channels=8", "--set", "ema_decay=0.9", "--set", "warmup_steps=5"]

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import run_cli
-from harness.catalog import build_tokenizer
-from harness.schedules import capacity_cliff, codebook_schedule, constant_cliff, schedule_stats
+from harness.models.catalog import build_tokenizer
+from harness.models.schedules import capacity_cliff, codebook_schedule, constant_cliff, schedule_stats
 
 
 def test_schedules_follow_the_formula_and_the_paper():

@@ -1,7 +1,7 @@
 """Test doubles around real tokenizers."""
 import torch
 
-from harness.catalog import tokenizer_config
+from harness.models.catalog import tokenizer_config
 
 
 def poison_forward_after(monkeypatch, preset: str, calls: int) -> None:

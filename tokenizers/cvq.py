@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.contracts import TokenLayout, Tokenizer, TokenizerOutput
-from harness.nn import crop_to, encoder_decoder, latent_side
-from harness.quantize import VectorQuantizer
-from harness.registry import TOKENIZERS
+from harness.core.contracts import TokenLayout, Tokenizer, TokenizerOutput
+from harness.models.nn import crop_to, encoder_decoder, latent_side
+from harness.models.quantize import VectorQuantizer
+from harness.core.registry import TOKENIZERS
 
 
 @dataclass(frozen=True)

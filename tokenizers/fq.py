@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.contracts import TokenLayout, Tokenizer, TokenizerOutput
-from harness.conv_tokenizer import ConvBackbone
-from harness.nn import ResnetBlock, crop_to, encoder_decoder, latent_side
-from harness.quantize import VectorQuantizer
-from harness.registry import FEATURE_EXTRACTORS, TOKENIZERS
-from harness.teachers import build_teacher
+from harness.core.contracts import TokenLayout, Tokenizer, TokenizerOutput
+from harness.models.conv_tokenizer import ConvBackbone
+from harness.models.nn import ResnetBlock, crop_to, encoder_decoder, latent_side
+from harness.models.quantize import VectorQuantizer
+from harness.core.registry import FEATURE_EXTRACTORS, TOKENIZERS
+from harness.models.teachers import build_teacher
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ The tokenizer is TiTok-style: a ViT encoder reads the image patches together wit
 tokens, and the T latent outputs, projected to the code dimension, are the 1D token sequence; a ViT
 decoder reads the quantized latents together with one mask token per patch and predicts the
 patches. Position t is quantized against only the first K_t entries of one shared codebook, with
-K_t from a schedule (constant / linear / cosine / power, harness.schedules): no extra parameters,
+K_t from a schedule (constant / linear / cosine / power, harness.models.schedules): no extra parameters,
 unchanged gradients. Indices at position t are therefore < K_t.
 
 Paper presets: Base = ViT-B encoder + ViT-B decoder (paper: 172M), Large = ViT-B encoder + ViT-L
@@ -21,11 +21,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from harness.contracts import TokenLayout, Tokenizer, TokenizerOutput
-from harness.quantize import VectorQuantizer
-from harness.registry import TOKENIZERS
-from harness.schedules import codebook_schedule
-from harness.vit import Transformer, patchify, unpatchify
+from harness.core.contracts import TokenLayout, Tokenizer, TokenizerOutput
+from harness.models.quantize import VectorQuantizer
+from harness.core.registry import TOKENIZERS
+from harness.models.schedules import codebook_schedule
+from harness.models.vit import Transformer, patchify, unpatchify
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.conv_tokenizer import ConvBackbone, ConvTokenizer
-from harness.quantize import VectorQuantizer
-from harness.registry import TOKENIZERS
+from harness.models.conv_tokenizer import ConvBackbone, ConvTokenizer
+from harness.models.quantize import VectorQuantizer
+from harness.core.registry import TOKENIZERS
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,101 @@
+"""Process-group helpers: one process, or many under ``torchrun`` (gloo on CPU, NCCL on CUDA)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from harness.core.errors import VQBenchError
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device: str = "auto") -> Dist:
+    """Join the process group torchrun describes in the environment (idempotent)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device(f"cuda:{local}") if device == "cuda" else torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Dist(rank, world, local, dev)
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+def all_true(flag: bool, d: Dist) -> bool:
+    """True only if ``flag`` is true on every rank (so all ranks stop together)."""
+    if not d.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=d.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def shard_batches(n: int, batch_size: int, d: Dist) -> list[range]:
+    """Split 0..n-1 into consecutive batches and deal them round-robin to ranks.
+
+    Every image lands in the same batch whatever the world size, so per-image results (and hence
+    every metric) are bit-identical between one process and many.
+    """
+    batches = [range(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    return batches[d.rank::d.world_size]
+
+
+def gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's rows (rank order; sizes may differ); the tensor itself in one process."""
+    if not is_multi_process():
+        return t
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
+    t = t.to(device)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([len(t)], dtype=torch.int64, device=device))
+    sizes = [int(s) for s in sizes]
+    padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=device)
+    padded[:len(t)] = t
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)]).cpu()
+
+
+def is_multi_process() -> bool:
+    """Whether a process group with more than one rank is running (torchrun)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def batch_image_ids(image_ids: torch.Tensor | None, seen: int, n: int, what: str) -> torch.Tensor:
+    """The rows in the split of a batch's n images, for metrics that keep per-image rows: the batch's
+    ``image_ids``, or in one process the running count ``seen .. seen + n``."""
+    if image_ids is not None:
+        return image_ids.cpu().long()
+    if is_multi_process():
+        raise VQBenchError(f"{what} under DDP needs EvalBatch.image_ids to order the images")
+    return torch.arange(seen, seen + n)
+
+
+def check_distinct_ids(ids: torch.Tensor, what: str) -> None:
+    """A padded sampler that shows an image twice would silently double-count it."""
+    if len(ids.unique()) != len(ids):
+        raise VQBenchError(f"{what} saw an image id twice; batches must carry distinct image_ids")

@@ -1,0 +1,287 @@
+"""The long results store: one JSON line per (run, metric), with the protocol in every row.
+
+Each row carries everything needed to judge whether two numbers are comparable (``ROW_COLUMNS``):
+dataset, split, resolution, number of images, seed, the metric's protocol and feature extractor,
+package versions and the git commit. ``extra`` is a JSON object string for anything else (sampler
+settings, a checkpoint step, the reason a value is missing).
+
+Writes never modify the file in place: ``append`` and ``replace_run`` write the whole new content
+to a temporary file in the same folder, fsync it and ``os.replace`` it over the store, so a crash
+leaves either the old or the new file, never a half-written one. An advisory lock on the folder
+(POSIX) keeps two processes sharing a store from losing each other's rows.
+
+Non-finite values (a metric that could not be computed) are stored as JSON ``null`` and read back
+as NaN; ``extra["reason"]`` says why.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from harness.core.errors import VQBenchError
+
+try:
+    import fcntl
+except ImportError:          # Windows: no advisory lock; atomic replacement still holds
+    fcntl = None
+
+ROW_COLUMNS = ("run_id", "kind", "model", "preset", "config_hash", "dataset", "split", "resolution",
+               "n_images", "seed", "metric", "value", "higher_is_better", "protocol",
+               "feature_extractor", "package_versions", "git_sha", "started_at", "finished_at", "extra")
+# The columns make_rows takes from the run description; the rest are per metric or filled in.
+RUN_COLUMNS = ("run_id", "kind", "model", "preset", "config_hash", "dataset", "split", "resolution",
+               "seed", "started_at")
+KINDS = ("tokenizer", "generator")
+
+
+def now() -> str:
+    """A UTC timestamp as stored in ``started_at`` / ``finished_at``."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@lru_cache(maxsize=1)
+def package_versions() -> str:
+    """``"vqbench=0.1.0 torch=2.4.1 ..."`` for the packages that decide the numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+    parts = []
+    for pkg in ("vqbench", "torch", "torchvision", "numpy"):
+        try:
+            parts.append(f"{pkg}={version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    return " ".join(parts)
+
+
+@lru_cache(maxsize=4)
+def git_sha(root: str | Path | None = None) -> str:
+    """The commit of the checkout holding ``root`` (default: the one harness runs from), with
+    ``+dirty`` when tracked files are modified; ``""`` outside a checkout or without git."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=5)
+        if head.returncode != 0:
+            return ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    sha = head.stdout.strip()
+    return f"{sha}+dirty" if sha and dirty.stdout.strip() else sha
+
+
+def _per_metric(value, metric: str, what: str):
+    """``value`` itself, or its entry for ``metric`` when it is a mapping."""
+    if not isinstance(value, Mapping):
+        return value
+    if metric not in value:
+        raise VQBenchError(f"no {what} given for metric {metric!r}")
+    return value[metric]
+
+
+def row_extra(row: Mapping) -> dict:
+    """A row's ``extra`` as a dict (stored rows hold it as a JSON string; missing or empty: {})."""
+    extra = row["extra"]
+    if isinstance(extra, str):
+        return json.loads(extra) if extra else {}
+    return dict(extra) if isinstance(extra, Mapping) else {}
+
+
+def make_rows(run: Mapping, metrics: Mapping[str, float], higher_is_better: Mapping[str, bool],
+              protocol: str | Mapping[str, str] = "canonical", *, n_images: int | Mapping[str, int],
+              feature_extractor: str | Mapping[str, str] = "", extra: Mapping | None = None,
+              reasons: Mapping[str, str] | None = None) -> list[dict]:
+    """One store row per entry of ``metrics``.
+
+    ``run`` holds the run's columns (``RUN_COLUMNS``; ``finished_at``, ``package_versions`` and
+    ``git_sha`` default to now / this environment). ``protocol``, ``n_images`` and
+    ``feature_extractor`` are one value for every metric or a mapping per metric. ``extra`` is shared
+    by all rows; ``reasons[metric]`` explains a non-finite value.
+    """
+    missing = [c for c in RUN_COLUMNS if c not in run]
+    if missing:
+        raise VQBenchError(f"run description lacks {', '.join(missing)}")
+    unknown = set(run) - set(RUN_COLUMNS) - {"finished_at", "package_versions", "git_sha"}
+    if unknown:
+        raise VQBenchError(f"run description has columns {', '.join(sorted(unknown))} that are not "
+                           "run-level; pass them as arguments or in extra")
+    base = {"finished_at": now(), "package_versions": package_versions(), "git_sha": git_sha()} | dict(run)
+    rows = []
+    for metric, value in metrics.items():
+        value = float(value)
+        row_extra = dict(extra or {})
+        if not math.isfinite(value):
+            row_extra["reason"] = (reasons or {}).get(metric, f"value was {value}")
+        rows.append(base | {
+            "n_images": int(_per_metric(n_images, metric, "n_images")),
+            "metric": metric, "value": value,
+            "higher_is_better": bool(_per_metric(higher_is_better, metric, "higher_is_better")),
+            "protocol": _per_metric(protocol, metric, "protocol"),
+            "feature_extractor": _per_metric(feature_extractor, metric, "feature_extractor"),
+            "extra": json.dumps(row_extra, sort_keys=True)})
+    return rows
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers and crashes see the old or the new file only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # makes the rename itself durable; not possible (nor needed) on every platform
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class ResultsStore:
+    """A JSON Lines file of result rows; see the module docstring."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # ------------------------------------------------------------------------------------ reading
+    def records(self) -> list[dict]:
+        """The stored rows in file order; a corrupt line raises naming the file and line number."""
+        if not self.path.exists():
+            return []
+        rows = []
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise VQBenchError(f"{self.path}:{number} is not valid JSON; fix or delete that line") from None
+            if not isinstance(row, dict) or any(c not in row for c in ROW_COLUMNS):
+                raise VQBenchError(f"{self.path}:{number} is not a results row (expected the columns "
+                                   f"{', '.join(ROW_COLUMNS)}); fix or delete that line")
+            rows.append(row)
+        return rows
+
+    def read(self, must_exist: bool = False) -> pd.DataFrame:
+        """All rows as a DataFrame with ``ROW_COLUMNS`` (empty when the file does not exist)."""
+        if must_exist and not self.path.exists():
+            raise VQBenchError(f"results file {self.path} does not exist")
+        df = pd.DataFrame(self.records(), columns=list(ROW_COLUMNS))
+        df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
+        return df
+
+    def has(self, run_id: str, metric: str | None = None, protocol: str | None = None, **where) -> bool:
+        """Whether a row of ``run_id`` (with this metric / protocol / other column values) is stored.
+
+        A stored NaN counts: the evaluation ran and the metric was unavailable.
+        """
+        want = {"run_id": run_id, "metric": metric, "protocol": protocol} | where
+        want = {k: v for k, v in want.items() if v is not None}
+        return any(all(r.get(k) == v for k, v in want.items()) for r in self.records())
+
+    # ------------------------------------------------------------------------------------ writing
+    def append(self, rows: Iterable[Mapping]) -> None:
+        """Add ``rows`` after the existing ones (which are kept byte for byte)."""
+        new = "".join(encode_row(r) + "\n" for r in rows).encode("utf-8")
+        with self._locked():
+            old = self.path.read_bytes() if self.path.exists() else b""
+            if old and not old.endswith(b"\n"):
+                old += b"\n"
+            write_atomic(self.path, old + new)
+
+    def replace_run(self, run_id: str, rows: Iterable[Mapping], where: Mapping | None = None,
+                    metrics: Iterable[str] | None = None) -> None:
+        """Drop the rows of ``run_id`` (only those matching the ``where`` column values, and only
+        those whose metric is in ``metrics``, if given) and add ``rows``, in one atomic replacement."""
+        rows = list(rows)
+        foreign = {r.get("run_id") for r in rows} - {run_id}
+        if foreign:
+            raise VQBenchError(f"replace_run({run_id!r}) was given rows of other runs: {sorted(map(str, foreign))}")
+        where = dict(where or {})
+        new = [encode_row(r) for r in rows]
+        with self._locked():
+            dropped = None if metrics is None else set(metrics)
+            kept = [json.dumps(r) for r in self.records()
+                    if not (r["run_id"] == run_id and all(r.get(k) == v for k, v in where.items())
+                            and (dropped is None or r["metric"] in dropped))]
+            write_atomic(self.path, "".join(line + "\n" for line in kept + new).encode("utf-8"))
+
+    @contextmanager
+    def _locked(self):
+        # read-modify-write: without the lock, two writers would each drop the other's new rows. The
+        # folder is locked, not the file: os.replace swaps the file's inode under a lock held on it.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            yield
+            return
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)             # releases the lock
+
+
+def encode_row(row: Mapping) -> str:
+    """Validate one row and return its JSON line (without the newline)."""
+    name = row.get("run_id", "?")
+    missing = [c for c in ROW_COLUMNS if c not in row]
+    if missing:
+        raise VQBenchError(f"results row for {name} lacks {', '.join(missing)}")
+    unknown = sorted(set(row) - set(ROW_COLUMNS))
+    if unknown:
+        raise VQBenchError(f"results row for {name} has unknown columns {', '.join(unknown)}; put them in extra")
+    out = {c: row[c] for c in ROW_COLUMNS}
+    if out["kind"] not in KINDS:
+        raise VQBenchError(f"results row for {name}: kind must be one of {KINDS}, not {out['kind']!r}")
+    extra = out["extra"]
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra) if extra else {}
+        except json.JSONDecodeError:
+            raise VQBenchError(f"results row for {name}: extra is not a JSON string") from None
+    if not isinstance(extra, dict):
+        raise VQBenchError(f"results row for {name}: extra must be a JSON object")
+    try:
+        value = None if out["value"] is None else float(out["value"])
+    except (TypeError, ValueError):
+        raise VQBenchError(f"results row for {name}: value {out['value']!r} is not a number") from None
+    if value is None or not math.isfinite(value):
+        extra.setdefault("reason", f"value was {value}")   # JSON has no NaN/inf: keep what it was
+        value = None
+    out["value"] = value
+    out["extra"] = json.dumps(extra, sort_keys=True, default=_plain)
+    return json.dumps(out, ensure_ascii=False, default=_plain)
+
+
+def _plain(obj):
+    # numpy scalars arrive from rows that went through pandas (read().to_dict("records"))
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")

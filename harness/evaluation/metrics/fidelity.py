@@ -1,0 +1,353 @@
+"""FID-family metrics from Inception pool3 features (harness/features.py): FID, KID, precision/recall, IS.
+
+Definitions (and defaults) are torch-fidelity's, which follow the papers' reference code:
+
+- FID (Heusel et al. 2017): ``|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2))`` with unbiased
+  (N - 1) covariances, float64. The trace of the matrix square root is the sum of square roots of the
+  eigenvalues of ``S1 S2``, taken from the similar symmetric matrix ``B^T S2 B`` for a factor
+  ``S1 = B B^T`` (Cholesky; the centred features themselves when N <= 2048, an N x N problem), negative
+  rounding noise clipped to 0. Only eigenvalues are computed: 5-10x faster on a CPU than ``sqrtm`` or
+  an eigendecomposition with vectors, and exact in exact arithmetic.
+- KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel ``(x.y / d + 1)^3``, averaged over 100
+  random subsets of ``min(1000, N1, N2)`` images per set; subsets are drawn as torch-fidelity draws them
+  (``numpy.random.RandomState(2020)``, without replacement, set 1 then set 2 per subset; set 1 is the
+  generated or reconstructed set, set 2 the real one, as torch-fidelity's input1/input2), so values
+  agree with it. When the kernel matrices of all pairs fit in memory they are computed once and each
+  subset's sums are ``w^T K w`` for its 0/1 indicator ``w`` (exact; ~100x less work than kernels per subset).
+- Precision/recall (Kynkaenniemi et al. 2019), k = 3: a sample's neighbourhood is the ball reaching
+  its k-th nearest neighbour in its own set; precision is the fraction of generated samples inside
+  some real ball, recall the fraction of real samples inside some generated ball.
+- IS (Salimans et al. 2016): 10 splits of the shuffled (seed 2020) unbiased logits, ``exp E KL(p(y|x)
+  || p(y))`` per split, mean and std over splits. Only with the Inception classifier
+  (torch-fidelity's weights file); without it IS is NaN with the reason, never estimated otherwise.
+
+Streaming metrics for tokenizers compare real images with reconstructions of the same split
+(``rfid``: rFID and rKID; ``precision-recall``; ``inception-score`` of the reconstructions). Each batch
+goes through Inception once (``harness.evaluation.features.batch_features`` memoizes on the batch), real
+features come from the split's cached feature set when present, and each metric keeps the features
+with their image ids. Under DDP, ``sync`` gathers every rank's features and orders them by image id,
+so every value equals the single-process one exactly. ``generation_fidelity`` is the same for
+generated samples against a reference split (gFID and company).
+"""
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from harness.core.contracts import EvalBatch, Metric
+from harness.core.distributed import batch_image_ids, check_distinct_ids, gather_rows, is_multi_process
+from harness.core.errors import VQBenchError
+from harness.evaluation.features import (EXTRACTOR_NAME, NUM_LOGITS, POOL3_DIM, InceptionFeatures, batch_features, cached_feature_set,
+                        classifier_unavailable_reason, image_hashes, store_feature_set)
+from harness.core.registry import METRICS
+
+KID_SUBSETS, KID_SUBSET_SIZE, KID_DEGREE, KID_COEF0 = 100, 1000, 3, 1.0
+PRC_NEIGHBORHOOD = 3
+IS_SPLITS = 10
+SEED = 2020                          # torch-fidelity's rng_seed: KID subsets and the IS shuffle
+GRAM_BYTES = 768 * 2 ** 20           # KID: precompute Gram matrices up to this size
+CHUNK_BYTES = 256 * 2 ** 20          # precision/recall: distance blocks up to this size
+
+
+def _f64(x) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).detach().cpu().double()
+
+
+# --------------------------------------------------------------- FID
+def feature_stats(features) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased covariance (float64) of N x D features."""
+    x = _f64(features)
+    if len(x) < 2:
+        raise VQBenchError(f"FID needs at least 2 images per set, got {len(x)}")
+    mu = x.mean(0)
+    xc = x - mu
+    return mu, xc.T @ xc / (len(x) - 1)
+
+
+def _trace_sqrt_product(sigma2: torch.Tensor, factor1: torch.Tensor) -> float:
+    """tr((S1 S2)^(1/2)) for S1 = B B^T: S1 S2 is similar to the symmetric PSD B^T S2 B, whose
+    eigenvalues (rounding noise below 0 clipped) are those of S1 S2; only eigenvalues are needed."""
+    m = factor1.T @ sigma2 @ factor1
+    return float(torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum())
+
+
+def _factor(sigma: torch.Tensor) -> torch.Tensor:
+    """B with B B^T = sigma: Cholesky, or the eigen-decomposition when sigma is singular."""
+    chol, info = torch.linalg.cholesky_ex(sigma)
+    if int(info) == 0:
+        return chol
+    w, v = torch.linalg.eigh((sigma + sigma.T) / 2)
+    return v * w.clamp_min(0).sqrt()
+
+
+def fid_from_stats(mu1, sigma1, mu2, sigma2) -> float:
+    mu1, sigma1, mu2, sigma2 = map(_f64, (mu1, sigma1, mu2, sigma2))
+    diff = mu1 - mu2
+    return float(diff @ diff + sigma1.trace() + sigma2.trace()) - 2 * _trace_sqrt_product(sigma2, _factor(sigma1))
+
+
+def fid_from_features(features_1, features_2) -> float:
+    x1, x2 = _f64(features_1), _f64(features_2)
+    if len(x2) < len(x1):                  # tr((S1 S2)^(1/2)) is symmetric: factor the smaller set
+        x1, x2 = x2, x1
+    mu1, sigma1 = feature_stats(x1)
+    mu2, sigma2 = feature_stats(x2)
+    if len(x1) <= x1.shape[1]:
+        # N <= D: the centred data is a factor of S1 with only N columns (an N x N eigenproblem)
+        factor = (x1 - mu1).T / math.sqrt(len(x1) - 1)
+    else:
+        factor = _factor(sigma1)
+    diff = mu1 - mu2
+    return float(diff @ diff + sigma1.trace() + sigma2.trace()) - 2 * _trace_sqrt_product(sigma2, factor)
+
+
+# --------------------------------------------------------------- KID
+def kid_from_features(features_1, features_2, *, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
+                      degree: int = KID_DEGREE, gamma: float | None = None, coef0: float = KID_COEF0,
+                      seed: int = SEED) -> tuple[float, float]:
+    """(mean, std) of the unbiased MMD^2 over ``subsets`` random subsets of ``min(subset_size, N1, N2)``."""
+    x, y = _f64(features_1), _f64(features_2)
+    m = min(subset_size, len(x), len(y))
+    if m < 2:
+        raise VQBenchError(f"KID needs at least 2 images per set, got {len(x)} and {len(y)}")
+    gamma = 1.0 / x.shape[1] if gamma is None else gamma
+
+    def kernel(a, b):
+        return (a @ b.T * gamma + coef0) ** degree
+
+    draws = np.random.RandomState(seed)
+    picks = [(draws.choice(len(x), m, replace=False), draws.choice(len(y), m, replace=False))
+             for _ in range(subsets)]
+    if (len(x) ** 2 + len(y) ** 2 + len(x) * len(y)) * 8 <= GRAM_BYTES:
+        # kernels of all pairs once; a subset's kernel sums are then w^T K w for its 0/1 indicator w
+        kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
+        wx, wy = torch.zeros(subsets, len(x), dtype=torch.float64), torch.zeros(subsets, len(y), dtype=torch.float64)
+        for i, (ix, iy) in enumerate(picks):
+            wx[i, ix], wy[i, iy] = 1.0, 1.0
+        sum_xx, sum_yy = ((wx @ kxx) * wx).sum(1) - wx @ kxx.diagonal(), ((wy @ kyy) * wy).sum(1) - wy @ kyy.diagonal()
+        sum_xy = ((wx @ kxy) * wy).sum(1)
+    else:
+        sums = []
+        for ix, iy in picks:
+            a, b = x[torch.from_numpy(ix)], y[torch.from_numpy(iy)]
+            k_aa, k_bb = kernel(a, a), kernel(b, b)
+            sums.append((k_aa.sum() - k_aa.trace(), k_bb.sum() - k_bb.trace(), kernel(a, b).sum()))
+        sum_xx, sum_yy, sum_xy = (torch.stack(t) for t in zip(*sums))
+    mmds = ((sum_xx + sum_yy) / (m * (m - 1)) - 2 * sum_xy / (m * m)).numpy()
+    return float(mmds.mean()), float(mmds.std())
+
+
+# --------------------------------------------------------------- precision / recall
+def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None] - 2 * a @ b.T).clamp_min(0)
+
+
+def _rows_per_chunk(n_cols: int) -> int:
+    return max(1, CHUNK_BYTES // (8 * max(n_cols, 1)))
+
+
+def _kth_neighbour_sq_radii(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Squared distance of every row to its k-th nearest other row (the row itself is the 0th)."""
+    if len(x) <= k:
+        raise VQBenchError(f"precision/recall with k={k} needs more than {k} images per set, got {len(x)}")
+    step = _rows_per_chunk(len(x))
+    return torch.cat([_sq_dists(c, x).kthvalue(k + 1, dim=1).values for c in x.split(step)])
+
+
+def _covered(queries: torch.Tensor, centers: torch.Tensor, sq_radii: torch.Tensor) -> torch.Tensor:
+    step = _rows_per_chunk(len(centers))
+    return torch.cat([(_sq_dists(c, centers) <= sq_radii[None]).any(1) for c in queries.split(step)])
+
+
+def precision_recall(real_features, fake_features, k: int = PRC_NEIGHBORHOOD) -> tuple[float, float]:
+    """(precision, recall) of the fake (generated / reconstructed) set against the real one."""
+    real, fake = _f64(real_features), _f64(fake_features)
+    precision = _covered(fake, real, _kth_neighbour_sq_radii(real, k)).double().mean()
+    recall = _covered(real, fake, _kth_neighbour_sq_radii(fake, k)).double().mean()
+    return float(precision), float(recall)
+
+
+# --------------------------------------------------------------- Inception Score
+def inception_score(logits, splits: int = IS_SPLITS, seed: int = SEED) -> tuple[float, float]:
+    """(mean, std) over ``splits`` of exp(E_x KL(p(y|x) || p(y))), from (unbiased) Inception logits."""
+    logits = _f64(logits)
+    n = len(logits)
+    if n < splits:
+        raise VQBenchError(f"the Inception Score with {splits} splits needs at least {splits} images, got {n}")
+    logits = logits[torch.from_numpy(np.random.RandomState(seed).permutation(n))]
+    log_p = logits.log_softmax(1)
+    scores = []
+    for i in range(splits):
+        part = log_p[i * n // splits:(i + 1) * n // splits]
+        p = part.exp()
+        # 0 log 0 = 0: classes no image predicts (p = 0 throughout) contribute nothing, not NaN
+        kl = torch.where(p > 0, p * (part - p.mean(0).log()), torch.zeros_like(p)).sum(1)
+        scores.append(float(kl.mean().exp()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+# --------------------------------------------------------------- generation (gFID and company)
+HIGHER_IS_BETTER = {"gfid": False, "gkid": False, "precision": True, "recall": True, "inception_score": True,
+                    "rfid": False, "rkid": False}
+GENERATION_METRICS = ("gfid", "gkid", "precision", "recall", "inception_score")
+
+
+def generation_fidelity(sample_features: InceptionFeatures, reference_features: InceptionFeatures,
+                        metrics: tuple[str, ...] = GENERATION_METRICS, *, kid_subsets: int = KID_SUBSETS,
+                        kid_subset_size: int = KID_SUBSET_SIZE, k: int = PRC_NEIGHBORHOOD,
+                        is_splits: int = IS_SPLITS, seed: int = SEED) -> dict[str, tuple[float, str]]:
+    """``{name: (value, reason)}`` for the wanted ``metrics`` of generated samples against a reference set
+    (the training split: ``harness.evaluation.features.reference_features``), both from the same extractor. The
+    reason is "" unless the value is NaN (IS without the Inception classifier)."""
+    unknown = set(metrics) - set(GENERATION_METRICS)
+    if unknown:
+        raise VQBenchError(f"unknown generation metrics {sorted(unknown)}; choose from {', '.join(GENERATION_METRICS)}")
+    s, r = sample_features.pool3, reference_features.pool3
+    out: dict[str, tuple[float, str]] = {}
+    if "gfid" in metrics:
+        out["gfid"] = (fid_from_features(r, s), "")
+    if "gkid" in metrics:
+        out["gkid"] = (kid_from_features(s, r, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)[0], "")
+    if "precision" in metrics or "recall" in metrics:
+        precision, recall = precision_recall(r, s, k)
+        out.update({m: (v, "") for m, v in (("precision", precision), ("recall", recall)) if m in metrics})
+    if "inception_score" in metrics:
+        out["inception_score"] = ((inception_score(sample_features.logits, is_splits, seed)[0], "")
+                                  if sample_features.logits is not None
+                                  else (math.nan, classifier_unavailable_reason()))
+    return out
+
+
+# --------------------------------------------------------------- streaming metrics (tokenizer evaluation)
+class _ImageSetFeatures:
+    """The features of one image field seen so far, with the image ids (and, for reals, pixel hashes)."""
+
+    def __init__(self):
+        self.pool3, self.logits, self.ids, self.hashes = [], [], [], []
+
+    def add(self, feats: InceptionFeatures, ids: torch.Tensor, hashes: torch.Tensor | None) -> None:
+        self.pool3.append(feats.pool3)
+        self.logits.append(feats.logits)
+        self.ids.append(ids.cpu().long())
+        if hashes is not None:
+            self.hashes.append(hashes)
+
+    def gathered(self) -> tuple[InceptionFeatures, torch.Tensor, torch.Tensor | None]:
+        """All ranks' features ordered by image id. Every rank takes part in the same collectives, also
+        one that saw no batch (more ranks than batches)."""
+        has_logits = _any_rank(any(lg is not None for lg in self.logits))
+        has_hashes = _any_rank(bool(self.hashes))
+        if (has_logits and any(lg is None for lg in self.logits)) or (has_hashes and len(self.hashes) != len(self.ids)):
+            raise VQBenchError("Inception metrics got batches with and without logits / image hashes")
+        ids = gather_rows(_cat(self.ids, (0,), torch.int64))
+        pool3 = gather_rows(_cat(self.pool3, (0, POOL3_DIM), torch.float32))
+        logits = gather_rows(_cat(self.logits, (0, NUM_LOGITS), torch.float32)) if has_logits else None
+        hashes = gather_rows(_cat(self.hashes, (0,), torch.int64)) if has_hashes else None
+        check_distinct_ids(ids, "Inception metrics")
+        order = ids.argsort()
+        return (InceptionFeatures(pool3[order], None if logits is None else logits[order]), ids[order],
+                None if hashes is None else hashes[order])
+
+
+def _cat(parts: list, empty_shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return torch.cat(parts) if parts else torch.zeros(empty_shape, dtype=dtype)
+
+
+def _any_rank(flag: bool) -> bool:
+    if not is_multi_process():
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+class _InceptionMetric(Metric):
+    """Keeps the Inception features of ``fields`` (shared per batch), gathers them in ``sync``."""
+    fields: ClassVar[tuple[str, ...]] = ("real", "reconstruction")
+    feature_extractor = EXTRACTOR_NAME
+
+    def __init__(self):
+        super().__init__()
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.reasons = {}
+        self._sets = {f: _ImageSetFeatures() for f in self.fields}
+        self._seen = 0
+        self._dataset = None
+        self._gathered = None
+
+    def update(self, batch: EvalBatch) -> None:
+        n = len(getattr(batch, self.fields[0]))
+        ids = batch_image_ids(batch.image_ids, self._seen, n, f"metric {self.name!r}")
+        self._seen += n
+        self._dataset = batch.dataset
+        for f in self.fields:
+            # pixel hashes of real images let the split's features be cached for the next evaluation
+            hashes = image_hashes(batch.real) if f == "real" and batch.dataset is not None else None
+            self._sets[f].add(batch_features(batch, f), ids, hashes)
+
+    def sync(self) -> None:
+        self._gathered = {f: s.gathered() for f, s in self._sets.items()}
+
+    def features(self, field: str) -> InceptionFeatures:
+        if self._gathered is None:
+            self.sync()
+        feats, ids, hashes = self._gathered[field]
+        if len(feats) == 0:
+            raise VQBenchError(f"metric {self.name!r} saw no images")
+        if field == "real" and self._dataset is not None and hashes is not None and _is_main() \
+                and cached_feature_set(self._dataset) is None:
+            store_feature_set(self._dataset, ids, feats, hashes)
+        return feats
+
+
+def _is_main() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+@METRICS.register("rfid", description="rFID and rKID (KID: 100 subsets of min(1000, N)) between real images "
+                                      "and their reconstructions, FID Inception pool3")
+class ReconstructionFID(_InceptionMetric):
+    name = "rfid"
+    requires = frozenset({"real", "reconstruction"})
+    higher_is_better = {"rfid": False, "rkid": False}
+
+    def compute(self) -> dict[str, float]:
+        real, recon = self.features("real").pool3, self.features("reconstruction").pool3
+        # KID's subset draws: reconstructions as set 1, reals as set 2 (torch-fidelity's input1/input2)
+        return {"rfid": fid_from_features(real, recon), "rkid": kid_from_features(recon, real)[0]}
+
+
+@METRICS.register("precision-recall", description="precision and recall (k=3, Kynkaanniemi et al.) of "
+                                                  "reconstructions against real images, Inception pool3")
+class ReconstructionPrecisionRecall(_InceptionMetric):
+    name = "precision-recall"
+    requires = frozenset({"real", "reconstruction"})
+    higher_is_better = {"precision": True, "recall": True}
+
+    def compute(self) -> dict[str, float]:
+        p, r = precision_recall(self.features("real").pool3, self.features("reconstruction").pool3)
+        return {"precision": p, "recall": r}
+
+
+@METRICS.register("inception-score", description="Inception Score (10 splits) of the reconstructions; NaN with "
+                                                 "the reason without torch-fidelity's Inception classifier")
+class ReconstructionIS(_InceptionMetric):
+    name = "inception-score"
+    requires = frozenset({"reconstruction"})
+    fields = ("reconstruction",)
+    higher_is_better = {"inception_score": True}
+
+    def compute(self) -> dict[str, float]:
+        feats = self.features("reconstruction")
+        if feats.logits is None:
+            self.reasons["inception_score"] = classifier_unavailable_reason()
+            return {"inception_score": math.nan}
+        return {"inception_score": inception_score(feats.logits)[0]}

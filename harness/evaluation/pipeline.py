@@ -1,0 +1,71 @@
+"""The streaming evaluation pipeline: one pass over a split feeds every requested metric.
+
+Batches are consecutive slices dealt round-robin to DDP ranks (harness.core.distributed.shard_batches),
+each metric keeps summable states, and ``Metric.sync`` all-reduces them before ``compute``: a
+sharded evaluation equals the single-process one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.models.catalog import load_all
+from harness.core.contracts import EvalBatch, Metric, Tokenizer
+from harness.core.distributed import Dist, shard_batches
+from harness.core.registry import METRICS
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    name: str
+    value: float
+    higher_is_better: bool
+    protocol: str
+    source: str          # the registry name of the metric that emitted it
+    feature_extractor: str = ""
+    reason: str = ""     # why the value is NaN, when it is
+
+
+
+def build_metrics(names: list[str] | tuple[str, ...]) -> list[Metric]:
+    load_all()
+    metrics = []
+    for n in names:
+        m = METRICS.get(n)()
+        m.source = n
+        metrics.append(m)
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_tokenizer(model: Tokenizer, dataset, metrics: list[Metric], batch_size: int,
+                       d: Dist, progress: bool = False) -> list[MetricValue]:
+    for m in metrics:
+        m.reset()
+    batches = shard_batches(len(dataset), batch_size, d)
+    describe = dataset.describe() if hasattr(dataset, "describe") else None   # names the feature cache
+    if progress and d.is_main:
+        from tqdm.auto import tqdm
+        batches = tqdm(batches, desc="eval", dynamic_ncols=True)
+    for rows in batches:
+        real, labels = dataset.batch(torch.tensor(list(rows)))
+        real = real.to(d.device)
+        out = model(real)
+        batch = EvalBatch(real=real, reconstruction=out.reconstruction.clamp(-1, 1),
+                          indices=out.indices, labels=labels, layout=model.layout,
+                          image_ids=torch.tensor(list(rows)), dataset=describe)
+        for m in metrics:
+            m.update(batch)
+    return metric_values(metrics)
+
+
+def metric_values(metrics: list[Metric]) -> list[MetricValue]:
+    """Sync every metric over DDP ranks and compute its values (every rank gets them)."""
+    values = []
+    for m in metrics:
+        m.sync()
+        for name, value in m.compute().items():
+            values.append(MetricValue(name, float(value), m.higher_is_better[name], m.protocol, m.source,
+                                      m.feature_extractor, m.reasons.get(name, "")))
+    return values

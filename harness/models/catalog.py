@@ -1,0 +1,113 @@
+"""Fill every registry (built-in modules + plugin folders) and build things by name."""
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+from harness.core.config import apply_overrides
+from harness.core.contracts import Conditioning, Generator, Tokenizer
+from harness.core.errors import VQBenchError
+from harness.core.plugins import load_plugins
+from harness.core.registry import GENERATORS, TOKENIZERS
+
+BUILTIN_MODULES = ("harness.data.datasets", "harness.evaluation.metrics.image", "harness.evaluation.metrics.tokens", "harness.suites",
+                   "harness.models.teachers", "harness.evaluation.features", "harness.evaluation.metrics.fidelity",
+                   "harness.evaluation.metrics.perceptual", "harness.evaluation.metrics.cliff",
+                   "harness.models.text_encoders")
+_loaded = False
+
+
+def load_all() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True          # set first: registry lookups made while loading must not recurse
+        try:
+            for name in BUILTIN_MODULES:
+                importlib.import_module(name)
+            load_plugins()
+        except BaseException:
+            _loaded = False
+            raise
+
+
+def tokenizer_config(preset: str):
+    load_all()
+    return TOKENIZERS.get(preset)()
+
+
+def build_tokenizer(preset: str, overrides: dict[str, str] | None = None,
+                    device: str | torch.device | None = None) -> tuple[object, Tokenizer]:
+    """(config, model) for a registered preset with ``key -> raw value`` overrides applied.
+
+    ``device="meta"`` builds paper-scale presets without allocating their weights.
+    """
+    cfg = apply_overrides(tokenizer_config(preset), overrides or {})
+    if device is None:
+        return cfg, cfg.build()
+    with torch.device(device):
+        return cfg, cfg.build()
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def generator_config(preset: str):
+    load_all()
+    return GENERATORS.get(preset)()
+
+
+def build_generator(preset: str, overrides: dict[str, str], tokenizer, num_classes: int,
+                    device: str | torch.device | None = None) -> tuple[object, Generator]:
+    """(config, generator) for ``preset`` on ``tokenizer``'s layout, class-conditional."""
+    cfg = apply_overrides(generator_config(preset), overrides)
+    layout = tokenizer.layout
+    supported = GENERATORS.entry(preset).meta.get("layouts")
+    kind = "factorized" if layout.num_factors > 1 else layout.position_kind
+    if supported is not None and kind not in supported:
+        raise VQBenchError(f"generator {preset!r} does not support {kind} token layouts "
+                           f"(it supports: {', '.join(supported)}); pair it with another tokenizer")
+    codebook = tokenizer_codebook(tokenizer)
+    conditioning = Conditioning("class", num_classes=num_classes)
+    if device is None:
+        return cfg, cfg.build(layout, conditioning, codebook)
+    with torch.device(device):
+        return cfg, cfg.build(layout, conditioning, codebook)
+
+
+def generator_params(preset: str, overrides: dict[str, str], tokenizer_preset: str | None) -> int:
+    """Parameter count on the meta device: on ``tokenizer_preset``'s layout, else the paper's layout."""
+    entry = GENERATORS.entry(preset)
+    cfg = apply_overrides(generator_config(preset), overrides)
+    if tokenizer_preset is not None:
+        _, tok = build_tokenizer(tokenizer_preset, device="meta")
+        layout = tok.layout
+        conditioning = entry.meta.get("paper_conditioning") or Conditioning("class", num_classes=1000)
+        codebook_dim = tok.code_embeddings(torch.zeros(1, 1, dtype=torch.long, device="meta")).shape[-1] \
+            if layout.num_factors == 1 else None
+    elif "paper_layout" in entry.meta:
+        layout, conditioning = entry.meta["paper_layout"], entry.meta.get("paper_conditioning")
+        conditioning = conditioning or Conditioning("class", num_classes=1000)
+        codebook_dim = entry.meta.get("paper_codebook_dim")
+    else:
+        raise VQBenchError(f"{preset} has no paper layout: pass --tokenizer TOKENIZER_PRESET to count it on "
+                           "that tokenizer's token layout")
+    with torch.device("meta"):
+        codebook = (torch.zeros(layout.max_codebook_size, codebook_dim) if codebook_dim else None)
+        model = cfg.build(layout, conditioning, codebook)
+    return parameter_count(model)
+
+
+@torch.no_grad()
+def tokenizer_codebook(tokenizer) -> torch.Tensor | None:
+    """K x D code vectors of a single-factor tokenizer (what CAR embeds its inputs with)."""
+    layout = tokenizer.layout
+    if layout.num_factors > 1:
+        return None
+    k = layout.max_codebook_size
+    codes = torch.arange(k, device=next(tokenizer.parameters()).device).view(1, k)
+    try:
+        return tokenizer.code_embeddings(codes)[0].detach().cpu().float()
+    except (RuntimeError, IndexError, ValueError):
+        return None          # a tokenizer whose code_embeddings needs full-length sequences

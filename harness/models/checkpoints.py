@@ -1,0 +1,71 @@
+"""Load a run's checkpoint as a model: the one loader training and evaluation both use.
+
+A checkpoint records its preset and configuration (``state.json``); the model is rebuilt from them and
+its weights (the EMA copy when there is one) are loaded into it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from harness.core import checkpoint as ckpt
+from harness.core.contracts import Generator, Tokenizer
+from harness.core.errors import VQBenchError
+from harness.models.catalog import build_generator, build_tokenizer, load_all
+
+
+def state_part(weights: dict, prefix: str) -> dict:
+    """The entries of a checkpoint's flat state dict under ``prefix.`` with the prefix removed."""
+    p = prefix + "."
+    return {k[len(p):]: v for k, v in weights.items() if k.startswith(p)}
+
+
+def load_tokenizer(checkpoint: str | Path, device: torch.device | str = "cpu",
+                   use_ema: bool = True) -> tuple[Tokenizer, dict, Path]:
+    """Rebuild the tokenizer a checkpoint was trained as and load its (EMA) weights."""
+    path = ckpt.resolve(checkpoint)
+    weights, _, state = ckpt.load(path)
+    if state.get("kind") != "tokenizer":
+        raise VQBenchError(f"checkpoint {path} is not a tokenizer checkpoint (kind={state.get('kind')!r})")
+    load_all()
+    overrides = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v)
+                 for k, v in state["model_config"].items()}
+    _, model = build_tokenizer(state["preset"], overrides)
+    prefix = "ema." if use_ema and any(k.startswith("ema.") for k in weights) else "model."
+    sd = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise VQBenchError(f"checkpoint {path} does not match preset {state['preset']!r} as configured "
+                           f"({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), state, path
+
+
+def load_generator(checkpoint: str | Path, tokenizer, device: torch.device | str = "cpu",
+                   use_ema: bool = True) -> tuple[Generator, dict, Path]:
+    """Rebuild the generator a checkpoint was trained as (on ``tokenizer``'s layout) and load its weights."""
+    path = ckpt.resolve(checkpoint)
+    weights, _, state = ckpt.load(path)
+    if state.get("kind") != "generator":
+        raise VQBenchError(f"checkpoint {path} is not a generator checkpoint (kind={state.get('kind')!r})")
+    overrides = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v)
+                 for k, v in state["model_config"].items()}
+    _, model = build_generator(state["preset"], overrides, tokenizer, state["num_classes"])
+    prefix = "ema." if use_ema and any(k.startswith("ema.") for k in weights) else "model."
+    try:
+        model.load_state_dict(state_part(weights, prefix[:-1]))
+    except RuntimeError as e:
+        raise VQBenchError(f"checkpoint {path} does not match generator {state['preset']!r} on this "
+                           f"tokenizer ({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), state, path
+
+
+def load_pair(checkpoint, device):
+    """(generator, its state, tokenizer, tokenizer state, tokenizer checkpoint) of a generator checkpoint."""
+    state = ckpt.load_state(ckpt.resolve(checkpoint))
+    if state.get("kind") != "generator":
+        raise VQBenchError(f"{checkpoint} is not a generator checkpoint (kind={state.get('kind')!r})")
+    tokenizer, tok_state, tok_path = load_tokenizer(state["data"]["tokenizer"], device)
+    generator, state, _ = load_generator(checkpoint, tokenizer, device)
+    return generator, state, tokenizer, tok_state, tok_path

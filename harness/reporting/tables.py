@@ -1,0 +1,260 @@
+"""Render the long results store wide: one row per run, one column per comparable metric.
+
+Rows are keyed by ``KEY_COLUMNS`` (model, preset, dataset, split, resolution, seed, run_id), in the
+order the runs first appear. A column holds only numbers computed the same way:
+
+- the header carries the direction (``psnr ↑``, ``rfid ↓``) and, when the protocol is not
+  ``canonical``, the protocol (``psnr [llamagen] ↑``), so legacy-protocol numbers never share a
+  column with canonical ones;
+- the other protocol facts (number of images N, feature extractor) go into the header only when
+  they differ between rows of that metric (``rfid [N=5000] ↓`` next to ``rfid [N=50000] ↓``); when
+  constant, they are listed once in footnotes under the table. One rule for both: a fact that varies
+  within a metric splits the column, a constant one is a footnote. A separate N column per metric
+  would mostly repeat one number.
+
+Markdown and LaTeX state the context columns (dataset, split, resolution, seed) once in a footnote
+when every row shares them; the CSV keeps all columns at full precision. When a run recorded the
+same column twice, the row last in the store wins. Numbers get one number of decimals per column,
+about four significant digits at the column's median magnitude (23.41 / 30.00, 0.8123), so a column
+lines up; the best value of a column with at least two values is bold (Markdown and LaTeX), compared
+as displayed and following the arrow. ``render`` writes Markdown (arrow legend, table, footnotes),
+CSV and a LaTeX booktabs ``tabular`` (footnotes as ``%`` comments), each atomically.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+
+import pandas as pd
+
+from harness.core.results import write_atomic
+
+KEY_COLUMNS = ["model", "preset", "dataset", "split", "resolution", "seed", "run_id"]
+# key columns that Markdown/LaTeX move to a footnote when every row shares their value
+CONTEXT_COLUMNS = ["dataset", "split", "resolution", "seed"]
+UP, DOWN = "↑", "↓"
+CANONICAL = "canonical"
+LEGEND = f"{UP} higher is better, {DOWN} lower is better; bold: best in its column."
+# One line per protocol for the footnotes (design.md section 4; details in harness/metrics).
+PROTOCOL_NOTES = {
+    CANONICAL: "vqbench's protocol: PSNR/SSIM per image on uint8-rounded RGB in [0, 1], mean over "
+               "images; codebook usage over the whole evaluation split",
+    "llamagen": "LlamaGen's code: only the reconstruction rounded, SSIM with data_range 2; codebook "
+                "usage over the last 65,536 training tokens",
+    "seed-voken": "SEED-Voken's code: both images truncated to uint8, mean of per-batch means",
+    "vtbench": "VTBench's code: PSNR from the MSE over the whole set, 11x11 Gaussian SSIM",
+    "vqgan-lc": "VQGAN-LC's code: PSNR on the Y channel, piq SSIM",
+    "adm": "generation metrics as the ADM evaluator: Inception pool3 features of class-balanced samples "
+           "against the reference split (the training split); N samples; *_nocfg without guidance; sampler "
+           "settings in each row's extra",
+    "geneval": "GenEval's rules (detections > 0.3, 0.9 for counting, position margin 0.1, CLIP colour); "
+               "the judge is the feature extractor",
+}
+_MISSING = {"md": "—", "tex": "--"}
+
+
+def column_name(metric: str, protocol: str, higher: bool, details: tuple[str, ...] = ()) -> str:
+    """``metric [protocol, details] ↑``; the bracket is left out when there is nothing to say."""
+    tags = ([] if protocol in ("", CANONICAL) else [protocol]) + list(details)
+    return metric + (f" [{', '.join(tags)}]" if tags else "") + f" {UP if higher else DOWN}"
+
+
+def _labelled(df: pd.DataFrame) -> pd.DataFrame:
+    """The long rows with a ``column`` label each (module docstring), duplicates resolved."""
+    df = df.copy()
+    df["protocol"] = df["protocol"].fillna("").replace("", CANONICAL)
+    df["feature_extractor"] = df["feature_extractor"].fillna("")
+    df["higher_is_better"] = df["higher_is_better"].astype(bool)
+    df[KEY_COLUMNS] = df[KEY_COLUMNS].astype(object).where(df[KEY_COLUMNS].notna(), "")
+    labels = pd.Series("", index=df.index, dtype=object)
+    # which facts went into the header (per row), so the footnotes leave them out
+    df["n_split"] = df["fe_split"] = False
+    for (metric, protocol, higher), group in df.groupby(["metric", "protocol", "higher_is_better"], sort=False):
+        split_n = group["n_images"].nunique(dropna=False) > 1
+        split_fe = group["feature_extractor"].nunique() > 1
+        df.loc[group.index, ["n_split", "fe_split"]] = [split_n, split_fe]
+        for i, r in group.iterrows():
+            details = ((f"N={r['n_images']}",) if split_n else ()) + \
+                      ((r["feature_extractor"],) if split_fe and r["feature_extractor"] else ())
+            labels[i] = column_name(metric, protocol, higher, details)
+    df["column"] = labels
+    return df.drop_duplicates(subset=KEY_COLUMNS + ["column"], keep="last")
+
+
+def wide_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Key columns, then one column per label, in the order rows and metrics first appear."""
+    if df.empty:
+        return pd.DataFrame(columns=KEY_COLUMNS)
+    long = _labelled(df)
+    rows = pd.MultiIndex.from_frame(long[KEY_COLUMNS].drop_duplicates())
+    wide = long.pivot(index=KEY_COLUMNS, columns="column", values="value")
+    wide = wide.reindex(index=rows, columns=list(dict.fromkeys(long["column"]))).reset_index()
+    wide.columns.name = None
+    return wide
+
+
+def footnotes(df: pd.DataFrame) -> list[str]:
+    """The protocol facts that hold for whole columns: N, feature extractors, protocol meanings."""
+    if df.empty:
+        return []
+    long = _labelled(df)
+    shared = _shared_context(long)
+    notes = ["Every row: " + ", ".join(f"{k} {v}" for k, v in shared.items()) + "."] if shared else []
+    columns = list(dict.fromkeys(long["column"]))
+    for fact, split, title in (("n_images", "n_split", "N (images evaluated)"),
+                               ("feature_extractor", "fe_split", "Features")):
+        by_value: dict = {}
+        for column, group in long.groupby("column", sort=False):
+            value = group[fact].iloc[0]      # constant within a column: it varies only across split ones
+            if not group[split].iloc[0] and value not in ("", None):
+                by_value.setdefault(value, []).append(column)
+        if len(by_value) == 1 and sum(map(len, by_value.values())) == len(columns):
+            notes.append(f"{title}: {_fact(next(iter(by_value)))} in every column.")
+        elif by_value:
+            notes.append(f"{title}: " + "; ".join(f"{_fact(v)} for {', '.join(cols)}"
+                                                  for v, cols in by_value.items()) + ".")
+    for protocol in dict.fromkeys(long["protocol"]):
+        where = "canonical (columns naming no protocol)" if protocol == CANONICAL else f"[{protocol}]"
+        notes.append(f"{where}: {PROTOCOL_NOTES.get(protocol, 'see harness/metrics')}.")
+    return notes
+
+
+def _shared_context(df: pd.DataFrame) -> dict:
+    return {c: _key_text(df[c].iloc[0]) for c in CONTEXT_COLUMNS if df[c].nunique(dropna=False) == 1}
+
+
+def _display(df: pd.DataFrame) -> pd.DataFrame:
+    """The wide table without the context columns that ``footnotes`` states once."""
+    wide = wide_table(df)
+    return wide.drop(columns=list(_shared_context(wide)))
+
+
+def _fact(v) -> str:
+    return f"{v:,}" if isinstance(v, numbers.Real) and not isinstance(v, bool) else str(v)
+
+
+def _metric_columns(wide: pd.DataFrame) -> list[str]:
+    return [c for c in wide.columns if c not in KEY_COLUMNS]
+
+
+def _decimals(values: pd.Series) -> int:
+    """Decimals giving the column's typical (median) magnitude about four significant digits."""
+    magnitudes = values.abs()[lambda m: (m > 0) & (m < math.inf)]
+    if magnitudes.empty:
+        return 0
+    return min(6, max(0, 3 - math.floor(math.log10(magnitudes.median()))))
+
+
+def _cells(wide: pd.DataFrame, missing: str, bold) -> list[list[str]]:
+    """Display strings, the best value per metric column wrapped by ``bold``."""
+    columns = {}
+    for c in wide.columns:
+        if c not in KEY_COLUMNS:
+            values = pd.to_numeric(wide[c], errors="coerce").astype(float)
+            d = _decimals(values)
+            shown = [None if not math.isfinite(v) else round(v, d) for v in values]
+            present = [v for v in shown if v is not None]
+            best = (max if c.endswith(UP) else min)(present) if len(present) >= 2 else None
+            columns[c] = [missing if v is None else bold(f"{v:.{d}f}") if v == best else f"{v:.{d}f}"
+                          for v in shown]
+        else:
+            columns[c] = [_key_text(v) for v in wide[c]]
+    return [list(row) for row in zip(*columns.values())]
+
+
+def _key_text(v) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))           # a key column that went through float (NaN elsewhere)
+    return str(v)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """Legend line, the wide table, then the footnotes."""
+    if df.empty:
+        return "no results yet\n"
+    wide = _display(df)
+    head = "| " + " | ".join(wide.columns) + " |"
+    sep = "|" + "|".join("---" if c in KEY_COLUMNS else "---:" for c in wide.columns) + "|"
+    body = ["| " + " | ".join(cell.replace("|", r"\|") for cell in row) + " |"
+            for row in _cells(wide, _MISSING["md"], lambda s: f"**{s}**")]
+    return "\n".join([LEGEND, "", head, sep, *body, "", *footnotes(df)]) + "\n"
+
+
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                UP: r"$\uparrow$", DOWN: r"$\downarrow$"}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def to_latex(df: pd.DataFrame) -> str:
+    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``); footnotes as comments above it."""
+    if df.empty:
+        return "% no results yet\n"
+    wide = _display(df)
+    n_keys = len(wide.columns) - len(_metric_columns(wide))
+    lines = [f"% {note}" for note in [LEGEND, *footnotes(df)]]
+    lines += [r"\begin{tabular}{" + "l" * n_keys + "r" * (len(wide.columns) - n_keys) + "}", r"\toprule",
+              " & ".join(tex_escape(c) for c in wide.columns) + r" \\", r"\midrule"]
+    # escape before bolding so the \textbf braces survive
+    for row in _cells(wide, _MISSING["tex"], lambda s: "\x00" + s + "\x01"):
+        lines.append(" & ".join(tex_escape(cell).replace("\x00", r"\textbf{").replace("\x01", "}")
+                                for cell in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+KIND_TITLES = {"tokenizer": "Tokenizers", "generator": "Generators"}
+
+
+def is_curve_row(df: pd.DataFrame) -> pd.Series:
+    """Rows of a curve: a (run, metric, protocol) recorded at several x values ``extra["k"]``
+    (progressive reconstruction per k, conditional entropy per position). A wide table would keep one
+    point per run, so curves go to their own long CSV and to figures; a metric measured at one k
+    (a linear probe on the first k tokens) stays a table column."""
+    import json
+    if df.empty:
+        return pd.Series(False, index=df.index, dtype=bool)
+    k = df["extra"].map(lambda e: json.loads(e).get("k") if isinstance(e, str) and e else None)
+    has_k = k.notna()
+    points = k[has_k].groupby([df.loc[has_k, c] for c in ("run_id", "metric", "protocol")]).transform("nunique")
+    curve = pd.Series(False, index=df.index, dtype=bool)
+    curve.loc[points.index] = points > 1
+    return curve
+
+
+def curves_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The curve rows, long: one line per (run, metric, k) with the protocol facts."""
+    import json
+    cols = ["run_id", "model", "preset", "dataset", "split", "resolution", "metric", "protocol", "n_images"]
+    rows = df[is_curve_row(df)]
+    out = rows[cols].copy()
+    out.insert(len(cols) - 2, "k", [json.loads(e)["k"] for e in rows["extra"]])
+    out["value"] = rows["value"].values
+    return out.reset_index(drop=True)
+
+
+def render(df: pd.DataFrame, out_dir: str | Path, name: str = "results") -> list[Path]:
+    """Write ``name``.md / .csv / .tex under ``out_dir`` (and ``name``_curves.csv when there are curve
+    rows); returns their paths (Markdown first). Tokenizer and generator rows get a table each."""
+    out_dir = Path(out_dir)
+    curve = is_curve_row(df)
+    table = df[~curve]
+    kinds = list(dict.fromkeys(table["kind"])) if not table.empty else []
+    if len(kinds) > 1:
+        parts = [(KIND_TITLES.get(k, k), table[table["kind"] == k]) for k in kinds]
+        md = "\n".join(f"## {title}\n\n{to_markdown(part)}" for title, part in parts)
+        tex = "\n".join(f"% {title}\n{to_latex(part)}" for title, part in parts)
+    else:
+        md, tex = to_markdown(table), to_latex(table)
+    paths = [out_dir / f"{name}.md", out_dir / f"{name}.csv", out_dir / f"{name}.tex"]
+    texts = [md, wide_table(table).to_csv(index=False), tex]
+    if not df.empty and curve.any():
+        paths.append(out_dir / f"{name}_curves.csv")
+        texts.append(curves_table(df).to_csv(index=False))
+    for path, text in zip(paths, texts):
+        write_atomic(path, text.encode("utf-8"))
+    return paths
