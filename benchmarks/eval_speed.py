@@ -214,7 +214,7 @@ def main() -> None:
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"eval_speed_{dev}.md"
-    from harness.core.results import write_atomic
+    from harness.core.io import write_atomic
     write_atomic(out, ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
     print(f"\nwrote {out}")

@@ -26,7 +26,7 @@ DS = (8, 64, 256, 1024)          # 256 = CVQ's 16x16 channel maps at 256x256
 
 def worker(method: str, k: int, d: int, m: int, device: str, repeats: int) -> dict:
     import torch
-    from harness.models.quantize import nearest_code
+    from harness.models.quantizers.lookup import nearest_code
     torch.manual_seed(0)
     z = torch.randn(m, d, device=device)
     cb = torch.randn(k, d, device=device)

@@ -30,7 +30,7 @@ from torch import nn
 
 from harness.core.contracts import Conditioning, Generator, SamplerConfig, TokenLayout
 from harness.core.registry import GENERATORS
-from harness.models.conditioning import IMAGENET_CLASSES, ONE_FACTOR_LAYOUTS, ConditionEmbedder, require_layout
+from harness.models.conditioning import IMAGENET_CLASSES, ONE_FACTOR_LAYOUTS, ConditionEmbedder
 from harness.models.sampling import decode_next_token, mask_beyond_codebook, register_invalid_codes
 from harness.models.transformer import Transformer, init_weights
 
@@ -55,8 +55,7 @@ class ARGenerator(Generator):
     family = "ar"
 
     def __init__(self, cfg: ARConfig, layout: TokenLayout, conditioning: Conditioning):
-        super().__init__()
-        require_layout(layout, factorized=False, name="the ar generator")
+        super().__init__(layout)
         self.cfg, self.layout, self.conditioning = cfg, layout, conditioning
         self.vocab = layout.max_codebook_size
         self.cond_embed = ConditionEmbedder(conditioning, cfg.width, cfg.class_dropout)

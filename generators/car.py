@@ -1,6 +1,6 @@
 """CAR: channel-wise autoregressive generation ("next-channel prediction") over CVQ channel tokens.
 
-Paper: "Channel-wise Vector Quantization" (cvq-car-channel-wise-vq.txt, Sec. 3.2, 4.2, App. E). An image
+Paper: "Channel-wise Vector Quantization" (Sec. 3.2, 4.2, App. E). An image
 is its C channel tokens in order (nested channel dropout in the tokenizer makes the order coarse to
 fine); a decoder-only transformer predicts channel c from channels < c and the condition (Eq. 6).
 
@@ -43,7 +43,7 @@ from torch import nn
 from harness.core.contracts import Conditioning, Generator, SamplerConfig, TokenLayout
 from harness.core.errors import MissingWeightsError, VQBenchError
 from harness.core.registry import GENERATORS
-from harness.models.conditioning import ConditionEmbedder, require_layout
+from harness.models.conditioning import ConditionEmbedder
 from harness.models.sampling import decode_next_token, mask_beyond_codebook, register_invalid_codes
 from harness.models.transformer import Transformer, init_weights
 
@@ -144,8 +144,7 @@ class CARGenerator(Generator):
 
     def __init__(self, cfg: CARConfig, layout: TokenLayout, conditioning: Conditioning,
                  codebook: torch.Tensor | None):
-        super().__init__()
-        require_layout(layout, factorized=False, name="the car generator")
+        super().__init__(layout)
         self.cfg, self.layout, self.conditioning = cfg, layout, conditioning
         self.vocab = layout.max_codebook_size
         self.register_buffer("codebook", self._checked_codebook(codebook))
@@ -231,7 +230,7 @@ def _paper_layout() -> TokenLayout:
     return TokenLayout.constant(256, 16384, position_kind="channel")
 
 
-# text prompts embedded by the repo's packaged sentence encoder (design.md section 6: 384-dim); the paper
+# text prompts embedded by the packaged sentence encoder (all-MiniLM-L6-v2, 384-dim); the paper
 # feeds the prompt through the LM's own token embeddings, which this harness does not model
 PAPER_CONDITIONING = Conditioning(kind="text", text_dim=384)
 

@@ -33,7 +33,7 @@ from torch import nn
 from harness.core.contracts import Conditioning, Generator, SamplerConfig, TokenLayout
 from harness.core.errors import VQBenchError
 from harness.core.registry import GENERATORS
-from harness.models.conditioning import IMAGENET_CLASSES as PAPER_CONDITIONING, ConditionEmbedder, require_layout
+from harness.models.conditioning import IMAGENET_CLASSES as PAPER_CONDITIONING, ConditionEmbedder
 from harness.models.sampling import cfg_mix, guidance_scales, mask_beyond_codebook, register_invalid_codes, sample_with
 from harness.models.transformer import Transformer, init_weights
 
@@ -63,8 +63,7 @@ class FARGenerator(Generator):
     family = "far"
 
     def __init__(self, cfg: FARConfig, layout: TokenLayout, conditioning: Conditioning):
-        super().__init__()
-        require_layout(layout, factorized=True, name="the far generator")
+        super().__init__(layout)
         if cfg.head not in ("ar", "linear", "mlp"):
             raise VQBenchError(f"far head must be ar, linear or mlp, got {cfg.head!r}")
         self.cfg, self.layout, self.conditioning = cfg, layout, conditioning

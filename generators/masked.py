@@ -1,7 +1,7 @@
 """Masked token prediction: masked channel-wise prediction (CVQ tokens) and MaskGIT (patch-wise VQ tokens).
 
-Paper: "Image Generation with Channel-wise Quantization" (channel-wise-quantization-masked-generation.txt,
-Sec. 3.3, 4.1, Tables 1, 2, 7), which follows MaskGIT (Chang et al. 2022) on channel tokens:
+Paper: "Image Generation with Channel-wise Quantization" (Sec. 3.3, 4.1, Tables 1, 2, 7), which follows
+MaskGIT (Chang et al. 2022) on channel tokens:
 
 - a bidirectional transformer with query-key RMSNorm (the shared Llama blocks of ``transformer.py``
   with ``causal=False, qk_norm=True``); an extra ``[MASK]`` token id = K_max;
@@ -52,7 +52,7 @@ from torch import nn
 from harness.core.contracts import Conditioning, Generator, SamplerConfig, TokenLayout
 from harness.core.errors import VQBenchError
 from harness.core.registry import GENERATORS
-from harness.models.conditioning import ONE_FACTOR_LAYOUTS, ConditionEmbedder, require_layout
+from harness.models.conditioning import ONE_FACTOR_LAYOUTS, ConditionEmbedder
 from harness.models.sampling import (cfg_mix, codebook_capacity_ratio, filter_top_k, filter_top_p,
                        guidance_scales, mask_beyond_codebook, register_invalid_codes)
 from harness.models.transformer import Transformer, init_weights
@@ -120,8 +120,7 @@ class MaskedGenerator(Generator):
     family = "masked"
 
     def __init__(self, cfg: MaskedConfig, layout: TokenLayout, conditioning: Conditioning):
-        super().__init__()
-        require_layout(layout, factorized=False, name="the masked generator")
+        super().__init__(layout)
         if cfg.mlp_dim < 1:
             raise VQBenchError(f"mlp_dim must be positive, got {cfg.mlp_dim}")
         self.cfg, self.layout, self.conditioning = cfg, layout, conditioning

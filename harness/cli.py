@@ -399,9 +399,8 @@ def _analyze_entropy(args) -> int:
         print(f"identical sequences: {profile.n_sequences - int(profile.distinct_prefixes[-1]):,} duplicates, "
               f"residual {profile.residual_bits:.4f} bits never resolved")
     if args.out:
-        from harness.core.checkpoint import atomic_write_text
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, profile.to_csv())
+        from harness.core.io import write_atomic
+        write_atomic(args.out, profile.to_csv())
         print(f"per-position table written to {args.out}")
     if args.figure:
         from harness.reporting.figures import plot_entropy_profiles
@@ -442,13 +441,12 @@ def cmd_analyze(args) -> int:
         where = stats.capacity_cliff if stats.capacity_cliff is not None else f"> {args.length}"
         print(f"capacity-bound t* for N = {args.dataset_size:,}: {where}")
     if args.out:
-        from harness.core.checkpoint import atomic_write_text
+        from harness.core.io import write_atomic
         rows, bits = ["t,K_t,cumulative_bits"], 0.0
         for t, k in enumerate(sizes):
             bits += math.log2(k)
             rows.append(f"{t},{k},{bits:.6f}")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, "\n".join(rows) + "\n")
+        write_atomic(args.out, "\n".join(rows) + "\n")
         print(f"K_t curve written to {args.out}")
     return 0
 

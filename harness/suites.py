@@ -6,57 +6,48 @@ its last checkpoint and skips evaluations whose rows are already stored for the 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.contracts import SamplerConfig
 from harness.core.distributed import barrier, setup
-from harness.evaluation.metrics.fidelity import GENERATION_METRICS
 from harness.core.registry import SUITES
+from harness.core.results import ResultsStore
+from harness.evaluation.entropy import EntropyCurve
+from harness.evaluation.metrics.fidelity import GENERATION_METRICS  # noqa: F401 (the CLI's default)
+from harness.evaluation.probe import LinearProbes
+from harness.evaluation.progressive import ProgressiveCurves
+from harness.evaluation.record import ReconstructionMetrics
+from harness.evaluation.record_generation import GenerationMetrics
+from harness.evaluation.recording import Evaluation, load_run, record
 
 TOKENIZER_METRICS = ("psnr", "ssim", "codebook_usage", "unique_ratio")   # what every tokenizer run reports
 
 
 @dataclass(frozen=True)
 class TokenizerRun:
+    """Train tokenizer ``preset`` (with ``overrides``) on ``dataset``, then run ``evaluations`` on it."""
     label: str
     preset: str
     overrides: tuple[str, ...] = ()
     dataset: str = "fashion-mnist"
     n_train: int | None = None
-    n_eval: int | None = None
-    eval_split: str = "test"
-    eval_batch_size: int = 250
-    metrics: tuple[str, ...] = TOKENIZER_METRICS
-    fidelity_metrics: tuple[str, ...] = ()        # Inception metrics, on fewer images (CPU cost)
-    fidelity_n_eval: int | None = None
-    progressive_metrics: tuple[str, ...] = ()     # progressive reconstruction curves (none: skipped)
-    progressive_n_eval: int | None = None
-    probe_n_train: int | None = None              # linear probes on the first k tokens (None: skipped)
-    probe_n_eval: int | None = None
-    entropy_n_train: int | None = None            # training images whose token sequences give the entropy-
-                                                  # per-position curve, as the VCQ paper measures (None: skipped)
+    evaluations: tuple[Evaluation, ...] = (ReconstructionMetrics(TOKENIZER_METRICS),)
 
 
 @dataclass(frozen=True)
 class GeneratorRun:
-    """Train generator ``preset`` on the tokens of the suite's tokenizer run ``tokenizer`` (a label),
-    then sample ``n_samples`` class-balanced images with ``sampler`` and, when it is guided, also
-    without guidance (the ``*_nocfg`` metrics)."""
+    """Train generator ``preset`` on the tokens of the suite's tokenizer run ``tokenizer`` (a label), then
+    run ``evaluations`` on it (``train_label``: reuse the generator trained by that run)."""
     label: str
     preset: str
     tokenizer: str
     overrides: tuple[str, ...] = ()
     n_train: int | None = None              # training images encoded for the generator (None: all)
-    sampler: SamplerConfig = SamplerConfig()
-    n_samples: int = 1000
-    metrics: tuple[str, ...] = GENERATION_METRICS
-    sample_batch_size: int = 100
-    reference_split: str = "train"
-    reference_n: int | None = None          # None: as many reference images as samples
-    train_label: str | None = None          # reuse the generator trained by that run (another sampler only)
-    unguided: bool = True                   # also sample without guidance (gfid_nocfg, gkid_nocfg)
+    evaluations: tuple[Evaluation, ...] = (GenerationMetrics(),)
+    train_label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,17 +79,19 @@ TINY_TOKENIZER = ("steps=6", "batch_size=8", "perceptual_weight=0", "disc_start=
                   "disc_channels=8", "ckpt_every=3")
 register_suite(Suite(
     "tiny", "seconds: vq-tiny and ar-tiny on the procedural set (tests of the suite runner)",
-    (TokenizerRun("vq-tiny", "vq-tiny", TINY_TOKENIZER, dataset="procedural", n_eval=64, eval_batch_size=32,
-                  progressive_metrics=("psnr",), progressive_n_eval=32, probe_n_train=128, probe_n_eval=64,
-                  entropy_n_train=128),),
+    (TokenizerRun("vq-tiny", "vq-tiny", TINY_TOKENIZER, dataset="procedural", evaluations=(
+        ReconstructionMetrics(TOKENIZER_METRICS, n=64, batch_size=32),
+        ProgressiveCurves(("psnr",), n=32, batch_size=32),
+        LinearProbes(n_train=128, n=64, batch_size=32),
+        EntropyCurve(split="train", n=128, summary=False, batch_size=32))),),
     (GeneratorRun("ar-tiny@vq-tiny", "ar-tiny", "vq-tiny", ("steps=6", "batch_size=16", "ckpt_every=3"),
-                  sampler=SamplerConfig(cfg_scale=2.0), n_samples=16, metrics=("gfid", "gkid"),
-                  sample_batch_size=8),)))
+                  evaluations=(GenerationMetrics(SamplerConfig(cfg_scale=2.0), n_samples=16, metrics=("gfid", "gkid"),
+                                                 batch_size=8),)),)))
 
 register_suite(Suite(
     "smoke", "under 5 minutes on 2 CPU cores: vq-fmnist, 300 steps on Fashion-MNIST, 2,000 test images",
     (TokenizerRun("vq-fmnist", "vq-fmnist", FMNIST_TRAIN + ("steps=300", "disc_start=200"),
-                  n_eval=2000),)))
+                  evaluations=(ReconstructionMetrics(TOKENIZER_METRICS, n=2000),)),)))
 
 # The default suite: every tokenizer family at matched token budgets (49 tokens per 28x28 image,
 # codebooks of ~1024), the same recipe and step count, evaluated on the same test images; then each
@@ -128,38 +121,47 @@ DEFAULT_GENERATORS = (
     ("ar@vcq-cosine+cbcfg", "ar-fmnist", "vcq-cosine-fmnist",
      SamplerConfig(cfg_scale=2.0, cfg_schedule="cosine", codebook_aware_cfg=True), "ar@vcq-cosine"),
 )
+DEFAULT_TOKENIZER_EVALUATIONS = (
+    ReconstructionMetrics(DEFAULT_TOKENIZER_METRICS, n=2000),
+    ReconstructionMetrics(("rfid",), n=DEFAULT_FIDELITY_N),
+    ProgressiveCurves(("psnr", "ssim", "lpips"), n=300),
+    LinearProbes(n_train=3000, n=2000),
+    # the VCQ paper measures the training split; the table's entropy_cliff values are the test split's
+    EntropyCurve(split="train", n=10000, summary=False),
+)
 register_suite(Suite(
     "default", "the main job (python run_all.py): VQ, CVQ (p=0, 0.25), FQ-Dual, VCQ (constant, cosine) and the "
                "FSQ/LFQ/SimVQ/RVQ baselines, 200 steps each on Fashion-MNIST; AR, MaskGIT, CAR, masked "
                "channel-wise, FAR and AR with CodebookSize-Aware CFG on them, 800 steps each",
-    tuple(TokenizerRun(p, p, FMNIST_TRAIN + ("steps=200", "disc_start=120"), n_eval=2000,
-                       metrics=DEFAULT_TOKENIZER_METRICS, fidelity_metrics=("rfid",),
-                       fidelity_n_eval=DEFAULT_FIDELITY_N, progressive_metrics=("psnr", "ssim", "lpips"),
-                       progressive_n_eval=300, probe_n_train=3000, probe_n_eval=2000,
-                       entropy_n_train=10000)
+    tuple(TokenizerRun(p, p, FMNIST_TRAIN + ("steps=200", "disc_start=120"), evaluations=DEFAULT_TOKENIZER_EVALUATIONS)
           for p in DEFAULT_TOKENIZERS),
-    tuple(GeneratorRun(label, preset, tok, FMNIST_GENERATOR_TRAIN, n_train=10000, sampler=sampler,
-                       n_samples=DEFAULT_FIDELITY_N,
-                       train_label=trained_by, unguided=trained_by is None)
+    tuple(GeneratorRun(label, preset, tok, FMNIST_GENERATOR_TRAIN, n_train=10000, train_label=trained_by,
+                       evaluations=(GenerationMetrics(sampler, n_samples=DEFAULT_FIDELITY_N,
+                                                      unguided=trained_by is None),))
           for label, preset, tok, sampler, trained_by in DEFAULT_GENERATORS)))
 
 
 def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool = True) -> Path | None:
-    """Train and evaluate every run of suite ``name`` into ``out_dir``; returns the Markdown table path."""
-    from harness.evaluation.entropy import analyze_tokens
-    from harness.evaluation.record import evaluate_and_record
-    from harness.evaluation.probe import probe_and_record
-    from harness.evaluation.progressive import progressive_and_record
-    from harness.evaluation.record_generation import evaluate_generator_and_record
+    """Train and evaluate every run of suite ``name`` into ``out_dir``; returns the Markdown table path.
+
+    Each trained run is loaded once and its evaluations recorded by the one pipeline
+    (harness.evaluation.recording): already stored rows are not recomputed."""
+    from harness.reporting.figures import render_figures
     from harness.reporting.tables import render
-    from harness.core.results import ResultsStore
-    from harness.training.train_tokenizer import train_tokenizer
     from harness.training.train_generator import train_generator
+    from harness.training.train_tokenizer import train_tokenizer
 
     suite = SUITES.get(name)
     d = setup(device)
     out_dir = Path(out_dir)
     store = ResultsStore(out_dir / "results.jsonl")
+
+    def evaluate(final: Path, label: str, evaluations) -> None:
+        barrier(d)
+        run = load_run(final, d.device, f"{suite.name}/{label}")
+        record(run, [_in_folder(e, out_dir, label) for e in evaluations], store, d)
+        barrier(d)
+
     for spec in suite.runs:
         if d.is_main and progress:
             print(f"[{suite.name}] {spec.label}: train {spec.preset} on {spec.dataset}", flush=True)
@@ -167,50 +169,32 @@ def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool 
         final = train_tokenizer(spec.preset, out_dir / "runs" / spec.label, overrides=spec.overrides,
                                 dataset=spec.dataset, n_train=spec.n_train, resume=True,
                                 device=device, progress=progress)
-        barrier(d)
-        run_id = f"{suite.name}/{spec.label}"
-        evaluate_and_record(final, store, run_id=run_id, dataset=spec.dataset, split=spec.eval_split,
-                            n_eval=spec.n_eval, metrics=spec.metrics, batch_size=spec.eval_batch_size,
-                            device=device, skip_if_recorded=True)
-        if spec.fidelity_metrics:
-            evaluate_and_record(final, store, run_id=run_id, dataset=spec.dataset, split=spec.eval_split,
-                                n_eval=spec.fidelity_n_eval, metrics=spec.fidelity_metrics,
-                                batch_size=spec.eval_batch_size, device=device, skip_if_recorded=True)
-        if spec.progressive_metrics:
-            progressive_and_record(final, store, run_id=run_id, dataset=spec.dataset, split=spec.eval_split,
-                                   n_eval=spec.progressive_n_eval, metrics=spec.progressive_metrics,
-                                   batch_size=spec.eval_batch_size, device=device)
-        if spec.probe_n_train:
-            probe_and_record(final, store, run_id=run_id, dataset=spec.dataset, n_train=spec.probe_n_train,
-                             n_eval=spec.probe_n_eval, batch_size=spec.eval_batch_size, device=device)
-        if spec.entropy_n_train and d.is_main:
-            analyze_tokens(final, split="train", n=spec.entropy_n_train, dataset=spec.dataset,
-                           batch_size=spec.eval_batch_size, device=device, results=store.path, run_id=run_id,
-                           summary=False, skip_if_recorded=True)   # the table's entropy_cliff values: eval split
-        barrier(d)
+        evaluate(final, spec.label, [dataclasses.replace(e, dataset=spec.dataset) for e in spec.evaluations])
         if d.is_main and progress:
             print(f"[{suite.name}] {spec.label}: done in {time.time() - t0:.0f}s", flush=True)
     for spec in suite.generators:
         if d.is_main and progress:
             print(f"[{suite.name}] {spec.label}: train {spec.preset} on the tokens of {spec.tokenizer}", flush=True)
         t0 = time.time()
-        tokenizer_run = out_dir / "runs" / spec.tokenizer
-        generator_run = out_dir / "runs" / (spec.train_label or spec.label)
-        final = train_generator(spec.preset, tokenizer_run, generator_run, overrides=spec.overrides,
+        final = train_generator(spec.preset, out_dir / "runs" / spec.tokenizer,
+                                out_dir / "runs" / (spec.train_label or spec.label), overrides=spec.overrides,
                                 n_train=spec.n_train, resume=True, device=device, progress=progress)
-        barrier(d)
-        evaluate_generator_and_record(final, store, run_id=f"{suite.name}/{spec.label}", sampler=spec.sampler,
-                                      n_samples=spec.n_samples, metrics=spec.metrics,
-                                      batch_size=spec.sample_batch_size, reference_split=spec.reference_split,
-                                      reference_n=spec.reference_n, device=device, skip_if_recorded=True,
-                                      unguided=spec.unguided, npz=out_dir / "samples" / f"{spec.label}.npz")
+        evaluate(final, spec.label, spec.evaluations)
         if d.is_main and progress:
             print(f"[{suite.name}] {spec.label}: done in {time.time() - t0:.0f}s", flush=True)
     barrier(d)
     if not d.is_main:
         return None
-    from harness.reporting.figures import render_figures
     rows = store.read()
     paths = render(rows, out_dir)
     render_figures(rows, out_dir)
     return paths[0] if paths else None
+
+
+def _in_folder(evaluation, out_dir: Path, label: str):
+    """The evaluation with its output file in the suite folder: a generation's samples go to
+    ``samples/<label>.npz`` unless it names another file (relative paths are inside the folder)."""
+    if not isinstance(evaluation, GenerationMetrics):
+        return evaluation
+    npz = evaluation.npz or Path("samples") / f"{label}.npz"
+    return dataclasses.replace(evaluation, npz=npz if npz.is_absolute() else out_dir / npz)

@@ -5,7 +5,7 @@ import pytest
 
 from harness.core.config import apply_overrides, config_hash, split_overrides
 from harness.core.errors import VQBenchError
-from harness.core.registry import Registry
+from harness.core.registry import Registry, TokenizerInfo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +50,10 @@ def test_config_hash_changes_with_values():
 
 
 def test_registry_duplicates_and_suggestions():
-    reg = Registry("widget")
-    reg.register("patch-vq", scale="tiny")(object)
+    reg = Registry("widget", TokenizerInfo)
+    reg.register("patch-vq", family="vq", scale="tiny", description="")(object)
     with pytest.raises(VQBenchError, match="duplicate widget name 'patch-vq'"):
-        reg.register("patch-vq")(object)
+        reg.register("patch-vq", family="vq", scale="small", description="")(object)
     with pytest.raises(VQBenchError, match="did you mean patch-vq"):
         reg.get("patch-qv")
     assert reg.names(scale="tiny") == ["patch-vq"]

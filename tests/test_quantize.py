@@ -1,6 +1,7 @@
 import torch
 
-from harness.models.quantize import VectorQuantizer, nearest_code
+from harness.models.quantizers.lookup import nearest_code
+from harness.models.quantizers.vq import VectorQuantizer, rotate_to
 
 
 def test_nearest_code_matches_full_distance_matrix_in_small_chunks():
@@ -48,7 +49,6 @@ def test_per_row_code_limits_match_separate_searches():
 
 
 def test_rotation_trick_value_is_the_code_and_gradient_is_rotated():
-    from harness.models.quantize import rotate_to
     g = torch.Generator().manual_seed(0)
     z = torch.randn(5, 3, generator=g, requires_grad=True)
     e = torch.randn(5, 3, generator=g)

@@ -1,16 +1,17 @@
 """Channel-wise VQ (CVQ): each latent channel's H1 x W1 map is one token.
 
-CVQ/CAR paper (cvq-car-channel-wise-vq.txt, Sec. 3.1, App. B) and the channel-wise masked-generation
-paper (Sec. 3.2). The encoder maps the image to C x H1 x W1; channel c, flattened to an H1*W1 vector,
-is matched to the nearest code by Frobenius (= flattened L2) distance, with the codebook and
+CVQ/CAR paper ("Channel-wise Vector Quantization", Sec. 3.1, App. B) and the channel-wise
+masked-generation paper ("Image Generation with Channel-wise Quantization", Sec. 3.2). The encoder
+maps the image to C x H1 x W1; channel c, flattened to an H1*W1 vector, is matched to the nearest
+code by Frobenius (= flattened L2) distance, with the codebook and
 commitment losses and a straight-through estimator. With ``C = H1 * W1`` a CVQ tokenizer has the
 same number of tokens and the same code dimension as the patch-wise VQ of the same grid
 ("dimensionality parity", as the papers compare them).
 
 Nested channel dropout (App. B): with probability ``dropout_p`` a training step keeps the first
 k ~ U{1..C} channels and zeroes the rest; the quantization loss then covers only active channels,
-and the adversarial weight is scaled by ``sigmoid((k - C/2) / tau)`` (design.md section 5: the
-paper's sigmoid adaptive GAN weight, whose exact form its text lost; assumed here and documented).
+and the adversarial weight is scaled by ``sigmoid((k - C/2) / tau)`` (the
+paper's sigmoid adaptive GAN weight, whose exact form its text does not give; this form is assumed).
 
 Variable resolution (App. D), option ``resampler``: before the lookup, ``resample_side``^2 learned
 queries cross-attend the encoder features of any spatial size (positions as tokens, channels as
@@ -25,12 +26,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness.core.contracts import TokenLayout, Tokenizer, TokenizerOutput
 from harness.models.nn import crop_to, encoder_decoder, latent_side
-from harness.models.quantize import VectorQuantizer
+from harness.models.quantizers.channel import ChannelQuantizer
 from harness.core.registry import TOKENIZERS
 
 
@@ -70,7 +70,7 @@ class CVQTokenizer(Tokenizer):
             self.resample_out = CoordinateResampler(cfg.num_tokens)
         self.grid = (side, side)
         self.code_dim = side * side
-        self.quantizer = VectorQuantizer(cfg.codebook_size, self.code_dim, cfg.beta)
+        self.quantizer = ChannelQuantizer(cfg.codebook_size, self.code_dim, cfg.beta)
         self.layout = TokenLayout.constant(cfg.num_tokens, cfg.codebook_size, position_kind="channel")
 
     def _latents(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,12 +108,10 @@ class CVQTokenizer(Tokenizer):
         k = c
         if self.training and self.cfg.dropout_p > 0 and torch.rand(()) < self.cfg.dropout_p:
             k = int(torch.randint(1, c + 1, ()))
-        q = self.quantizer(z[:, :k])                              # losses over active channels only
-        z_q = F.pad(q.quantized, (0, 0, 0, c - k)) if k < c else q.quantized
-        indices = self.quantizer(z).indices if k < c else q.indices
+        q = self.quantizer(z, active_channels=k)
         tau = self.cfg.gan_tau or c / 8
         scale = float(torch.sigmoid(torch.tensor((k - c / 2) / tau))) if self.cfg.dropout_p > 0 else 1.0
-        return TokenizerOutput(self._decode_channels(z_q, tuple(x.shape[-2:])), indices, q.losses,
+        return TokenizerOutput(self._decode_channels(q.quantized, tuple(x.shape[-2:])), q.indices, q.losses,
                                logs={"active_channels": float(k)}, gan_weight_scale=scale)
 
     def code_embeddings(self, indices: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,13 @@
-"""FQGAN: factorized quantization with k sub-codebooks (fqgan-factorized-quantization.txt, Sec. 3.2).
+"""FQGAN: factorized quantization with k sub-codebooks ("Factorized Visual Tokenization and Generation",
+Bai et al., Sec. 3.2).
 
 A shared VQGAN encoder feeds k adapters; each adapter's output is quantized against its own
 sub-codebook (LlamaGen-style: l2-normalized codes of dim 8), and the k quantized features are
 concatenated along channels into the decoder. Every position therefore holds k codes (indices
 N x T x k). Two regularizers:
 - disentanglement (eq. 7): the squared dot product of the l2-normalized sub-codes of each patch,
-  averaged over patches and summed over pairs, weight ``lambda1`` = 0.1;
+  averaged over patches and summed over pairs, weight ``lambda1`` = 0.1 (with the sub-codebooks in
+  harness.models.quantizers.factorized);
 - representation learning (eq. 8): the last sub-codebook predicts a frozen teacher's features
   through a small prediction head, weight ``lambda2`` = 0.5. The paper's teachers are CLIP (Dual)
   and CLIP + DINOv2 (Triple): ``clip:<open_clip model>:<weights file>`` and ``dinov2:<folder>`` load
@@ -23,7 +25,7 @@ from torch import nn
 from harness.core.contracts import TokenLayout, Tokenizer, TokenizerOutput
 from harness.models.conv_tokenizer import ConvBackbone
 from harness.models.nn import ResnetBlock, crop_to, encoder_decoder, latent_side
-from harness.models.quantize import VectorQuantizer
+from harness.models.quantizers.factorized import FactorizedQuantizer
 from harness.core.registry import FEATURE_EXTRACTORS, TOKENIZERS
 from harness.models.teachers import build_teacher
 
@@ -53,8 +55,9 @@ class FQTokenizer(Tokenizer):
             nn.Sequential(ResnetBlock(cfg.z_channels, cfg.z_channels, cfg.norm_groups),
                           nn.Conv2d(cfg.z_channels, cfg.codebook_dim, 1))
             for _ in range(cfg.num_factors)])
-        self.quantizers = nn.ModuleList([VectorQuantizer(cfg.codebook_size, cfg.codebook_dim, cfg.beta, cfg.l2_norm)
-                                         for _ in range(cfg.num_factors)])
+        # "quantizers" (plural): its sub-codebooks keep the parameter names quantizers.<i>.embedding.weight
+        self.quantizers = FactorizedQuantizer(cfg.num_factors, cfg.codebook_size, cfg.codebook_dim, cfg.beta,
+                                              cfg.l2_norm, cfg.disentangle_weight)
         self.post_quant_proj = nn.Conv2d(cfg.num_factors * cfg.codebook_dim, cfg.z_channels, 1)
         side = latent_side(cfg.resolution, cfg.ch_mult)
         self.grid = (side, side)
@@ -81,16 +84,18 @@ class FQTokenizer(Tokenizer):
             self._teachers[i] = build_teacher(self.teacher_specs[i])
         return self._teachers[i].to(device)
 
-    def _branches(self, x: torch.Tensor):
+    def _quantize(self, x: torch.Tensor):
         h = self.encoder(x)
-        return [q(a(h).permute(0, 2, 3, 1)) for a, q in zip(self.adapters, self.quantizers)]  # N x h x w x D each
+        z = torch.stack([a(h) for a in self.adapters], dim=1)          # N x k x D x h x w
+        return self.quantizers(z.permute(0, 3, 4, 1, 2))                # N x h x w x k x D
 
-    def _decode_grid(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        z = torch.cat(parts, dim=-1).permute(0, 3, 1, 2)
+    def _decode_grid(self, z_q: torch.Tensor) -> torch.Tensor:
+        """z_q: N x h x w x k x D, the k sub-codes of a position concatenated into the decoder."""
+        z = z_q.flatten(-2).permute(0, 3, 1, 2)
         return crop_to(self.decoder(self.post_quant_proj(z)), (self.cfg.resolution, self.cfg.resolution))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([b.indices.flatten(1) for b in self._branches(x)], dim=-1)
+        return self._quantize(x).indices.flatten(1, 2)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         return self.decode_prefix(indices, self.cfg.num_factors)
@@ -100,42 +105,29 @@ class FQTokenizer(Tokenizer):
     def decode_prefix(self, indices: torch.Tensor, k: int) -> torch.Tensor:
         """Keep the first k sub-codebooks at every position; the later factors' codes are zeroed."""
         k = self.check_prefix(k)
-        n = indices.shape[0]
-        parts = [q.lookup(indices[..., i]).view(n, *self.grid, -1) for i, q in enumerate(self.quantizers)]
-        return self._decode_grid(parts[:k] + [torch.zeros_like(p) for p in parts[k:]])
+        z_q = self.quantizers.lookup(indices.view(indices.shape[0], *self.grid, -1))
+        z_q[..., k:, :] = 0
+        return self._decode_grid(z_q)
 
     def forward(self, x: torch.Tensor) -> TokenizerOutput:
-        branches = self._branches(x)
-        quantized = [b.quantized for b in branches]
-        losses = {f"{k}_f{i}": v for i, b in enumerate(branches) for k, v in b.losses.items()}
-        if self.cfg.num_factors > 1 and self.cfg.disentangle_weight > 0:
-            losses["disentangle"] = self.cfg.disentangle_weight * disentangle_loss(quantized)
+        q = self._quantize(x)
+        losses = dict(q.losses)                          # per sub-codebook, and the disentanglement term
         if self.rep_heads and self.training:
             first = self.cfg.num_factors - len(self.rep_heads)
             rep = 0.0
             for i, head in enumerate(self.rep_heads):
-                pred = head(quantized[first + i].permute(0, 3, 1, 2))
+                # contiguous NCHW, as the heads always saw it (conv kernels round differently per layout)
+                pred = head(q.quantized[..., first + i, :].permute(0, 3, 1, 2).contiguous())
                 target = F.adaptive_avg_pool2d(self.teacher(i, x.device)(x), pred.shape[-2:])
                 rep = rep + (1 - F.cosine_similarity(pred, target, dim=1)).mean()
             losses["representation"] = self.cfg.representation_weight * rep
-        indices = torch.stack([b.indices.flatten(1) for b in branches], dim=-1)
-        return TokenizerOutput(self._decode_grid(quantized), indices, losses)
+        return TokenizerOutput(self._decode_grid(q.quantized), q.indices.flatten(1, 2), losses)
 
     def code_embeddings(self, indices: torch.Tensor) -> torch.Tensor:
-        return torch.cat([q.lookup(indices[..., i]) for i, q in enumerate(self.quantizers)], dim=-1)
+        return self.quantizers.lookup(indices).flatten(-2)
 
     def last_layer_weight(self) -> torch.Tensor:
         return self.decoder.conv_out.weight
-
-
-def disentangle_loss(codes: list[torch.Tensor]) -> torch.Tensor:
-    """Mean over patches of the squared cosine between each pair of a patch's sub-codes (eq. 7)."""
-    unit = [F.normalize(c.flatten(0, -2), dim=-1) for c in codes]
-    total = 0.0
-    for i in range(len(unit)):
-        for j in range(i + 1, len(unit)):
-            total = total + (unit[i] * unit[j]).sum(-1).pow(2).mean()
-    return total
 
 
 @TOKENIZERS.register("fq-tiny", family="fq", scale="tiny",

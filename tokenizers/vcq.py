@@ -1,4 +1,4 @@
-"""VCQ: variable codebook size quantization on a 1D tokenizer (vcq-variable-codebook-entropy-cliff.txt,
+"""VCQ: variable codebook size quantization on a 1D tokenizer ("Variable Codebook Size Quantization",
 Sec. 3 and App. A).
 
 The tokenizer is TiTok-style: a ViT encoder reads the image patches together with T learned latent
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from harness.core.contracts import TokenLayout, Tokenizer, TokenizerOutput
-from harness.models.quantize import VectorQuantizer
+from harness.models.quantizers.vq import VectorQuantizer
 from harness.core.registry import TOKENIZERS
 from harness.models.schedules import codebook_schedule
 from harness.models.vit import Transformer, patchify, unpatchify

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.models.conv_tokenizer import ConvBackbone, ConvTokenizer
-from harness.models.quantize import VectorQuantizer
+from harness.models.quantizers.vq import VectorQuantizer
 from harness.core.registry import TOKENIZERS
 
 

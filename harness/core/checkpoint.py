@@ -19,17 +19,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from harness.core.errors import VQBenchError
+from harness.core.io import write_atomic
 
 KEEP_LAST = 2
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict:
@@ -98,11 +90,11 @@ def save(ckpt_root: Path, step: int, weights: dict[str, torch.Tensor],
     tmp.mkdir()
     save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp / "weights.safetensors")
     save_file(optim_tensors, tmp / "optimizer.safetensors")
-    atomic_write_text(tmp / "state.json", json.dumps(state, indent=1))
+    write_atomic(tmp / "state.json", json.dumps(state, indent=1))
     if final.exists():               # re-saving the same step (e.g. final == periodic)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    atomic_write_text(ckpt_root / "latest", final.name + "\n")
+    write_atomic(ckpt_root / "latest", final.name + "\n")
     for old in sorted(ckpt_root.glob("step_*"))[:-KEEP_LAST]:
         shutil.rmtree(old, ignore_errors=True)
     return final

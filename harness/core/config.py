@@ -99,16 +99,6 @@ def to_dict(cfg) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
-def from_dict(cls, data: dict):
-    types_ = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in data:
-            v = data[f.name]
-            kwargs[f.name] = tuple(v) if typing.get_origin(types_[f.name]) is tuple else v
-    return cls(**kwargs)
-
-
 def non_default(cfg) -> dict:
     """The fields of ``cfg`` that differ from the dataclass defaults."""
     default = to_dict(type(cfg)())

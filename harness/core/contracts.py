@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from harness.core.distributed import is_multi_process
 from harness.core.errors import VQBenchError
+from harness.core.registry import check_generator_layout
 
 PositionKind = Literal["spatial", "channel", "latent"]
 PrefixUnit = Literal["positions", "channels", "factors"]
@@ -133,7 +134,8 @@ class SamplerConfig:
     ``t l_c - (t - 1) l_u`` is the same with t = w. ``cfg_schedule`` varies w over the positions
     (or decoding steps): constant, linear ramp from 1 to w, or the cosine schedule with ``cfg_power``
     of the VCQ appendix. ``codebook_aware_cfg`` scales w per position by the codebook's excess
-    capacity (design.md section 5) and reduces to ordinary CFG for a constant codebook.
+    capacity (VCQ paper Sec. 3, Eq. 4; harness.models.sampling) and reduces to ordinary CFG for a
+    constant codebook.
     """
     temperature: float = 1.0
     top_k: int = 0                   # 0: no top-k filtering
@@ -158,13 +160,19 @@ class Generator(nn.Module):
     embeddings (CAR). ``sample`` returns int64 indices of shape ``(n, *layout.index_shape)``, valid for
     the layout (at position t, < K_t), and is reproducible for a seeded ``generator``.
 
-    Subclasses implement ``_predict`` (the training logits and the codes they score) and ``_sample``;
-    ``cond_embed`` (vqbench_plugins.generators.ar.ConditionEmbedder) validates and drops conditions.
+    Subclasses set ``family`` to the family their presets register, call ``super().__init__(layout)``
+    (which rejects a layout kind the family's ``GeneratorInfo.layouts`` does not declare) and implement
+    ``_predict`` (the training logits and the codes they score) and ``_sample``; ``cond_embed``
+    (harness.models.conditioning.ConditionEmbedder) validates and drops conditions.
     """
     layout: TokenLayout
     conditioning: Conditioning
     cond_embed: nn.Module
     family: ClassVar[str] = "?"
+
+    def __init__(self, layout: TokenLayout):
+        super().__init__()
+        check_generator_layout(self.family, layout)
 
     def loss(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """Mean cross-entropy of the predicted codes; in train mode each condition is replaced by the
@@ -210,6 +218,7 @@ class EvalBatch:
     """Everything a metric may read for one batch; fields a run does not produce stay None."""
     real: torch.Tensor | None = None
     reconstruction: torch.Tensor | None = None
+    samples: torch.Tensor | None = None          # generated images (generation metrics)
     indices: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     layout: TokenLayout | None = None
@@ -251,6 +260,11 @@ class Metric:
             states[name] = value
         else:
             object.__setattr__(self, name, value)
+
+    @classmethod
+    def outputs(cls, layout: TokenLayout | None) -> tuple[str, ...]:
+        """The value names ``compute`` returns on runs of this token layout (what a pipeline expects)."""
+        return tuple(cls.higher_is_better)
 
     def reset(self) -> None:
         self._states = {k: v.clone() for k, v in self._defaults.items()}

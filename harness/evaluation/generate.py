@@ -18,7 +18,7 @@ import torch
 
 from harness.core.contracts import Generator, SamplerConfig, Tokenizer
 from harness.core.distributed import Dist, shard_batches
-from harness.core.results import write_atomic
+from harness.core.io import write_atomic
 
 
 def balanced_labels(n: int, num_classes: int) -> torch.Tensor:

@@ -28,6 +28,11 @@ class MetricValue:
 
 
 
+def metric_outputs(names, layout) -> list[str]:
+    """The value names the registered metrics ``names`` emit on a run of this token layout."""
+    return [out for n in names for out in METRICS.get(n).outputs(layout)]
+
+
 def build_metrics(names: list[str] | tuple[str, ...]) -> list[Metric]:
     load_all()
     metrics = []

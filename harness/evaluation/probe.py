@@ -1,4 +1,4 @@
-"""Linear probes on the first k tokens (VCQ paper, Sec. 4.4; design.md section 4).
+"""Linear probes on the first k tokens (VCQ paper, "Variable Codebook Size Quantization", Sec. 4.4).
 
 Protocol (``PROTOCOL``, recorded in every row's ``extra``):
 
@@ -27,9 +27,7 @@ only, which writes the rows.
 """
 from __future__ import annotations
 
-import json
 import math
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -41,9 +39,8 @@ from harness.core.contracts import Tokenizer
 from harness.data.datasets import open_dataset
 from harness.core.distributed import Dist, setup, shard_batches
 from harness.core.errors import VQBenchError
-from harness.models.checkpoints import load_tokenizer
-from harness.evaluation.progressive import recorded_rows, replace_metrics, tokenizer_run
-from harness.core.results import ResultsStore, make_rows, now
+from harness.core.results import ResultsStore
+from harness.evaluation.recording import Evaluation, LoadedRun, Measurement, load_run, record, register_evaluation
 
 DEFAULT_KS: tuple[int | None, ...] = (1, 10, None)    # None: all tokens
 L2 = 1e-4
@@ -155,61 +152,71 @@ def prefix_names(ks: Iterable[int | None], total: int) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda item: item[1]))
 
 
-# ---------------------------------------------------------------- entry point
+# ---------------------------------------------------------------- the registered evaluation
+@register_evaluation
+@dataclass(frozen=True)
+class LinearProbes(Evaluation):
+    """linear probes on the pooled code embeddings of the first k tokens (top-1 / top-5 on the test split)"""
+    name = "probe"
+    n_train: int | None = None
+    n: int | None = None
+    ks: tuple[int | None, ...] = DEFAULT_KS
+    dataset: str | None = None
+    train_split: str = "train"
+    split: str = "test"
+    l2: float = L2
+    batch_size: int = 250
+
+    def settings(self, run: LoadedRun) -> dict:
+        return {"split": self.split, "n": self.n, "train_split": self.train_split, "n_train": self.n_train,
+                "l2": self.l2}
+
+    def yields(self, run: LoadedRun) -> set:
+        names = prefix_names(self.ks, run.model.layout.num_positions)
+        return {(f"probe_top{t}_{s}", k) for s, k in names.items() for t in (1, 5)}
+
+    def measure(self, run: LoadedRun, d: Dist, todo: set) -> list[Measurement]:
+        model, dataset = run.model, self.dataset_of(run)
+        names = prefix_names(self.ks, model.layout.num_positions)
+        train_ds = open_dataset(dataset, self.train_split, resolution=run.resolution, channels=run.channels,
+                                n=self.n_train)
+        test_ds = open_dataset(dataset, self.split, resolution=run.resolution, channels=run.channels, n=self.n)
+        num_classes = train_ds.num_classes
+        if num_classes < 2:
+            raise VQBenchError(f"dataset {dataset!r} has {num_classes} classes; a linear probe needs labelled "
+                               "images (class folders)")
+        ks_needed = sorted(set(names.values()))
+        train_x, train_y = extract_features(model, train_ds, ks_needed, self.batch_size, d)
+        test_x, test_y = extract_features(model, test_ds, ks_needed, self.batch_size, d)
+        if not d.is_main:
+            return []
+        for what, y in (("training", train_y), ("test", test_y)):
+            if y.min() < 0 or y.max() >= num_classes:
+                raise VQBenchError(f"dataset {dataset!r} ({what} split) has labels outside 0..{num_classes - 1}; "
+                                   "a linear probe needs labelled images (class folders)")
+        unit = "channels" if model.prefix_unit == "channels" else "positions"   # FQ: positions with all factors
+        out = []
+        for suffix, k in names.items():
+            acc = linear_probe(train_x[k], train_y, test_x[k], test_y, num_classes, l2=self.l2)
+            extra = {"k_total": model.layout.num_positions, "unit": unit, "n_train": len(train_ds),
+                     "train_split": self.train_split, "l2": self.l2, "lbfgs_iterations": acc["iterations"],
+                     "feature_dim": int(train_x[k].shape[1]), "num_classes": num_classes, "probe": PROTOCOL}
+            out.append(Measurement(f"probe_top1_{suffix}", acc["top1"], True, len(test_ds), k=k, extra=extra))
+            out.append(Measurement(f"probe_top5_{suffix}", acc["top5"], True, len(test_ds), k=k, extra=extra,
+                                   reason=f"top-5 accuracy is 1 by definition with {num_classes} classes"
+                                   if math.isnan(acc["top5"]) else ""))
+        return out
+
+
 def probe_and_record(checkpoint, store: ResultsStore, *, run_id: str | None, dataset: str | None,
                      n_train: int | None, n_eval: int | None, ks: Iterable[int | None] = DEFAULT_KS,
                      batch_size: int = 250, device: str = "auto", train_split: str = "train",
                      split: str = "test", l2: float = L2, skip_if_recorded: bool = True) -> list[dict]:
     """Linear probes on the first k tokens of a tokenizer checkpoint; rank 0 records one row per
-    (k, top-1/top-5). Rows already stored for the same run, configuration hash, dataset, split, N,
-    n_train and L2 penalty are returned instead of recomputed (``skip_if_recorded``). Under ``torchrun``
-    the ranks share the encoding and rank 0 fits, writes and returns the rows (the others return [])."""
+    (k, top-1/top-5). Under ``torchrun`` the ranks share the encoding and rank 0 fits, writes and returns
+    the rows (the others return [])."""
     d = setup(device)
-    model, state, path = load_tokenizer(checkpoint, d.device)
-    run_id = run_id or path.parent.parent.name
-    dataset = dataset or state["data"]["dataset"]
-    names = prefix_names(ks, model.layout.num_positions)
-    metrics = [f"probe_top{t}_{s}" for s in names for t in (1, 5)]
-    res, ch = model.cfg.resolution, model.cfg.in_channels
-    train_ds = open_dataset(dataset, train_split, resolution=res, channels=ch, n=n_train)
-    test_ds = open_dataset(dataset, split, resolution=res, channels=ch, n=n_eval)
-    num_classes = train_ds.num_classes
-    if num_classes < 2:
-        raise VQBenchError(f"dataset {dataset!r} has {num_classes} classes; a linear probe needs labelled "
-                           "images (class folders)")
-    run = tokenizer_run(model, state, run_id=run_id, dataset=dataset, split=split, started_at=now())
-
-    if skip_if_recorded:
-        stored = [r for r in recorded_rows(store, run, metrics) if r["n_images"] == len(test_ds)
-                  and json.loads(r["extra"]).get("n_train") == len(train_ds)
-                  and json.loads(r["extra"]).get("l2") == l2]
-        if {r["metric"] for r in stored} >= set(metrics):
-            return stored
-
-    t0 = time.time()
-    ks_needed = sorted(set(names.values()))
-    train_x, train_y = extract_features(model, train_ds, ks_needed, batch_size, d)
-    test_x, test_y = extract_features(model, test_ds, ks_needed, batch_size, d)
-    if not d.is_main:
-        return []
-    for what, y in (("training", train_y), ("test", test_y)):
-        if y.min() < 0 or y.max() >= num_classes:
-            raise VQBenchError(f"dataset {dataset!r} ({what} split) has labels outside 0..{num_classes - 1}; "
-                               "a linear probe needs labelled images (class folders)")
-    accuracies = {s: linear_probe(train_x[k], train_y, test_x[k], test_y, num_classes, l2=l2) for s, k in names.items()}
-    seconds = round(time.time() - t0, 2)
-    unit = "channels" if model.prefix_unit == "channels" else "positions"   # FQ: positions with all factors
-    rows = []
-    for suffix, k in names.items():
-        acc = accuracies[suffix]
-        values = {f"probe_top1_{suffix}": acc["top1"], f"probe_top5_{suffix}": acc["top5"]}
-        extra = {"k": k, "k_total": model.layout.num_positions, "unit": unit, "n_train": len(train_ds),
-                 "train_split": train_split, "l2": l2, "lbfgs_iterations": acc["iterations"],
-                 "feature_dim": int(train_x[k].shape[1]), "num_classes": num_classes,
-                 "checkpoint_step": state["step"], "probe_seconds": seconds, "world_size": d.world_size,
-                 "probe": PROTOCOL}
-        rows += make_rows(run, values, {m: True for m in values}, "canonical", n_images=len(test_ds),
-                          extra=extra, reasons={f"probe_top5_{suffix}": f"top-5 accuracy is 1 by definition "
-                                                                          f"with {num_classes} classes"})
-    replace_metrics(store, run, rows)
-    return rows
+    run = load_run(checkpoint, d.device, run_id)
+    evaluation = LinearProbes(n_train, n_eval, tuple(ks), dataset, train_split, split, l2, batch_size)
+    rows = record(run, [evaluation], store, d, skip_recorded=skip_if_recorded)
+    return rows if d.is_main else []

@@ -1,4 +1,4 @@
-"""Progressive reconstruction: decode from the first k tokens only and measure each k (design.md section 4).
+"""Progressive reconstruction: decode from the first k tokens only and measure each k.
 
 Every image of the split is encoded once and decoded once per k of a grid with
 ``Tokenizer.decode_prefix(indices, k)``: the first k tokens kept, the rest zeroed in the quantized
@@ -18,8 +18,8 @@ factors) and ``metric_source``. harness/figures.py draws one curve per tokenizer
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -27,9 +27,9 @@ from harness.core.contracts import EvalBatch, Tokenizer
 from harness.data.datasets import open_dataset
 from harness.core.distributed import Dist, setup, shard_batches
 from harness.core.errors import VQBenchError
-from harness.evaluation.pipeline import MetricValue, build_metrics, metric_values
-from harness.models.checkpoints import load_tokenizer
-from harness.core.results import ResultsStore, make_rows, now, row_extra
+from harness.core.results import ResultsStore
+from harness.evaluation.pipeline import MetricValue, build_metrics, metric_outputs, metric_values
+from harness.evaluation.recording import Evaluation, LoadedRun, Measurement, load_run, record, register_evaluation
 
 PREFIX = "progressive_"
 DEFAULT_METRICS = ("psnr", "ssim")
@@ -94,80 +94,53 @@ def progressive_evaluate(model: Tokenizer, dataset, metrics: Sequence[str], ks: 
     return {k: metric_values(group) for k, group in per_k.items()}
 
 
-# ---------------------------------------------------------------- results store (shared with probe.py)
-def tokenizer_run(model: Tokenizer, state: dict, *, run_id: str, dataset: str, split: str,
-                  started_at: str) -> dict:
-    """The run columns of ``make_rows`` for a tokenizer checkpoint (as ``evaluate_and_record`` fills them)."""
-    return {"run_id": run_id, "kind": "tokenizer", "model": model.family, "preset": state["preset"],
-            "config_hash": state["config_hash"], "dataset": dataset, "split": split,
-            "resolution": model.cfg.resolution, "seed": state["train_config"]["seed"], "started_at": started_at}
+# ---------------------------------------------------------------- the registered evaluation
+@register_evaluation
+@dataclass(frozen=True)
+class ProgressiveCurves(Evaluation):
+    """image metrics of decode_prefix(encode(x), k) for each k of a grid"""
+    name = "progressive"
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    ks: tuple[int, ...] | None = None           # None: powers of two, then all
+    split: str = "test"
+    n: int | None = None
+    dataset: str | None = None
+    batch_size: int = 250
+    progress: bool = False
+
+    def __post_init__(self):
+        if not self.metrics:
+            raise VQBenchError("progressive reconstruction needs at least one metric (e.g. psnr,ssim)")
+
+    def settings(self, run: LoadedRun) -> dict:
+        return {"split": self.split, "n": self.n}
+
+    def yields(self, run: LoadedRun) -> set:
+        ks = check_prefix_lengths(run.model, self.ks)
+        names = metric_outputs(dict.fromkeys(self.metrics), run.model.layout)
+        return {(PREFIX + name, k) for name in names for k in ks}
+
+    def measure(self, run: LoadedRun, d: Dist, todo: set) -> list[Measurement]:
+        model = run.model
+        ds = open_dataset(self.dataset_of(run), self.split, resolution=run.resolution, channels=run.channels,
+                          n=self.n)
+        ks = sorted({k for _, k in todo})
+        values = progressive_evaluate(model, ds, tuple(dict.fromkeys(self.metrics)), ks, self.batch_size, d,
+                                      progress=self.progress)
+        extra = {"k_total": model.prefix_total, "unit": model.prefix_unit}
+        return [Measurement(PREFIX + v.name, v.value, v.higher_is_better, len(ds), v.protocol,
+                            v.feature_extractor, k=k, reason=v.reason, extra=extra | {"metric_source": v.source})
+                for k, vals in values.items() for v in vals]
 
 
-def recorded_rows(store: ResultsStore, run: dict, metric_names: Iterable[str]) -> list[dict]:
-    """Stored rows of this run, configuration, dataset and split whose metric is one of ``metric_names``."""
-    names = set(metric_names)
-    keys = ("run_id", "config_hash", "dataset", "split")
-    return [r for r in store.records() if r["metric"] in names and all(r[c] == run[c] for c in keys)]
-
-
-def replace_metrics(store: ResultsStore, run: dict, rows: list[dict]) -> None:
-    """Replace the run's stored rows of each metric name in ``rows`` (for this dataset and split) by
-    ``rows``; one atomic write per metric name, other metrics' rows untouched."""
-    by_metric: dict[str, list[dict]] = {}
-    for r in rows:
-        by_metric.setdefault(r["metric"], []).append(r)
-    for metric, group in by_metric.items():
-        store.replace_run(run["run_id"], group,
-                          where={"dataset": run["dataset"], "split": run["split"], "metric": metric})
-
-
-# ---------------------------------------------------------------- entry point
 def progressive_and_record(checkpoint, store: ResultsStore, *, run_id: str | None, dataset: str | None,
                            split: str = "test", n_eval: int | None, metrics: Sequence[str] = DEFAULT_METRICS,
                            ks: Iterable[int] | None = None, batch_size: int = 250, device: str = "auto",
                            progress: bool = False, skip_if_recorded: bool = True) -> list[dict]:
-    """Progressive reconstruction of a tokenizer checkpoint on ``split``, one row per (k, metric value).
-
-    (k, metric) pairs already stored for the same run, configuration hash, dataset, split and N are
-    not recomputed (``skip_if_recorded``); under ``torchrun`` every rank evaluates its shard and
-    rank 0 writes. Returns the rows of the requested ks and metrics.
-    """
+    """Progressive reconstruction of a tokenizer checkpoint on ``split``, one row per (k, metric value);
+    (k, metric) rows already stored for the same settings are not recomputed."""
     d = setup(device)
-    model, state, path = load_tokenizer(checkpoint, d.device)
-    run_id = run_id or path.parent.parent.name
-    dataset = dataset or state["data"]["dataset"]
-    metrics, ks = tuple(dict.fromkeys(metrics)), check_prefix_lengths(model, ks)
-    if not metrics:
-        raise VQBenchError("progressive reconstruction needs at least one metric (e.g. psnr,ssim)")
-    ds = open_dataset(dataset, split, resolution=model.cfg.resolution, channels=model.cfg.in_channels, n=n_eval)
-    run = tokenizer_run(model, state, run_id=run_id, dataset=dataset, split=split, started_at=now())
-
-    stored = [r for r in store.records() if r["metric"].startswith(PREFIX)
-              and all(r[c] == run[c] for c in ("run_id", "config_hash", "dataset", "split"))
-              and r["n_images"] == len(ds)]
-    done = {(row_extra(r).get("k"), row_extra(r).get("metric_source")) for r in stored}
-    todo = [k for k in ks if any((k, m) not in done for m in metrics)] if skip_if_recorded else ks
-
-    def wanted(r: dict) -> bool:
-        return row_extra(r).get("k") in ks and row_extra(r).get("metric_source") in metrics
-    if not todo:
-        return [r for r in stored if wanted(r)]
-
-    t0 = time.time()
-    values = progressive_evaluate(model, ds, metrics, todo, batch_size, d, progress=progress)
-    seconds = round(time.time() - t0, 2)
-    new = []
-    for k, vals in values.items():
-        for v in vals:
-            extra = {"k": k, "k_total": model.prefix_total, "unit": model.prefix_unit, "metric_source": v.source,
-                     "checkpoint_step": state["step"], "eval_seconds": seconds, "world_size": d.world_size}
-            name = PREFIX + v.name
-            new += make_rows(run, {name: v.value}, {name: v.higher_is_better}, v.protocol, n_images=len(ds),
-                             feature_extractor=v.feature_extractor, extra=extra,
-                             reasons={name: v.reason} if v.reason else None)
-    # keep this configuration's rows of the other ks; rows of another configuration or N are stale
-    recomputed = {r["metric"] for r in new}
-    kept = [r for r in stored if r["metric"] in recomputed and row_extra(r).get("k") not in todo]
-    if d.is_main:
-        replace_metrics(store, run, kept + new)
-    return [r for r in kept + new if wanted(r)]
+    run = load_run(checkpoint, d.device, run_id)
+    evaluation = ProgressiveCurves(tuple(metrics), None if ks is None else tuple(ks), split, n_eval, dataset,
+                                   batch_size, progress)
+    return record(run, [evaluation], store, d, skip_recorded=skip_if_recorded)

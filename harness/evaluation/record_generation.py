@@ -10,80 +10,117 @@ the number of reference images.
 from __future__ import annotations
 
 import dataclasses
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from harness.core.contracts import SamplerConfig
+from harness.core.contracts import EvalBatch, SamplerConfig
 from harness.core.distributed import Dist, setup
-from harness.evaluation.metrics.fidelity import HIGHER_IS_BETTER, generation_fidelity
+from harness.core.results import ResultsStore
 from harness.evaluation.generate import sample_batches, sampler_record, save_adm_npz, to_uint8_hwc
-from harness.core.results import ResultsStore, make_rows, now
+from harness.evaluation.metrics.fidelity import GENERATION_METRICS
+from harness.evaluation.pipeline import build_metrics, metric_outputs, metric_values
+from harness.evaluation.recording import Evaluation, LoadedRun, Measurement, load_run, record, register_evaluation
 from harness.models.checkpoints import load_pair
+
+UNGUIDED_METRICS = ("gfid", "gkid")     # what the unguided pass of a guided sampler measures (*_nocfg)
+
+
+@register_evaluation
+@dataclass(frozen=True)
+class GenerationMetrics(Evaluation):
+    """class-balanced samples of a generator against a reference split (gFID, gKID, precision, recall, IS)"""
+    name = "generation"
+    kind = "generator"
+    sampler: SamplerConfig = SamplerConfig()
+    n_samples: int = 1000
+    metrics: tuple[str, ...] = GENERATION_METRICS
+    reference_split: str = "train"
+    reference_n: int | None = None              # None: as many reference images as samples
+    seed: int = 0
+    unguided: bool = True                       # also sample without guidance (the *_nocfg values)
+    batch_size: int = 100
+    npz: Path | None = None                     # also save the guided samples as an ADM .npz
+
+    @property
+    def row_split(self) -> str:
+        return self.reference_split
+
+    def passes(self) -> list[tuple[str, SamplerConfig, tuple[str, ...]]]:
+        """(suffix, sampler, metrics): the guided pass, and an unguided one for gfid/gkid."""
+        out = [("", self.sampler, self.metrics)]
+        if self.sampler.guided and self.unguided:
+            out.append(("_nocfg", dataclasses.replace(self.sampler, cfg_scale=1.0, codebook_aware_cfg=False),
+                        tuple(m for m in self.metrics if m in UNGUIDED_METRICS)))
+        return out
+
+    def settings(self, run: LoadedRun) -> dict:
+        return {"sampler": dataclasses.asdict(self.sampler), "n_samples": self.n_samples, "seed": self.seed,
+                "reference_split": self.reference_split, "reference_n": self.reference_n or self.n_samples}
+
+    def yields(self, run: LoadedRun) -> set:
+        return {(name + suffix, None) for suffix, _, metrics in self.passes()
+                for name in metric_outputs(metrics, run.tokenizer.layout)}
+
+    def measure(self, run: LoadedRun, d: Dist, todo: set) -> list[Measurement]:
+        from harness.evaluation import features as F
+        reference_n = self.reference_n or self.n_samples
+        reference = F.reference_features(self.dataset_of(run), self.reference_split, resolution=run.resolution,
+                                         channels=run.channels, n=reference_n, extractor=F.DEFAULT_EXTRACTOR,
+                                         device=d.device)
+        num_classes = run.state["num_classes"]
+        extra = {"tokenizer_run": str(run.tokenizer_path), "tokenizer_preset": run.tokenizer_state["preset"],
+                 "reference_split": self.reference_split, "reference_n": reference_n}
+        out = []
+        for suffix, sampler, names in self.passes():
+            metrics = build_metrics(names)
+            keep_images = self.npz is not None and suffix == ""
+            images = _stream_samples(run, sampler, self.n_samples, num_classes, self.seed, self.batch_size, d,
+                                     metrics, keep_images)
+            if images is not None and d.is_main:
+                save_adm_npz(self.npz, images, (torch.arange(self.n_samples) % num_classes).numpy())
+            for m in metrics:
+                m.reference = reference
+            # the evaluation's sampler; *_nocfg names say the pass ran it with cfg_scale 1
+            row_extra = extra | sampler_record(self.sampler, self.seed, self.n_samples, num_classes)
+            out += [Measurement(v.name + suffix, v.value, v.higher_is_better, self.n_samples, v.protocol,
+                                v.feature_extractor, reason=v.reason, extra=row_extra | {"metric_source": v.source})
+                    for v in metric_values(metrics)]
+        return out
 
 
 def evaluate_generator_and_record(checkpoint, store: ResultsStore, *, run_id: str, sampler: SamplerConfig,
                                   n_samples: int, metrics: tuple[str, ...], batch_size: int = 100,
                                   reference_split: str = "train", reference_n: int | None = None,
-                                  seed: int = 0, device: str = "auto", skip_if_recorded: bool = False,
+                                  seed: int = 0, device: str = "auto", skip_if_recorded: bool = True,
                                   unguided: bool = True, npz: Path | None = None,
                                   progress: bool = False) -> list[dict]:
-    """Sample, decode and measure; rank 0 replaces the run's rows in ``store``."""
-    from harness.evaluation import features as F
+    """Sample, decode and measure a generator checkpoint; rank 0 records one row per metric value."""
     d = setup(device)
-    generator, state, tokenizer, tok_state, tok_path = load_pair(checkpoint, d.device)
-    dataset = state["data"]["dataset"]
-    if skip_if_recorded:
-        done = store.read()
-        done = done[(done.run_id == run_id) & (done.config_hash == state["config_hash"])]
-        if set(_wanted(metrics, sampler, unguided)) <= set(done.metric):
-            return done.to_dict("records")
-    reference_n = reference_n or n_samples
-    cfg = tokenizer.cfg
-    extractor = F.DEFAULT_EXTRACTOR
-    reference = F.reference_features(dataset, reference_split, resolution=cfg.resolution,
-                                     channels=cfg.in_channels, n=reference_n, extractor=extractor,
-                                     device=d.device)
-    started, t0 = now(), time.time()
-    passes = [("", sampler)]
-    if sampler.guided and unguided:
-        passes.append(("_nocfg", dataclasses.replace(sampler, cfg_scale=1.0, codebook_aware_cfg=False)))
-    values, reasons, n_of = {}, {}, {}
-    for suffix, s in passes:
-        feats, images = _sample_features(generator, tokenizer, n_samples, state["num_classes"], s, seed,
-                                         batch_size, d, extractor, keep_images=npz is not None and suffix == "")
-        wanted = metrics if suffix == "" else tuple(m for m in metrics if m in ("gfid", "gkid"))
-        result = generation_fidelity(feats, reference, wanted)
-        for name, (value, reason) in result.items():
-            values[name + suffix] = value
-            n_of[name + suffix] = n_samples
-            if reason:
-                reasons[name + suffix] = reason
-        if images is not None and d.is_main:
-            labels = (torch.arange(n_samples) % state["num_classes"]).numpy()
-            save_adm_npz(npz, images, labels)
-    run = {"run_id": run_id, "kind": "generator", "model": generator.family, "preset": state["preset"],
-           "config_hash": state["config_hash"], "dataset": dataset, "split": reference_split,
-           "resolution": cfg.resolution, "seed": seed, "started_at": started}
-    extra = {**sampler_record(sampler, seed, n_samples, state["num_classes"]),
-             "tokenizer_run": str(tok_path), "tokenizer_preset": tok_state["preset"],
-             "generator_step": state["step"], "reference_split": reference_split, "reference_n": reference_n,
-             "eval_seconds": round(time.time() - t0, 2), "world_size": d.world_size}
-    higher = {m: HIGHER_IS_BETTER[m.removesuffix("_nocfg")] for m in values}
-    rows = make_rows(run, values, higher, protocol="adm", n_images=n_of, feature_extractor=extractor,
-                     extra=extra, reasons=reasons)
-    if d.is_main:
-        store.replace_run(run_id, rows)
-    return rows
+    run = load_run(checkpoint, d.device, run_id)
+    evaluation = GenerationMetrics(sampler, n_samples, tuple(metrics), reference_split, reference_n, seed,
+                                   unguided, batch_size, npz)
+    return record(run, [evaluation], store, d, skip_recorded=skip_if_recorded)
 
 
-def _wanted(metrics, sampler: SamplerConfig, unguided: bool) -> list[str]:
-    extra = [m + "_nocfg" for m in metrics if m in ("gfid", "gkid")] if sampler.guided and unguided else []
-    return list(metrics) + extra
-
+@torch.no_grad()
+def _stream_samples(run: LoadedRun, sampler: SamplerConfig, n: int, num_classes: int, seed: int, batch_size: int,
+                    d: Dist, metrics, keep_images: bool):
+    """Feed every batch of samples to ``metrics`` (features computed once per batch); the uint8 images in
+    sample order (rank 0) when ``keep_images``."""
+    image_parts = []
+    for rows, _, images, _ in sample_batches(run.model, run.tokenizer, n, num_classes, sampler, seed=seed,
+                                             batch_size=batch_size, d=d):
+        batch = EvalBatch(samples=images, image_ids=torch.arange(rows.start, rows.stop))
+        for m in metrics:
+            m.update(batch)
+        if keep_images:
+            image_parts.append((rows.start, to_uint8_hwc(images)))
+    image_parts = _gather_sorted(image_parts, d)
+    return np.concatenate([p[1] for p in image_parts]) if keep_images else None
 
 
 def sample_to_npz(checkpoint, out: Path, *, n: int, sampler: SamplerConfig, seed: int = 0,
@@ -108,20 +145,3 @@ def _gather_sorted(parts: list, d: Dist) -> list:
         dist.all_gather_object(gathered, parts)
         parts = [p for g in gathered for p in g]
     return sorted(parts, key=lambda p: p[0])
-
-
-@torch.no_grad()
-def _sample_features(generator, tokenizer, n, num_classes, sampler, seed, batch_size, d: Dist, extractor,
-                     keep_images: bool):
-    """Features of the n samples in sample order (gathered over ranks); uint8 images if asked (rank 0)."""
-    from harness.evaluation import features as F
-    parts, image_parts = [], []
-    for rows, _, images, _ in sample_batches(generator, tokenizer, n, num_classes, sampler, seed=seed,
-                                             batch_size=batch_size, d=d):
-        parts.append((rows.start, F.extract(images, extractor)))
-        if keep_images:
-            image_parts.append((rows.start, to_uint8_hwc(images)))
-    parts, image_parts = _gather_sorted(parts, d), _gather_sorted(image_parts, d)
-    feats = F.concat_features([p[1] for p in parts])
-    images = np.concatenate([p[1] for p in image_parts]) if keep_images else None
-    return feats, images

@@ -1,38 +1,16 @@
-"""Fill every registry (built-in modules + plugin folders) and build things by name."""
+"""Build tokenizers and generators by registered preset name."""
 from __future__ import annotations
-
-import importlib
 
 import torch
 
 from harness.core.config import apply_overrides
 from harness.core.contracts import Conditioning, Generator, Tokenizer
+from harness.core.discovery import load_all  # noqa: F401  (re-exported for the callers that fill registries)
 from harness.core.errors import VQBenchError
-from harness.core.plugins import load_plugins
 from harness.core.registry import GENERATORS, TOKENIZERS
-
-BUILTIN_MODULES = ("harness.data.datasets", "harness.evaluation.metrics.image", "harness.evaluation.metrics.tokens", "harness.suites",
-                   "harness.models.teachers", "harness.evaluation.features", "harness.evaluation.metrics.fidelity",
-                   "harness.evaluation.metrics.perceptual", "harness.evaluation.metrics.cliff",
-                   "harness.models.text_encoders")
-_loaded = False
-
-
-def load_all() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True          # set first: registry lookups made while loading must not recurse
-        try:
-            for name in BUILTIN_MODULES:
-                importlib.import_module(name)
-            load_plugins()
-        except BaseException:
-            _loaded = False
-            raise
 
 
 def tokenizer_config(preset: str):
-    load_all()
     return TOKENIZERS.get(preset)()
 
 
@@ -54,20 +32,17 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 def generator_config(preset: str):
-    load_all()
     return GENERATORS.get(preset)()
 
 
 def build_generator(preset: str, overrides: dict[str, str], tokenizer, num_classes: int,
                     device: str | torch.device | None = None) -> tuple[object, Generator]:
-    """(config, generator) for ``preset`` on ``tokenizer``'s layout, class-conditional."""
+    """(config, generator) for ``preset`` on ``tokenizer``'s layout, class-conditional.
+
+    A layout kind the preset's family does not declare is rejected by ``Generator.__init__``.
+    """
     cfg = apply_overrides(generator_config(preset), overrides)
     layout = tokenizer.layout
-    supported = GENERATORS.entry(preset).meta.get("layouts")
-    kind = "factorized" if layout.num_factors > 1 else layout.position_kind
-    if supported is not None and kind not in supported:
-        raise VQBenchError(f"generator {preset!r} does not support {kind} token layouts "
-                           f"(it supports: {', '.join(supported)}); pair it with another tokenizer")
     codebook = tokenizer_codebook(tokenizer)
     conditioning = Conditioning("class", num_classes=num_classes)
     if device is None:
@@ -78,18 +53,18 @@ def build_generator(preset: str, overrides: dict[str, str], tokenizer, num_class
 
 def generator_params(preset: str, overrides: dict[str, str], tokenizer_preset: str | None) -> int:
     """Parameter count on the meta device: on ``tokenizer_preset``'s layout, else the paper's layout."""
-    entry = GENERATORS.entry(preset)
+    info = GENERATORS.entry(preset).meta
     cfg = apply_overrides(generator_config(preset), overrides)
     if tokenizer_preset is not None:
         _, tok = build_tokenizer(tokenizer_preset, device="meta")
         layout = tok.layout
-        conditioning = entry.meta.get("paper_conditioning") or Conditioning("class", num_classes=1000)
+        conditioning = info.paper_conditioning or Conditioning("class", num_classes=1000)
         codebook_dim = tok.code_embeddings(torch.zeros(1, 1, dtype=torch.long, device="meta")).shape[-1] \
             if layout.num_factors == 1 else None
-    elif "paper_layout" in entry.meta:
-        layout, conditioning = entry.meta["paper_layout"], entry.meta.get("paper_conditioning")
-        conditioning = conditioning or Conditioning("class", num_classes=1000)
-        codebook_dim = entry.meta.get("paper_codebook_dim")
+    elif info.paper_layout is not None:
+        layout = info.paper_layout
+        conditioning = info.paper_conditioning or Conditioning("class", num_classes=1000)
+        codebook_dim = info.paper_codebook_dim
     else:
         raise VQBenchError(f"{preset} has no paper layout: pass --tokenizer TOKENIZER_PRESET to count it on "
                            "that tokenizer's token layout")

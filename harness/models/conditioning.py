@@ -1,12 +1,12 @@
 """Generator support shared by every generator family: the condition embedder (class, text, none)
 with training-time condition dropout, the ImageNet class conditioning of the paper presets, and the
-layout kinds a one-code-per-position generator accepts."""
+layout kinds of a one-code-per-position generator (what its presets declare in ``GeneratorInfo.layouts``)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from harness.core.contracts import Conditioning, TokenLayout
+from harness.core.contracts import Conditioning
 from harness.core.errors import VQBenchError
 
 IMAGENET_CLASSES = Conditioning(kind="class", num_classes=1000)
@@ -92,12 +92,3 @@ class ConditionEmbedder(nn.Module):
             out = self.mlp(cond.to(self.mlp[0].weight.dtype))
             return out[:, None] if out.dim() == 2 else out
         return self.table.weight[None].expand(n, 1, -1)
-
-
-def require_layout(layout: TokenLayout, *, factorized: bool, name: str) -> None:
-    if factorized and layout.num_factors < 2:
-        raise VQBenchError(f"{name} needs a factorized layout (num_factors > 1, e.g. an fq tokenizer); "
-                           f"this one has num_factors={layout.num_factors}")
-    if not factorized and layout.num_factors != 1:
-        raise VQBenchError(f"{name} needs one code per position; this layout has num_factors="
-                           f"{layout.num_factors} (use a far preset for fq tokenizers)")

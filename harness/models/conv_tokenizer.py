@@ -1,9 +1,9 @@
 """The CNN tokenizer skeleton shared by patch-wise quantizers (VQ and the FSQ/LFQ/SimVQ/RVQ baselines).
 
 Encoder -> 1x1 projection to the lookup dimension -> quantizer over each grid cell -> 1x1 projection
-back -> decoder (harness.models.nn). A quantizer here is any module with
-``forward(z: N x h x w x D) -> QuantizerOutput`` (indices N x h x w, or N x h x w x k for k codes
-per cell) and ``lookup(indices) -> N x h x w x D``; subclasses provide it with ``make_quantizer``.
+back -> decoder (harness.models.nn). The quantizer is a harness.models.quantizers.base.Quantizer
+over z: N x h x w x D (indices N x h x w, or N x h x w x k for k codes per cell; ``lookup`` gives
+N x h x w x D); subclasses provide it with ``make_quantizer``.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from torch import nn
 
 from harness.core.contracts import TokenLayout, Tokenizer, TokenizerOutput
 from harness.models.nn import crop_to, encoder_decoder, latent_side
+from harness.models.quantizers.base import Quantizer
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,14 @@ class ConvBackbone:
     codebook_dim: int = 8
 
 
+# Backbone sizes shared by the conv tokenizers' presets: tiny (16x16 gray, 8x8 tokens, for tests) and
+# Fashion-MNIST (28x28, 7x7 tokens)
+TINY_BACKBONE = dict(resolution=16, in_channels=1, ch=16, ch_mult=(1, 2), num_res_blocks=1, z_channels=16,
+                     norm_groups=8, attention=False)
+FMNIST_BACKBONE = dict(resolution=28, in_channels=1, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=64,
+                       norm_groups=16, attention=False)
+
+
 class ConvTokenizer(Tokenizer):
     def __init__(self, cfg):
         super().__init__()
@@ -41,10 +50,10 @@ class ConvTokenizer(Tokenizer):
         side = latent_side(cfg.resolution, cfg.ch_mult)
         self.grid = (side, side)
         self.layout = TokenLayout.constant(side * side, self.quantizer.codebook_size,
-                                           num_factors=getattr(self.quantizer, "num_factors", 1),
+                                           num_factors=self.quantizer.num_factors,
                                            position_kind="spatial", grid=self.grid)
 
-    def make_quantizer(self, cfg) -> nn.Module:
+    def make_quantizer(self, cfg) -> Quantizer:
         raise NotImplementedError
 
     def _decode_grid(self, z_q: torch.Tensor) -> torch.Tensor:

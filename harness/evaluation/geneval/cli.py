@@ -54,7 +54,8 @@ def cmd_prompts(args) -> int:
 def run_eval(argv: list[str]) -> int:
     args = build_eval_parser().parse_args(argv)
     from dataclasses import asdict
-    from harness.core.results import ResultsStore, make_rows, now, write_atomic
+    from harness.core.io import write_atomic
+    from harness.core.results import ResultsStore, make_rows, now
     from harness.evaluation.geneval.backends import build_color_classifier, build_detector, check_specs, describe
     from harness.evaluation.geneval.prompts import find_samples, prompt_set_id
     from harness.evaluation.geneval.scoring import ScoringRules, evaluate_samples, format_summary, load_image, summarize

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.core.errors import VQBenchError
-from harness.core.results import write_atomic
+from harness.core.io import write_atomic
 
 TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 IMAGES_PER_PROMPT = 4

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from harness.core.errors import VQBenchError
-from harness.core.results import write_atomic
+from harness.core.io import write_atomic
 from harness.evaluation.geneval.prompts import COLORS, write_prompt_folder
 
 PALETTE = {"red": (220, 20, 20), "orange": (255, 140, 0), "yellow": (245, 225, 0), "green": (30, 160, 40),

@@ -39,7 +39,8 @@ import torch
 import torch.distributed as dist
 
 from harness.core.contracts import EvalBatch, Metric
-from harness.core.distributed import batch_image_ids, check_distinct_ids, gather_rows, is_multi_process
+from harness.core.distributed import (batch_image_ids, check_distinct_ids, gather_rows, is_main_process,
+                                      is_multi_process)
 from harness.core.errors import VQBenchError
 from harness.evaluation.features import (EXTRACTOR_NAME, NUM_LOGITS, POOL3_DIM, InceptionFeatures, batch_features, cached_feature_set,
                         classifier_unavailable_reason, image_hashes, store_feature_set)
@@ -82,12 +83,6 @@ def _factor(sigma: torch.Tensor) -> torch.Tensor:
         return chol
     w, v = torch.linalg.eigh((sigma + sigma.T) / 2)
     return v * w.clamp_min(0).sqrt()
-
-
-def fid_from_stats(mu1, sigma1, mu2, sigma2) -> float:
-    mu1, sigma1, mu2, sigma2 = map(_f64, (mu1, sigma1, mu2, sigma2))
-    diff = mu1 - mu2
-    return float(diff @ diff + sigma1.trace() + sigma2.trace()) - 2 * _trace_sqrt_product(sigma2, _factor(sigma1))
 
 
 def fid_from_features(features_1, features_2) -> float:
@@ -191,8 +186,6 @@ def inception_score(logits, splits: int = IS_SPLITS, seed: int = SEED) -> tuple[
 
 
 # --------------------------------------------------------------- generation (gFID and company)
-HIGHER_IS_BETTER = {"gfid": False, "gkid": False, "precision": True, "recall": True, "inception_score": True,
-                    "rfid": False, "rkid": False}
 GENERATION_METRICS = ("gfid", "gkid", "precision", "recall", "inception_score")
 
 
@@ -302,14 +295,10 @@ class _InceptionMetric(Metric):
         feats, ids, hashes = self._gathered[field]
         if len(feats) == 0:
             raise VQBenchError(f"metric {self.name!r} saw no images")
-        if field == "real" and self._dataset is not None and hashes is not None and _is_main() \
+        if field == "real" and self._dataset is not None and hashes is not None and is_main_process() \
                 and cached_feature_set(self._dataset) is None:
             store_feature_set(self._dataset, ids, feats, hashes)
         return feats
-
-
-def _is_main() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 @METRICS.register("rfid", description="rFID and rKID (KID: 100 subsets of min(1000, N)) between real images "
@@ -347,6 +336,65 @@ class ReconstructionIS(_InceptionMetric):
 
     def compute(self) -> dict[str, float]:
         feats = self.features("reconstruction")
+        if feats.logits is None:
+            self.reasons["inception_score"] = classifier_unavailable_reason()
+            return {"inception_score": math.nan}
+        return {"inception_score": inception_score(feats.logits)[0]}
+
+
+# --------------------------------------------------------------- generation metrics (samples vs a reference set)
+class _GenerationMetric(_InceptionMetric):
+    """Streams the Inception features of generated ``samples``; ``compute`` compares them with
+    ``self.reference`` (the reference split's features, set by the generation evaluation before compute)."""
+    fields = ("samples",)
+    requires = frozenset({"samples", "reference"})
+    protocol = "adm"
+
+    def reset(self) -> None:
+        super().reset()
+        self.reference: InceptionFeatures | None = None
+
+    def compute(self) -> dict[str, float]:
+        if self.reference is None:
+            raise VQBenchError(f"metric {self.name!r} compares samples with reference images; none were given")
+        out = generation_fidelity(self.features("samples"), self.reference, tuple(self.higher_is_better))
+        self.reasons = {name: reason for name, (_, reason) in out.items() if reason}
+        return {name: value for name, (value, _) in out.items()}
+
+
+@METRICS.register("gfid", description="gFID: FID between generated samples and the reference split, Inception pool3")
+class GenerationFID(_GenerationMetric):
+    name = "gfid"
+    higher_is_better = {"gfid": False}
+
+
+@METRICS.register("gkid", description="gKID (100 subsets of min(1000, N)) between samples and the reference split")
+class GenerationKID(_GenerationMetric):
+    name = "gkid"
+    higher_is_better = {"gkid": False}
+
+
+@METRICS.register("precision", description="precision (k=3, Kynkaanniemi et al.) of samples against the reference split")
+class GenerationPrecision(_GenerationMetric):
+    name = "precision"
+    higher_is_better = {"precision": True}
+
+
+@METRICS.register("recall", description="recall (k=3, Kynkaanniemi et al.) of samples against the reference split")
+class GenerationRecall(_GenerationMetric):
+    name = "recall"
+    higher_is_better = {"recall": True}
+
+
+@METRICS.register("inception_score", description="Inception Score (10 splits) of the samples; NaN with the reason "
+                                                 "without torch-fidelity's Inception classifier")
+class GenerationIS(_GenerationMetric):
+    name = "inception_score"
+    requires = frozenset({"samples"})
+    higher_is_better = {"inception_score": True}
+
+    def compute(self) -> dict[str, float]:
+        feats = self.features("samples")
         if feats.logits is None:
             self.reasons["inception_score"] = classifier_unavailable_reason()
             return {"inception_score": math.nan}

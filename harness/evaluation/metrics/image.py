@@ -1,4 +1,4 @@
-"""Pixel fidelity: PSNR and SSIM under the canonical protocol and the legacy modes of design.md section 4.
+"""Pixel fidelity: PSNR and SSIM under the canonical protocol and legacy modes of published repositories.
 
 Canonical (``psnr``, ``ssim``): per image, real and reconstruction both mapped from [-1, 1] to uint8
 (clamp, ``(x + 1) * 127.5``, round) and back to [0, 1] (data_range = 1), all channels; the value is

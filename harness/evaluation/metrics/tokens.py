@@ -1,4 +1,4 @@
-"""Token statistics: codebook usage, code entropy/perplexity and unique ratio (design.md section 4).
+"""Token statistics: codebook usage, code entropy/perplexity and unique ratio.
 
 Canonical codebook usage: distinct codes used over the whole evaluation split / codebook size, from a
 histogram of codes summed over batches (and over DDP ranks by ``sync``), so sharding is exact.
@@ -61,6 +61,14 @@ class CodebookUsage(Metric):
     def __init__(self):
         super().__init__()
         self.layout: TokenLayout | None = None
+
+    @classmethod
+    def outputs(cls, layout: TokenLayout | None) -> tuple[str, ...]:
+        names = ("codebook_usage", "code_entropy_bits", "code_perplexity")
+        if layout is None:
+            return names
+        names += tuple(f"codebook_usage_f{i}" for i in range(layout.num_factors)) if layout.num_factors > 1 else ()
+        return names + (("codebook_usage_per_position",) if len(set(layout.codebook_sizes)) > 1 else ())
 
     def _start(self, layout: TokenLayout) -> None:
         self.layout = layout

@@ -1,5 +1,6 @@
-"""Adversarial training pieces: PatchGAN discriminator, hinge / non-saturating losses, and the
-VQGAN adaptive weight (Esser et al. 2021, eq. 7).
+"""Discriminators for adversarial tokenizer training: pix2pix's PatchGAN (as VQGAN uses it) and a
+StyleGAN2-style residual discriminator (as ViT-VQGAN and MaskGIT use it). The adversarial losses
+that train against them are in ``harness.training.losses``.
 """
 from __future__ import annotations
 
@@ -31,24 +32,6 @@ class PatchGAN(nn.Module):
 
     def forward(self, x):
         return self.main(x)
-
-
-def discriminator_loss(kind: str, logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    if kind == "hinge":
-        return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
-    return 0.5 * (F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean())
-
-
-def generator_loss(kind: str, logits_fake: torch.Tensor) -> torch.Tensor:
-    return -logits_fake.mean() if kind == "hinge" else F.softplus(-logits_fake).mean()
-
-
-def adaptive_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor,
-                    max_weight: float = 1e4) -> torch.Tensor:
-    """||grad rec|| / ||grad gan|| at the decoder's last layer, so neither loss swamps the other."""
-    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
-    gan_grad = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
-    return (rec_grad.norm() / (gan_grad.norm() + 1e-4)).clamp(0.0, max_weight).detach()
 
 
 class _DiscBlock(nn.Module):
@@ -96,26 +79,3 @@ def build_discriminator(arch: str, in_channels: int, resolution: int, channels: 
     if arch == "stylegan":
         return StyleGANDiscriminator(in_channels, resolution, channels)
     return PatchGAN(in_channels, channels, layers)
-
-
-class LeCam(nn.Module):
-    """LeCam regularization (Tseng et al., CVPR 2021): keeps D(real) and D(fake) near EMAs of each
-    other, R = E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2]. The EMAs are buffers, so
-    they are checkpointed with the discriminator and a resumed run continues them exactly."""
-
-    def __init__(self, decay: float = 0.999):
-        super().__init__()
-        self.decay = decay
-        self.register_buffer("ema_real", torch.zeros(()))
-        self.register_buffer("ema_fake", torch.zeros(()))
-
-    def forward(self, logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            means = torch.stack([logits_real.detach().mean(), logits_fake.detach().mean()]).float()
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.all_reduce(means)          # one EMA on every rank
-                means /= torch.distributed.get_world_size()
-            self.ema_real.lerp_(means[0], 1 - self.decay)
-            self.ema_fake.lerp_(means[1], 1 - self.decay)
-        return (F.relu(logits_real - self.ema_fake).pow(2).mean()
-                + F.relu(self.ema_real - logits_fake).pow(2).mean())
