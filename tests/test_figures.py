@@ -8,7 +8,8 @@ import pytest
 
 from harness.cli import main
 from harness.evaluation.entropy import conditional_entropies
-from harness.reporting.figures import (plot_schedules, preset_schedule, profiles_from_rows, progressive_curves,
+from harness.models.catalog import preset_schedule
+from harness.reporting.figures import (plot_schedules, profiles_from_rows, progressive_curves,
                              render_figures, usage_points)
 from harness.core.results import ResultsStore, make_rows
 from harness.models.schedules import codebook_schedule
@@ -28,8 +29,10 @@ def _assert_written(paths, stem):
 
 def _rows():
     rows = []
-    # codebook usage of two families at two sizes (vq-tiny: K = 64 from the preset; one row says K itself)
-    rows += make_rows(_run("vq-a", "vq-tiny", "vq"), {"codebook_usage": 0.9}, {"codebook_usage": True}, n_images=100)
+    # codebook usage of two families at two sizes (vq-tiny: K = 64 from the run's self-description; one row
+    # says K itself)
+    rows += make_rows(_run("vq-a", "vq-tiny", "vq"), {"codebook_usage": 0.9}, {"codebook_usage": True}, n_images=100,
+                      extra={"run_info": {"codebook_size": 64}})
     rows += make_rows(_run("vq-b", "vq-tiny", "vq"), {"codebook_usage": 0.5}, {"codebook_usage": True}, n_images=100,
                       extra={"codebook_size": 1024})
     rows += make_rows(_run("vq-b", "vq-tiny", "vq"), {"codebook_usage": 0.2}, {"codebook_usage": True},
@@ -72,7 +75,9 @@ def test_schedule_figure(tmp_path):
 
 def test_report_cli_writes_figures_next_to_the_tables(tmp_path, capsys):
     rows, _ = _rows()
-    rows += make_rows(_run("vcq", "vcq-tiny", "vcq"), {"codebook_usage": 0.7}, {"codebook_usage": True}, n_images=10)
+    sizes = list(preset_schedule("vcq-tiny"))          # the run describes its K_t schedule in its rows
+    rows += make_rows(_run("vcq", "vcq-tiny", "vcq"), {"codebook_usage": 0.7}, {"codebook_usage": True}, n_images=10,
+                      extra={"run_info": {"codebook_size": max(sizes), "codebook_sizes": sizes}})
     store = ResultsStore(tmp_path / "results.jsonl")
     store.append(rows)
     assert main(["report", str(store.path), "--out", str(tmp_path / "out")]) == 0

@@ -43,6 +43,38 @@ RUN_COLUMNS = ("run_id", "kind", "model", "preset", "config_hash", "dataset", "s
                "seed", "started_at")
 KINDS = ("tokenizer", "generator")
 
+# The schema of ``extra``: every key a row may carry, and what it means. Rows built by the evaluation
+# pipeline (harness.evaluation.recording.build_rows) are checked against it; readers use ``row_extra``.
+EXTRA_SCHEMA = {
+    "evaluation": "the registered evaluation that produced the row",
+    "settings": "that evaluation's settings (the skip rule compares them)",
+    "run_info": "the run's self-description: tokens, factors, codebook_size(s), schedule, bits_per_image, parameters",
+    "checkpoint_step": "training step of the evaluated checkpoint",
+    "eval_seconds": "wall time of the evaluation",
+    "world_size": "number of processes that evaluated",
+    "metric_source": "registry name of the metric that emitted the value",
+    "reason": "why the value is missing (NaN)",
+    "k": "prefix length / position of a curve row",
+    "k_total": "the full prefix length", "unit": "what k counts (channels, positions, factors, position)",
+    "n_train": "probe training images", "train_split": "probe training split", "l2": "probe L2 penalty",
+    "lbfgs_iterations": "probe optimizer iterations", "feature_dim": "probe feature width",
+    "num_classes": "probe classes", "probe": "the probe protocol in words",
+    "factors": "entropy: joint or flatten factors", "threshold_bits": "entropy: t* threshold",
+    "codebook_size": "entropy: K_t of the position", "distinct_prefixes": "entropy: distinct x_<=t",
+    "tokenizer_run": "generation: the tokenizer checkpoint decoding the samples",
+    "tokenizer_preset": "generation: its preset", "reference_split": "generation: reference split",
+    "reference_n": "generation: reference images", "sampler": "generation: SamplerConfig",
+    "sample_seed": "generation: sampling seed", "n_samples": "generation: samples",
+    "class_balanced": "generation: labels i mod C", "samples_per_class": "generation: samples per class",
+}
+
+
+def check_extra(extra: Mapping, what: str) -> None:
+    """Raise naming the keys of ``extra`` that ``EXTRA_SCHEMA`` does not define."""
+    unknown = sorted(set(extra) - set(EXTRA_SCHEMA))
+    if unknown:
+        raise VQBenchError(f"{what}: extra keys {', '.join(unknown)} are not in harness.core.results.EXTRA_SCHEMA")
+
 
 def now() -> str:
     """A UTC timestamp as stored in ``started_at`` / ``finished_at``."""

@@ -29,7 +29,7 @@ from harness.core import checkpoint as ckpt
 from harness.core.distributed import Dist
 from harness.core.errors import VQBenchError
 from harness.core.registry import EVALUATIONS
-from harness.core.results import ResultsStore, make_rows, now, row_extra
+from harness.core.results import ResultsStore, check_extra, make_rows, now, row_extra
 
 RowKey = tuple[str, "int | None"]
 
@@ -191,6 +191,7 @@ def build_rows(run: LoadedRun, ev: Evaluation, measured: Sequence[Measurement], 
     rows = []
     for m in measured:
         extra = common | m.extra | ({"k": m.k} if m.k is not None else {})
+        check_extra(extra, f"evaluation {ev.name!r}, metric {m.metric!r}")
         rows += make_rows(columns, {m.metric: m.value}, {m.metric: m.higher_is_better}, m.protocol,
                           n_images=m.n_images, feature_extractor=m.feature_extractor, extra=extra,
                           reasons={m.metric: m.reason} if m.reason else None)

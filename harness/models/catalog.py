@@ -86,3 +86,11 @@ def tokenizer_codebook(tokenizer) -> torch.Tensor | None:
         return tokenizer.code_embeddings(codes)[0].detach().cpu().float()
     except (RuntimeError, IndexError, ValueError):
         return None          # a tokenizer whose code_embeddings needs full-length sequences
+
+
+def preset_schedule(preset: str) -> tuple[int, ...] | None:
+    """K_t of a tokenizer preset's layout when it varies over positions (VCQ), else None (built on the
+    meta device: no weights allocated)."""
+    _, model = build_tokenizer(preset, device="meta")
+    sizes = tuple(int(k) for k in model.layout.codebook_sizes)
+    return sizes if len(set(sizes)) > 1 else None

@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -119,26 +118,9 @@ def plot_entropy_profiles(profiles: Mapping[str, EntropyProfile], path: str | Pa
 
 
 # ------------------------------------------------------------------------------------------------ usage
-@lru_cache(maxsize=None)
-def preset_layout(preset: str):
-    """A registered preset's TokenLayout (paper presets built on the meta device); None if unknown."""
-    from harness.models.catalog import build_tokenizer, load_all
-    from harness.core.errors import VQBenchError
-    from harness.core.registry import TOKENIZERS
-    load_all()
-    if preset not in TOKENIZERS:
-        return None
-    device = "meta" if TOKENIZERS.entry(preset).meta.get("scale") == "paper" else "cpu"
-    try:
-        _, model = build_tokenizer(preset, device=device)
-    except (VQBenchError, ImportError, ValueError, KeyError):
-        return None
-    return model.layout
-
-
-def preset_codebook_size(preset: str) -> int | None:
-    layout = preset_layout(preset)
-    return None if layout is None else layout.max_codebook_size
+def run_info(row) -> dict:
+    """The run's self-description a row carries (harness.evaluation.recording.run_info); {} for old rows."""
+    return row_extra(row).get("run_info") or {}
 
 
 def usage_points(df) -> dict[str, list[tuple[int, float]]]:
@@ -148,7 +130,7 @@ def usage_points(df) -> dict[str, list[tuple[int, float]]]:
     points: dict[str, list[tuple[int, float]]] = {}
     for _, r in rows.iterrows():
         extra = row_extra(r)
-        size = extra.get("codebook_size") or preset_codebook_size(str(r["preset"]))
+        size = extra.get("codebook_size") or run_info(r).get("codebook_size")
         if size and math.isfinite(r["value"]):
             points.setdefault(str(r["model"]), []).append((int(size), float(r["value"])))
     return {k: sorted(v) for k, v in points.items()}
@@ -229,11 +211,15 @@ def plot_schedules(schedules: Mapping[str, Sequence[int]], path: str | Path,
     return save_figure(fig, path)
 
 
-def preset_schedule(preset: str) -> tuple[int, ...] | None:
-    """K_t of a preset's layout when it varies over positions (VCQ), else None."""
-    layout = preset_layout(preset)
-    sizes = None if layout is None else tuple(layout.codebook_sizes)
-    return sizes if sizes and len(set(sizes)) > 1 else None
+def run_schedules(df) -> dict[str, tuple[int, ...]]:
+    """{preset: K_t per position} of the tokenizer runs whose codebook size varies over positions (VCQ),
+    read from the rows' run_info."""
+    out = {}
+    for _, r in df[df["kind"] == "tokenizer"].iterrows():
+        sizes = run_info(r).get("codebook_sizes")
+        if isinstance(sizes, list) and len(set(sizes)) > 1:
+            out.setdefault(str(r["preset"]), tuple(int(k) for k in sizes))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ report hook
@@ -252,8 +238,7 @@ def render_figures(df, out_dir: str | Path, name: str = "results") -> list[Path]
     curves = progressive_curves(df)
     if curves:
         paths += plot_progressive(curves, out_dir / f"{name}_progressive")
-    presets = dict.fromkeys(df.loc[df["kind"] == "tokenizer", "preset"].astype(str)) if "kind" in df else {}
-    schedules = {p: s for p in presets if (s := preset_schedule(p)) is not None}
+    schedules = run_schedules(df) if "kind" in df else {}
     if schedules:
         paths += plot_schedules(schedules, out_dir / f"{name}_schedules")
     return paths
