@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness.core.errors import VQBenchError
 
-LIST_KINDS = ("tokenizers", "generators", "metrics", "datasets", "suites", "text-encoders")
+LIST_KINDS = ("tokenizers", "generators", "metrics", "evaluations", "datasets", "suites", "text-encoders")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:

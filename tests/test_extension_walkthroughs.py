@@ -45,8 +45,8 @@ class SignQuantizer(Quantizer):
         self.register_buffer("bit_values", 2 ** torch.arange(dim), persistent=False)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        q = torch.where(z > 0, 1.0, -1.0).to(z.dtype)
-        indices = ((q > 0).long() * self.bit_values).sum(-1)
+        indices = ((z > 0).long() * self.bit_values).sum(-1)
+        q = self.lookup(indices).to(z.dtype)        # exactly what decoding the indices will see
         losses = {"commitment": self.beta * (z - q).pow(2).mean()}
         quantized = z + (q - z).detach() if z.requires_grad else q      # straight-through estimator
         return QuantizerOutput(quantized, indices, losses)
@@ -78,8 +78,8 @@ def mine_tiny() -> SignConfig:
 '''
 
 METRIC_FILE = '''
-"""Mean absolute error: per image, the mean |real - reconstruction| of pixels in [0, 1]; the value is
-the mean over images (the L1 distance of VQGAN's pixel loss, Esser et al., CVPR 2021, Eq. 4, as a score)."""
+"""Mean absolute error: per image, the mean |real - reconstruction| of pixels in [0, 1] (the L1
+reconstruction error); the value is the mean over images."""
 import torch
 
 from harness.core.contracts import EvalBatch, Metric
@@ -109,8 +109,8 @@ class MeanAbsoluteError(Metric):
 
 GENERATOR_FILE = '''
 """Class-conditional bigram generator: code t is drawn from softmax(W (e[x_{t-1}] + p_t + c)), a
-first-order Markov chain over the token sequence (the n-gram baseline of language modelling, Shannon
-1948, with n = 2), with classifier-free guidance (Ho & Salimans, 2022) at sampling time."""
+first-order Markov chain over the token sequence (the digram approximation of Shannon, "A Mathematical
+Theory of Communication", 1948, Sec. 3), with classifier-free guidance (Ho & Salimans, 2022) when sampling."""
 from dataclasses import dataclass
 
 import torch
@@ -147,14 +147,15 @@ class BigramGenerator(Generator):
         register_invalid_codes(self, layout, self.vocab)                 # codes >= K_t never drawn
 
     def _logits(self, prev: torch.Tensor, cond_vec: torch.Tensor, positions: slice) -> torch.Tensor:
-        h = self.prev_embed(prev) + self.pos_embed[positions] + cond_vec
-        return mask_beyond_codebook(self.head(h).float(), self.invalid, positions)
+        """Logits N x L x V of the codes at ``positions`` after the codes ``prev`` (N x L), not yet masked."""
+        return self.head(self.prev_embed(prev) + self.pos_embed[positions] + cond_vec).float()
 
     def _predict(self, indices, cond):
         n = indices.shape[0]
         start = torch.full((n, 1), self.vocab, dtype=torch.long, device=indices.device)
         prev = torch.cat([start, indices[:, :-1]], dim=1)
-        return self._logits(prev, self.cond_embed(cond, n), slice(None)), indices
+        logits = self._logits(prev, self.cond_embed(cond, n), slice(None))
+        return mask_beyond_codebook(logits, self.invalid), indices
 
     def _sample(self, n, cond, sampler: SamplerConfig, generator):
         guided = sampler.guided and self.conditioning.kind != "none"
@@ -166,7 +167,7 @@ class BigramGenerator(Generator):
             logits = self._logits(prev, cond_vec, slice(t, t + 1))[:, 0]
             if guided:
                 logits = cfg_mix(logits[:n], logits[n:], float(scales[t]))
-            code = sample_with(logits, sampler, generator)
+            code = sample_with(mask_beyond_codebook(logits, self.invalid, t), sampler, generator)  # after mixing
             codes.append(code)
             prev = code.repeat(2 if guided else 1)[:, None]    # both halves continue from the drawn code
         return torch.stack(codes, dim=1)
@@ -184,8 +185,9 @@ darker than the background), 256 train / 64 test images drawn from a fixed seed 
 import numpy as np
 import torch
 
+from harness.core.errors import VQBenchError
 from harness.core.registry import DATASETS
-from harness.data.datasets import SPLITS, TensorImageDataset
+from harness.data.datasets import TensorImageDataset
 
 SIZES = {"train": 256, "test": 64}
 
@@ -194,13 +196,16 @@ SIZES = {"train": 256, "test": 64}
                                                "256 train / 64 test")
 def mine_squares(split: str, resolution: int | None = None, channels: int | None = None,
                  n: int | None = None, root: str | None = None) -> TensorImageDataset:
+    if split not in SIZES:
+        raise VQBenchError(f"mine-squares has splits {', '.join(SIZES)}, not {split!r}")
     count = SIZES[split]
-    rng = np.random.default_rng(SPLITS.index(split))
+    rng = np.random.default_rng(list(SIZES).index(split))         # the same images on every call
     labels = np.arange(count) % 2                                  # 1: the square is lighter
     background = rng.integers(0, 128, count) + 128 * (1 - labels)
     square = rng.integers(0, 128, count) + 128 * labels
+    corners, sides = rng.integers(0, 8, (count, 2)), rng.integers(4, 9, count)
     images = np.repeat(background, 16 * 16).reshape(count, 16, 16)
-    for image, value, (y, x), side in zip(images, square, rng.integers(0, 8, (count, 2)), rng.integers(4, 9, count)):
+    for image, value, (y, x), side in zip(images, square, corners, sides):
         image[y:y + side, x:x + side] = value
     return TensorImageDataset("mine-squares", split, torch.from_numpy(images.astype(np.uint8)).unsqueeze(1),
                               torch.from_numpy(labels), 2, n=n, resolution=resolution, channels=channels)

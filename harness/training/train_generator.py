@@ -70,8 +70,8 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
     model.to(d.device)
     opt = adamw(model.parameters(), tc)
     ema = build_ema(model, tc)
-    held = TrainingState({"model": model}, {"g": opt}, ema)
-    start = ckpts.restore(held)
+    train_state = TrainingState({"model": model}, {"g": opt}, ema)
+    start = ckpts.restore(train_state)
     if start >= tc.steps:
         return ckpts.latest
     indices, labels = tokenize_split(tokenizer, dataset, "train", n_train,
@@ -106,6 +106,6 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
             log.scalars(step + 1, {"loss": value, "lr": lr}, dict(loss=f"{value:.4f}", lr=f"{lr:.2e}"))
         log.advance()
         if tc.checkpoint_due(step):
-            ckpts.save(step + 1, held, done=step + 1 == tc.steps, train_seconds=time.time() - t0)
+            ckpts.save(step + 1, train_state, done=step + 1 == tc.steps, train_seconds=time.time() - t0)
     log.close()
     return ckpts.latest

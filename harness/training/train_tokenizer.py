@@ -82,8 +82,9 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
     opt_g = adamw(model.parameters(), tc)
     opt_d = adamw(disc.parameters(), tc) if disc is not None else None
     ema = build_ema(model, tc)
-    held = TrainingState({"model": model, "disc": disc, "lecam": loss_fn.lecam}, {"g": opt_g, "d": opt_d}, ema)
-    start = ckpts.restore(held)
+    train_state = TrainingState({"model": model, "disc": disc, "lecam": loss_fn.lecam},
+                                {"g": opt_g, "d": opt_d}, ema)
+    start = ckpts.restore(train_state)
     if start >= tc.steps:
         return ckpts.latest
 
@@ -122,6 +123,6 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
                                                     lr=f"{lr:.2e}"))
         log.advance()
         if tc.checkpoint_due(step):
-            ckpts.save(step + 1, held, done=step + 1 == tc.steps, train_seconds=time.time() - t0)
+            ckpts.save(step + 1, train_state, done=step + 1 == tc.steps, train_seconds=time.time() - t0)
     log.close()
     return ckpts.latest
