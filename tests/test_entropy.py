@@ -300,12 +300,8 @@ def test_cli_codebook_size_too_small(tmp_path, capsys):
 # ----------------------------------------------------------------------------------- a trained run
 @pytest.fixture(scope="module")
 def vq_checkpoint(tmp_path_factory):
-    from harness.training.train_tokenizer import train_tokenizer
-    run = tmp_path_factory.mktemp("vq-tiny")
-    return train_tokenizer("vq-tiny", run, overrides=["perceptual_weight=0", "batch_size=8", "disc_layers=1",
-                                                      "disc_channels=8", "steps=2", "ckpt_every=2",
-                                                      "disc_start=1"],
-                           dataset="procedural", n_train=64, progress=False)
+    from tokenizer_helpers import train_tiny_vq
+    return train_tiny_vq(tmp_path_factory.mktemp("vq-tiny"), n_train=64)
 
 
 def test_cli_on_a_run_folder_encodes_its_training_split_and_records_the_curve(vq_checkpoint, tmp_path, capsys):

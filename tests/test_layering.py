@@ -2,7 +2,7 @@
 
 Read from the source with `ast`, so a function-level import (the usual way a cycle is hidden) counts as
 much as one at the top of the file. Plugin folders are loaded by path as ``vqbench_plugins.<folder>.<file>``
-(see harness.core.plugins) and may build only on core and models.
+(see harness.core.plugins) and may build only on core, models and data (a dataset plugin).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ LAYERS = {
     "harness": 4,           # the top: harness.suites, harness.cli
 }
 PLUGIN_FOLDERS = ("tokenizers", "generators", "baselines")
-PLUGINS_MAY_IMPORT = ("harness.core", "harness.models")
+PLUGINS_MAY_IMPORT = ("harness.core", "harness.models", "harness.data")
 
 
 def _module_name(path: Path) -> str:

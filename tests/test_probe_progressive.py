@@ -11,7 +11,6 @@ from harness.evaluation.probe import linear_probe, pooled_prefix_features, prefi
 from harness.evaluation.progressive import prefix_lengths, progressive_and_record
 from harness.evaluation.record import evaluate_and_record
 from harness.core.results import ResultsStore
-from harness.training.train_tokenizer import train_tokenizer
 
 
 # ---------------------------------------------------------------- the probe on known features
@@ -75,11 +74,8 @@ def test_topk_accuracy_and_prefix_names():
 # ---------------------------------------------------------------- on a trained checkpoint
 @pytest.fixture(scope="module")
 def vq_checkpoint(tmp_path_factory):
-    run = tmp_path_factory.mktemp("vq-tiny")
-    return train_tokenizer("vq-tiny", run, overrides=["perceptual_weight=0", "batch_size=8", "disc_layers=1",
-                                                      "disc_channels=8", "steps=2", "ckpt_every=2",
-                                                      "disc_start=1"],
-                           dataset="procedural", progress=False)
+    from tokenizer_helpers import train_tiny_vq
+    return train_tiny_vq(tmp_path_factory.mktemp("vq-tiny"))
 
 
 def test_progressive_at_full_k_is_the_ordinary_reconstruction(vq_checkpoint, tmp_path):

@@ -3,7 +3,7 @@
 A CNN encoder maps the image to an h x w grid; each grid cell is one token, quantized against one
 codebook. LlamaGen's choices are options: l2-normalized codes (cosine lookup) and a low-dimensional
 lookup space reached through 1x1 projections (``codebook_dim`` = 8 with ``z_channels`` = 256).
-Pixel, LPIPS and PatchGAN losses are added by the shared trainer (harness/train.py).
+Pixel, LPIPS and PatchGAN losses are added by the shared trainer (harness/training/losses.py).
 
 Presets: ``vq-tiny`` (tests), ``vq-fmnist`` (default suite, 7x7 tokens on 28x28 Fashion-MNIST) and
 the ImageNet-256 presets ``vq-f16-imagenet`` (16x16 tokens) and ``vq-f8-imagenet`` (32x32 tokens)

@@ -203,6 +203,17 @@ class Registry:
     def get(self, name: str) -> Any:
         return self.entry(name).obj
 
+    def build_from_spec(self, spec: str) -> Any:
+        """``name`` -> the entry built without arguments; ``name:argument`` -> built from the argument
+        (entries registered with ``takes_argument``, e.g. a weights file the user provides)."""
+        name, _, arg = spec.partition(":")
+        entry = self.entry(name)
+        if entry.meta.get("takes_argument"):
+            return entry.obj(arg)
+        if arg:
+            raise VQBenchError(f"{self.kind} {name!r} takes no argument (got {spec!r})")
+        return entry.obj()
+
     def names(self, **field_filter) -> list[str]:
         """Names whose record has every given field equal to the given value (``names(scale="tiny")``)."""
         load_all()

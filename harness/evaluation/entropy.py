@@ -304,7 +304,7 @@ SUMMARY_HIGHER_IS_BETTER = {"entropy_cliff_t_star": True, "entropy_cliff_bound":
 
 
 def summary_values(profile: EntropyProfile) -> tuple[dict[str, float], dict[str, str]]:
-    """The ``entropy_cliff`` values of a profile (harness/metrics/cliff.py), and why any is NaN."""
+    """The ``entropy_cliff`` values of a profile (harness/evaluation/metrics/cliff.py), and why any is NaN."""
     bound = profile.bound_t_star
     reasons = {} if bound is not None else {
         "entropy_cliff_bound": f"the capacity sum_t log2 K_t of {profile.num_positions} positions never "

@@ -258,9 +258,7 @@ FEATURE_EXTRACTORS.add("dinov2", DINOv2Teacher, takes_argument=True,
 
 def build_teacher(spec: str) -> nn.Module:
     """``name`` or ``name:argument`` -> a frozen teacher with a ``dim`` attribute."""
-    name, _, arg = spec.partition(":")
-    entry = FEATURE_EXTRACTORS.entry(name)
-    teacher = entry.obj(arg) if entry.meta.get("takes_argument") else entry.obj()
+    teacher = FEATURE_EXTRACTORS.build_from_spec(spec)
     if not hasattr(teacher, "dim"):
-        teacher.dim = entry.meta["dim"]
+        teacher.dim = FEATURE_EXTRACTORS.entry(spec.partition(":")[0]).meta["dim"]
     return teacher

@@ -129,10 +129,4 @@ TEXT_ENCODERS.add("openclip", OpenCLIPTextEncoder, takes_argument=True,
 
 def build_text_encoder(spec: str) -> nn.Module:
     """``name`` or ``name:argument`` -> a frozen text encoder with ``dim``, ``encode``, ``encode_tokens``."""
-    name, _, arg = spec.partition(":")
-    entry = TEXT_ENCODERS.entry(name)
-    if entry.meta.get("takes_argument"):
-        return entry.obj(arg)
-    if arg:
-        raise VQBenchError(f"text encoder {name!r} takes no argument (got {spec!r})")
-    return entry.obj()
+    return TEXT_ENCODERS.build_from_spec(spec)

@@ -116,7 +116,7 @@ def footnotes(df: pd.DataFrame) -> list[str]:
                                                   for v, cols in by_value.items()) + ".")
     for protocol in dict.fromkeys(long["protocol"]):
         where = "canonical (columns naming no protocol)" if protocol == CANONICAL else f"[{protocol}]"
-        notes.append(f"{where}: {PROTOCOL_NOTES.get(protocol, 'see harness/metrics')}.")
+        notes.append(f"{where}: {PROTOCOL_NOTES.get(protocol, 'see harness/evaluation/metrics')}.")
     return notes
 
 
