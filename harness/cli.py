@@ -327,7 +327,6 @@ def _int_list(text: str, what: str, allow_all: bool = False) -> list:
 
 
 def cmd_progressive(args) -> int:
-    import json
     from harness.evaluation.progressive import progressive_and_record
     from harness.core.results import ResultsStore
     rows = progressive_and_record(args.checkpoint, ResultsStore(args.results), run_id=args.run_id,
@@ -335,8 +334,9 @@ def cmd_progressive(args) -> int:
                                   metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
                                   ks=_int_list(args.ks, "--ks") if args.ks else None,
                                   batch_size=args.batch_size, device=args.device, progress=not args.quiet)
-    for r in sorted(rows, key=lambda r: (r["metric"], json.loads(r["extra"])["k"])):
-        e = json.loads(r["extra"])
+    from harness.core.results import row_extra
+    for r in sorted(rows, key=lambda r: (r["metric"], row_extra(r)["k"])):
+        e = row_extra(r)
         print(f"{r['metric']:<28} k={e['k']:>4}/{e['k_total']} {e['unit']:<9} {r['value']:.6g}")
     return 0
 

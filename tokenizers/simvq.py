@@ -26,7 +26,7 @@ class SimVQTokenizer(ConvTokenizer):
         return SimVQAdapter(cfg.codebook_size, cfg.codebook_dim)
 
 
-@TOKENIZERS.register("simvq-tiny", family="simvq", scale="tiny", description="SIMVQ baseline on 16x16 gray (tests)")
+@TOKENIZERS.register("simvq-tiny", family="simvq", scale="tiny", description="SimVQ baseline on 16x16 gray (tests)")
 def simvq_tiny() -> SimVQConfig:
     return SimVQConfig(**TINY_BACKBONE, codebook_size=64)
 

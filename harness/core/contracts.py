@@ -65,9 +65,18 @@ class TokenizerOutput:
 
 
 class Tokenizer(nn.Module):
-    """A discrete image tokenizer. Subclasses set ``layout`` and implement the four methods."""
+    """A discrete image tokenizer. Subclasses set ``layout`` and implement the four methods; the images
+    it takes are ``in_channels`` x ``resolution`` x ``resolution`` (by default its config's fields)."""
     layout: TokenLayout
     family: ClassVar[str] = "?"
+
+    @property
+    def resolution(self) -> int:
+        return self.cfg.resolution
+
+    @property
+    def in_channels(self) -> int:
+        return self.cfg.in_channels
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

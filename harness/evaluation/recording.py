@@ -17,7 +17,6 @@ run stays), and builds every row through ``make_rows`` with the run's self-descr
 """
 from __future__ import annotations
 
-import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -55,11 +54,11 @@ class LoadedRun:
 
     @property
     def resolution(self) -> int:
-        return self.tokenizer.cfg.resolution
+        return self.tokenizer.resolution
 
     @property
     def channels(self) -> int:
-        return self.tokenizer.cfg.in_channels
+        return self.tokenizer.in_channels
 
     def info(self) -> dict:
         """The run's self-description, stored with every row (figures and reports read it, never a model)."""
@@ -74,7 +73,7 @@ def run_info(tokenizer, model, tokenizer_state: dict) -> dict:
             "factors": layout.num_factors, "position_kind": layout.position_kind,
             "codebook_size": max(sizes), "codebook_sizes": sizes[0] if len(set(sizes)) == 1 else sizes,
             "codebook_schedule": schedule if isinstance(schedule, str) else "constant",
-            "bits_per_image": round(layout.num_factors * sum(math.log2(k) for k in sizes), 4),
+            "bits_per_image": round(layout.bits_per_image, 4),
             "parameters": sum(p.numel() for p in model.parameters())}
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.core.io import write_atomic
+from harness.core.results import row_extra
 
 KEY_COLUMNS = ["model", "preset", "dataset", "split", "resolution", "seed", "run_id"]
 # key columns that Markdown/LaTeX move to a footnote when every row shares their value
@@ -215,10 +216,9 @@ def is_curve_row(df: pd.DataFrame) -> pd.Series:
     (progressive reconstruction per k, conditional entropy per position). A wide table would keep one
     point per run, so curves go to their own long CSV and to figures; a metric measured at one k
     (a linear probe on the first k tokens) stays a table column."""
-    import json
     if df.empty:
         return pd.Series(False, index=df.index, dtype=bool)
-    k = df["extra"].map(lambda e: json.loads(e).get("k") if isinstance(e, str) and e else None)
+    k = df.apply(lambda r: row_extra(r).get("k"), axis=1)
     has_k = k.notna()
     points = k[has_k].groupby([df.loc[has_k, c] for c in ("run_id", "metric", "protocol")]).transform("nunique")
     curve = pd.Series(False, index=df.index, dtype=bool)
@@ -228,11 +228,10 @@ def is_curve_row(df: pd.DataFrame) -> pd.Series:
 
 def curves_table(df: pd.DataFrame) -> pd.DataFrame:
     """The curve rows, long: one line per (run, metric, k) with the protocol facts."""
-    import json
     cols = ["run_id", "model", "preset", "dataset", "split", "resolution", "metric", "protocol", "n_images"]
     rows = df[is_curve_row(df)]
     out = rows[cols].copy()
-    out.insert(len(cols) - 2, "k", [json.loads(e)["k"] for e in rows["extra"]])
+    out.insert(len(cols) - 2, "k", [row_extra(r)["k"] for _, r in rows.iterrows()])
     out["value"] = rows["value"].values
     return out.reset_index(drop=True)
 

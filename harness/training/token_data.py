@@ -20,9 +20,8 @@ def tokenize_split(tokenizer, dataset: str, split: str, n: int | None, cache: Pa
     if cache is not None and cache.exists():
         data = torch.load(cache, map_location="cpu")
         return data["indices"], data["labels"]
-    cfg = tokenizer.cfg
     if d.is_main or cache is None:
-        ds = open_dataset(dataset, split, resolution=cfg.resolution, channels=cfg.in_channels, n=n)
+        ds = open_dataset(dataset, split, resolution=tokenizer.resolution, channels=tokenizer.in_channels, n=n)
         device = next(tokenizer.parameters()).device
         parts, labels = [], []
         for start in range(0, len(ds), batch_size):

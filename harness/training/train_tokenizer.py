@@ -74,9 +74,8 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
                 "world_size": d.world_size, "package_versions": package_versions()}
     ckpts = RunCheckpoints(run_dir, run_info, "preset, --set values and data", resume, d)
 
-    cfg = model.cfg
-    ds = open_dataset(dataset, "train", resolution=cfg.resolution, channels=cfg.in_channels, n=n_train)
-    loss_fn = VQLoss(tc, cfg.in_channels, cfg.resolution).to(d.device)
+    ds = open_dataset(dataset, "train", resolution=model.resolution, channels=model.in_channels, n=n_train)
+    loss_fn = VQLoss(tc, model.in_channels, model.resolution).to(d.device)
     disc = loss_fn.discriminator
     model.to(d.device)
     opt_g = adamw(model.parameters(), tc)
