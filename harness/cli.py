@@ -280,7 +280,8 @@ def cmd_eval(args) -> int:
     from harness.core import checkpoint as ckpt
     from harness.evaluation.record import evaluate_and_record
     from harness.core.results import ResultsStore
-    from harness.suites import GENERATION_METRICS, TOKENIZER_METRICS
+    from harness.evaluation.metrics.fidelity import GENERATION_METRICS
+    from harness.suites import TOKENIZER_METRICS
     if ckpt.load_state(ckpt.resolve(args.checkpoint)).get("kind") == "generator":
         from harness.evaluation.record_generation import evaluate_generator_and_record
         metrics = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else GENERATION_METRICS

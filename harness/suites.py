@@ -16,7 +16,6 @@ from harness.core.distributed import barrier, setup
 from harness.core.registry import SUITES
 from harness.core.results import ResultsStore
 from harness.evaluation.entropy import EntropyCurve
-from harness.evaluation.metrics.fidelity import GENERATION_METRICS  # noqa: F401 (the CLI's default)
 from harness.evaluation.probe import LinearProbes
 from harness.evaluation.progressive import ProgressiveCurves
 from harness.evaluation.record import ReconstructionMetrics
