@@ -175,7 +175,8 @@ def record(run: LoadedRun, evaluations: Iterable[Evaluation], store: ResultsStor
         new = build_rows(run, ev, measured, started=started, seconds=time.time() - t0, world_size=d.world_size)
         if d.is_main:
             replace_rows(store, run.run_id, new)
-        rows += [r for r in stored if _key(r) not in {_key(n) for n in new}] + new
+        new_keys = {_key(n) for n in new}
+        rows += [r for r in stored if _key(r) not in new_keys] + new
     return rows
 
 

@@ -335,7 +335,7 @@ class ReconstructionIS(_InceptionMetric):
     higher_is_better = {"inception_score": True}
 
     def compute(self) -> dict[str, float]:
-        feats = self.features("reconstruction")
+        feats = self.features(self.fields[0])
         if feats.logits is None:
             self.reasons["inception_score"] = classifier_unavailable_reason()
             return {"inception_score": math.nan}
@@ -388,14 +388,9 @@ class GenerationRecall(_GenerationMetric):
 
 @METRICS.register("inception_score", description="Inception Score (10 splits) of the samples; NaN with the reason "
                                                  "without torch-fidelity's Inception classifier")
-class GenerationIS(_GenerationMetric):
+class GenerationIS(ReconstructionIS):
+    """The reconstruction IS computed on the samples: IS needs no reference set."""
     name = "inception_score"
     requires = frozenset({"samples"})
-    higher_is_better = {"inception_score": True}
-
-    def compute(self) -> dict[str, float]:
-        feats = self.features("samples")
-        if feats.logits is None:
-            self.reasons["inception_score"] = classifier_unavailable_reason()
-            return {"inception_score": math.nan}
-        return {"inception_score": inception_score(feats.logits)[0]}
+    fields = ("samples",)
+    protocol = "adm"
