@@ -8,13 +8,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.core.arguments import (Parser, finite_float, non_negative_float, non_negative_int, positive_float,
+                                    positive_int, probability)
 from harness.core.errors import VQBenchError
 
 LIST_KINDS = ("tokenizers", "generators", "metrics", "evaluations", "datasets", "suites", "text-encoders")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -23,24 +25,24 @@ def _add_checkpoint_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help="a run folder (its latest checkpoint) or a step_* folder")
     p.add_argument("--results", type=Path, required=True, help="results store (.jsonl), created if missing")
     p.add_argument("--dataset", default=None, help="default: the dataset the tokenizer was trained on")
-    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--batch-size", type=positive_int, default=250)
     p.add_argument("--run-id", default=None, help="row label (default: the checkpoint's run folder name)")
     _add_device(p)
 
 
 def _add_sampler(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampler (generators)")
-    g.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1: none)")
+    g.add_argument("--cfg-scale", type=finite_float, default=1.0, help="classifier-free guidance scale (1: none)")
     g.add_argument("--cfg-schedule", default="constant", choices=("constant", "linear", "cosine"))
-    g.add_argument("--cfg-power", type=float, default=1.0, help="power of the cosine CFG schedule")
+    g.add_argument("--cfg-power", type=positive_float, default=1.0, help="power of the cosine CFG schedule")
     g.add_argument("--codebook-aware-cfg", action="store_true",
                    help="CodebookSize-Aware CFG (VCQ): scale guidance by each position's excess capacity")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0, help="0: no top-k filtering")
-    g.add_argument("--top-p", type=float, default=1.0, help="1: no nucleus filtering")
-    g.add_argument("--steps", type=int, default=0, help="masked generators' decoding steps (0: the preset's)")
+    g.add_argument("--temperature", type=positive_float, default=1.0)
+    g.add_argument("--top-k", type=non_negative_int, default=0, help="0: no top-k filtering")
+    g.add_argument("--top-p", type=probability, default=1.0, help="1: no nucleus filtering")
+    g.add_argument("--steps", type=non_negative_int, default=0, help="masked generators' decoding steps (0: the preset's)")
     g.add_argument("--no-kv-cache", action="store_true", help="recompute attention over the prefix (same samples)")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed (batch b uses seed * 1000003 + b)")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (batch b uses seed * 1000003 + b)")
 
 
 def _sampler(args):
@@ -51,9 +53,9 @@ def _sampler(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vqbench", description="Train and evaluate discrete visual tokenizers under one protocol.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     p = sub.add_parser("list", help="list registered tokenizers, generators, metrics, datasets, suites",
                        description="List registry entries with their descriptions.")
@@ -72,13 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a tokenizer preset, or a generator preset on the tokens of a trained "
                                    "tokenizer (--tokenizer RUN); checkpoints go to RUN_DIR/checkpoints.")
     p.add_argument("preset", help="tokenizer or generator preset (`vqbench list tokenizers`, `... generators`)")
-    p.add_argument("--run-dir", required=True, type=Path, help="folder for checkpoints and TensorBoard logs")
+    p.add_argument("--run-dir", type=Path, default=None, help="folder for checkpoints and TensorBoard logs (required)")
     p.add_argument("--tokenizer", type=Path, default=None, metavar="RUN",
                    help="generators: the trained tokenizer (run folder or step_* folder) whose tokens to model")
     p.add_argument("--dataset", default=None,
                    help="dataset name or imagefolder:<path> (`vqbench list datasets`; default: fashion-mnist, "
                         "or for generators the tokenizer's)")
-    p.add_argument("--n-train", type=int, default=None, help="use the first N training images (deterministic subset)")
+    p.add_argument("--n-train", type=positive_int, default=None, help="use the first N training images (deterministic subset)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset or training setting, e.g. --set lr=3e-4 (repeatable; "
                         "--help-settings lists them)")
@@ -94,10 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "scores text-to-image samples with GenEval instead; see its --help.)")
     _add_checkpoint_eval(p)
     p.add_argument("--split", default="test")
-    p.add_argument("--n-eval", type=int, default=None, help="evaluate the first N images (default: all)")
+    p.add_argument("--n-eval", type=positive_int, default=None, help="evaluate the first N images (default: all)")
     p.add_argument("--metrics", default=None, help="comma-separated metric names (default: psnr,ssim,"
                                                      "codebook_usage,unique_ratio)")
-    p.add_argument("--n-samples", type=int, default=1000, help="generators: samples to draw (class-balanced)")
+    p.add_argument("--n-samples", type=positive_int, default=1000, help="generators: samples to draw (class-balanced)")
     p.add_argument("--npz", type=Path, default=None, help="generators: also save the samples as ADM .npz")
     _add_sampler(p)
 
@@ -105,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Sample N images (labels i mod num_classes), decode them with the generator's "
                                    "tokenizer and save arr_0 (N x H x W x 3 uint8) and arr_1 (labels).")
     p.add_argument("checkpoint", type=Path, help="a generator run folder or step_* folder")
-    p.add_argument("--n", type=int, default=1000, help="number of samples")
+    p.add_argument("--n", type=positive_int, default=1000, help="number of samples")
     p.add_argument("--out", type=Path, required=True, help="the .npz to write")
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=positive_int, default=100)
     _add_sampler(p)
     _add_device(p)
 
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "per k as progressive_<metric> rows.")
     _add_checkpoint_eval(p)
     p.add_argument("--split", default="test")
-    p.add_argument("--n-eval", type=int, default=None, help="evaluate the first N images (default: all)")
+    p.add_argument("--n-eval", type=positive_int, default=None, help="evaluate the first N images (default: all)")
     p.add_argument("--metrics", default="psnr,ssim", help="comma-separated image metrics (default: psnr,ssim)")
     p.add_argument("--ks", default=None, help="comma-separated prefix lengths (default: 1, 2, 4, ... and all)")
 
@@ -125,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fit a linear classifier on the mean-pooled code embeddings of the first k "
                                    "tokens (training split) and record its test accuracy as probe_* rows.")
     _add_checkpoint_eval(p)
-    p.add_argument("--n-train", type=int, default=10000, help="training images the probe is fit on (default: 10000)")
-    p.add_argument("--n-eval", type=int, default=None, help="test images (default: all)")
+    p.add_argument("--n-train", type=positive_int, default=10000, help="training images the probe is fit on (default: 10000)")
+    p.add_argument("--n-eval", type=positive_int, default=None, help="test images (default: all)")
     p.add_argument("--ks", default="1,10,all", help="comma-separated prefix lengths, 'all' for every token")
 
     p = sub.add_parser("run", help="run a suite (train + evaluate + report)",
@@ -137,43 +139,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="token-sequence analyses (VCQ schedules, entropy-cliff bounds)",
                        description="Information-capacity analyses of the VCQ paper.")
-    asub = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    asub = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS", parser_class=Parser)
     a = asub.add_parser("schedule", help="K_t table, average K, bits per pixel and t* of a VCQ schedule",
                         description="Print a VCQ codebook-size schedule and its statistics.")
     a.add_argument("--schedule", default="cosine", choices=("constant", "linear", "cosine", "power"))
-    a.add_argument("--k-min", type=int, default=2)
-    a.add_argument("--k-max", type=int, default=16384)
-    a.add_argument("--length", type=int, default=256, help="sequence length T")
-    a.add_argument("--power", type=float, default=2.5, help="exponent of the power schedule")
-    a.add_argument("--image-size", type=int, default=256, help="for bits per pixel")
-    a.add_argument("--dataset-size", type=int, default=None, help="N, for the capacity-bound t*")
+    a.add_argument("--k-min", type=positive_int, default=2)
+    a.add_argument("--k-max", type=positive_int, default=16384)
+    a.add_argument("--length", type=positive_int, default=256, help="sequence length T")
+    a.add_argument("--power", type=positive_float, default=2.5, help="exponent of the power schedule")
+    a.add_argument("--image-size", type=positive_int, default=256, help="for bits per pixel")
+    a.add_argument("--dataset-size", type=positive_int, default=None, help="N, for the capacity-bound t*")
     a.add_argument("--out", type=Path, default=None, help="write the K_t curve as CSV (t,K_t,cumulative_bits)")
     a = asub.add_parser("cliff", help="the entropy-cliff bound t* = ceil(log2 N / log2 K) for a constant codebook",
                         description="Where a constant codebook exhausts a dataset's information, and how much "
                                     "data each further position would need.")
-    a.add_argument("--dataset-size", type=int, required=True, help="N training samples")
-    a.add_argument("--codebook-size", type=int, required=True, help="K")
-    a.add_argument("--positions", type=int, default=4, help="how many positions past t* to tabulate")
+    a.add_argument("--dataset-size", type=positive_int, required=True, help="N training samples")
+    a.add_argument("--codebook-size", type=positive_int, required=True, help="K")
+    a.add_argument("--positions", type=non_negative_int, default=4, help="how many positions past t* to tabulate")
     a = asub.add_parser("entropy", help="exact per-position conditional entropy H(x_t | x_<t) and the empirical t*",
                         description="Exact empirical conditional entropy of each position of N token sequences "
                                     "(VCQ paper, Sec. 2), the remaining information budget, the empirical t* "
                                     "and the capacity bound. TOKENS: a .npy/.pt file of N x T (or N x T x k) "
                                     "indices, or a tokenizer run folder (its training split is encoded).")
     a.add_argument("tokens", type=Path, help=".npy/.pt file of token indices, or a run / step_* folder")
-    a.add_argument("--codebook-size", type=int, default=None,
+    a.add_argument("--codebook-size", type=positive_int, default=None,
                    help="K (default: the run's layout, or max index + 1 for a file)")
     a.add_argument("--factors", default="joint", choices=("joint", "flatten"),
                    help="N x T x k indices: one symbol per position (joint) or k positions each (flatten)")
-    a.add_argument("--threshold", type=float, default=1.0,
+    a.add_argument("--threshold", type=non_negative_float, default=1.0,
                    help="empirical t*: fewest leading tokens leaving at most this many bits (default 1)")
     a.add_argument("--out", type=Path, default=None, help="write the per-position table as CSV")
     a.add_argument("--figure", type=Path, default=None, help="write the entropy figure (PATH.pdf and PATH.png)")
     a.add_argument("--label", default=None, help="legend label (default: the file or run name)")
     g = a.add_argument_group("run folders")
     g.add_argument("--split", default="train", help="split to encode (default: train, as the paper)")
-    g.add_argument("--n", type=int, default=None, help="encode the first N images (default: the run's training set)")
+    g.add_argument("--n", type=positive_int, default=None, help="encode the first N images (default: the run's training set)")
     g.add_argument("--dataset", default=None, help="default: the dataset the tokenizer was trained on")
-    g.add_argument("--batch-size", type=int, default=250)
+    g.add_argument("--batch-size", type=positive_int, default=250)
     g.add_argument("--results", type=Path, default=None,
                    help="also record the curve (cond_entropy_bits per position) and the summary in this store")
     _add_device(g)
@@ -201,11 +203,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return command(args) or 0
     except VQBenchError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except OSError as e:          # the environment: permissions, a full disk, a path that is a folder
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is kept (rerun with --resume)", file=sys.stderr)
         return 130
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for a file-system failure: the path, what happened, what to do."""
+    import errno
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None) or "a file"
+    advice = {errno.ENOSPC: "free disk space and rerun (finished work is kept)",
+              errno.EDQUOT: "free disk space and rerun (finished work is kept)",
+              errno.EACCES: "check the path's permissions", errno.EPERM: "check the path's permissions",
+              errno.EROFS: "choose a writable location", errno.EISDIR: "give a file path, not a folder",
+              errno.ENOTDIR: "a component of the path is a file, not a folder",
+              errno.ENOENT: "check the path", errno.ELOOP: "the path contains a symbolic-link loop"}
+    what = e.strerror or e.__class__.__name__
+    return f"{where}: {what}; {advice.get(e.errno, 'check the path and rerun')}"
 
 
 def cmd_list(args) -> int:
@@ -259,6 +278,8 @@ def cmd_train(args) -> int:
             for name, tp in field_types(cfg).items():
                 print(f"  {name} = {getattr(cfg, name)!r}  ({getattr(tp, '__name__', tp)})")
         return 0
+    if args.run_dir is None:
+        raise VQBenchError("vqbench train: the argument --run-dir is required (the folder for checkpoints)")
     if is_generator:
         if args.tokenizer is None:
             raise VQBenchError(f"{args.preset} is a generator: pass --tokenizer RUN, the trained tokenizer "
@@ -320,7 +341,7 @@ def _int_list(text: str, what: str, allow_all: bool = False) -> list:
         part = part.strip()
         if allow_all and part == "all":
             out.append(None)
-        elif part.isdigit():
+        elif part.isdigit() and int(part) > 0:
             out.append(int(part))
         else:
             raise VQBenchError(f"{what}: {part!r} is not a positive integer{' or all' if allow_all else ''}")

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -47,6 +48,12 @@ def parse_value(key: str, raw: str, tp: Any) -> Any:
             raise VQBenchError(f"--set {key}={raw}: expected {tp.__name__}") from None
         if tp is int and str(value) != raw.strip().lstrip("+"):
             raise VQBenchError(f"--set {key}={raw}: expected int")
+        # no setting of any preset means something when NaN, infinite or (for counts, sizes, steps,
+        # seeds) negative; the configs' own checks add the positive-only ones
+        if tp is float and not math.isfinite(value):
+            raise VQBenchError(f"--set {key}={raw}: expected a finite number")
+        if tp is int and value < 0:
+            raise VQBenchError(f"--set {key}={raw}: expected a non-negative integer")
         return value
     raise VQBenchError(f"--set {key}: fields of type {tp} cannot be set from the command line")
 
@@ -77,7 +84,7 @@ def apply_overrides(cfg, items: dict[str, str]):
 def unknown_key_message(key: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return f"--set {key}: unknown setting{hint} (`vqbench train --help-settings PRESET` lists them)"
+    return f"--set {key}: unknown setting{hint} (`vqbench train PRESET --help-settings` lists them)"
 
 
 def split_overrides(items: list[str], *configs) -> list[dict[str, str]]:

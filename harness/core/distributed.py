@@ -30,6 +30,7 @@ def setup(device: str = "auto") -> Dist:
     """Join the process group torchrun describes in the environment (idempotent)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     dev = torch.device(f"cuda:{local}") if device == "cuda" else torch.device(device)
@@ -38,6 +39,23 @@ def setup(device: str = "auto") -> Dist:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return Dist(rank, world, local, dev)
+
+
+def check_device(device: str) -> None:
+    """Refuse a --device this machine cannot run on, before any work starts."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise VQBenchError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VQBenchError(f"--device {device}: no CUDA device is available here; use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise VQBenchError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type not in ("cpu", "meta"):
+        available = {"mps": torch.backends.mps.is_available()}.get(dev.type, False)
+        if not available:
+            raise VQBenchError(f"--device {device}: not available here; use auto, cpu or cuda")
 
 
 def barrier(d: Dist) -> None:

@@ -41,6 +41,7 @@ CPU (benchmarks/results/entropy_cliff_cpu.md).
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,8 +265,11 @@ def load_token_file(path: str | Path) -> np.ndarray:
             if not torch.is_tensor(obj):
                 raise VQBenchError(f"{path} holds a {type(obj).__name__}, not one tensor of token indices")
             return obj.numpy()
-    except (OSError, ValueError, RuntimeError) as e:
-        raise VQBenchError(f"cannot read token file {path} ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        # weights_only / allow_pickle=False refused or failed: nothing in the file was executed
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise VQBenchError(f"cannot read token file {path} ({e.__class__.__name__}: {first}); save the "
+                           "indices with numpy.save or torch.save of one integer tensor") from None
     raise VQBenchError(f"{path}: expected a .npy or .pt file of N x T token indices, or a run folder")
 
 

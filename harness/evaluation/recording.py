@@ -141,11 +141,14 @@ def _key(row: dict) -> RowKey:
 
 
 def stored_rows(store: ResultsStore, run: LoadedRun, evaluation: Evaluation) -> list[dict]:
-    """The run's stored rows of this evaluation at the same configuration, checkpoint step and settings."""
+    """The run's stored rows of this evaluation at the same configuration, checkpoint step, data and
+    settings."""
     settings = evaluation.name, evaluation.settings(run)
+    data = evaluation.dataset_of(run), evaluation.row_split
     out = []
     for r in store.records():
-        if r["run_id"] != run.run_id or r["config_hash"] != run.state["config_hash"]:
+        if r["run_id"] != run.run_id or r["config_hash"] != run.state["config_hash"] or \
+                (r["dataset"], r["split"]) != data:
             continue
         extra = row_extra(r)
         if extra.get("checkpoint_step") == run.state["step"] and \

@@ -14,6 +14,25 @@ def tokenizer_config(preset: str):
     return TOKENIZERS.get(preset)()
 
 
+# what a constructor raises when a user's --set value makes a shape impossible (zero heads, a width
+# not divisible by the heads, an empty channel list, ...)
+BUILD_ERRORS = (ValueError, RuntimeError, AssertionError, ZeroDivisionError, IndexError, TypeError)
+
+
+def _build(preset: str, overrides: dict[str, str] | None, build):
+    """``build()``; a failure caused by the user's overrides becomes one error line naming them (a
+    preset that fails at its own defaults is a bug and keeps its traceback)."""
+    if not overrides:
+        return build()
+    try:
+        return build()
+    except BUILD_ERRORS as e:
+        given = " ".join(f"--set {k}={v}" for k, v in overrides.items())
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise VQBenchError(f"{preset} cannot be built with {given}: {first}; choose other values "
+                           f"(`vqbench train {preset} --help-settings` lists them)") from None
+
+
 def build_tokenizer(preset: str, overrides: dict[str, str] | None = None,
                     device: str | torch.device | None = None) -> tuple[object, Tokenizer]:
     """(config, model) for a registered preset with ``key -> raw value`` overrides applied.
@@ -22,9 +41,9 @@ def build_tokenizer(preset: str, overrides: dict[str, str] | None = None,
     """
     cfg = apply_overrides(tokenizer_config(preset), overrides or {})
     if device is None:
-        return cfg, cfg.build()
+        return cfg, _build(preset, overrides, cfg.build)
     with torch.device(device):
-        return cfg, cfg.build()
+        return cfg, _build(preset, overrides, cfg.build)
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -45,10 +64,12 @@ def build_generator(preset: str, overrides: dict[str, str], tokenizer, num_class
     layout = tokenizer.layout
     codebook = tokenizer_codebook(tokenizer)
     conditioning = Conditioning("class", num_classes=num_classes)
+    def build():
+        return cfg.build(layout, conditioning, codebook)
     if device is None:
-        return cfg, cfg.build(layout, conditioning, codebook)
+        return cfg, _build(preset, overrides, build)
     with torch.device(device):
-        return cfg, cfg.build(layout, conditioning, codebook)
+        return cfg, _build(preset, overrides, build)
 
 
 def generator_params(preset: str, overrides: dict[str, str], tokenizer_preset: str | None) -> int:
@@ -70,7 +91,7 @@ def generator_params(preset: str, overrides: dict[str, str], tokenizer_preset: s
                            "that tokenizer's token layout")
     with torch.device("meta"):
         codebook = (torch.zeros(layout.max_codebook_size, codebook_dim) if codebook_dim else None)
-        model = cfg.build(layout, conditioning, codebook)
+        model = _build(preset, overrides, lambda: cfg.build(layout, conditioning, codebook))
     return parameter_count(model)
 
 

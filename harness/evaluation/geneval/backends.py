@@ -74,6 +74,8 @@ def _require_weights(path: str, what: str, usage: str) -> Path:
 def _device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from harness.core.distributed import check_device
+    check_device(device)
     return torch.device(device)
 
 

@@ -9,10 +9,12 @@ import argparse
 import json
 from pathlib import Path
 
+from harness.core.arguments import Parser, non_negative_int, positive_int
+
 
 def build_eval_parser() -> argparse.ArgumentParser:
     from harness.evaluation.geneval.backends import CLIP_USAGE, DETECTOR_USAGE
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="vqbench eval geneval",
         description="Score a folder of text-to-image samples with the GenEval protocol (six tasks, "
                     "4 images per prompt; overall = mean of the task accuracies). The detector and "
@@ -27,7 +29,7 @@ def build_eval_parser() -> argparse.ArgumentParser:
                    help="results store (.jsonl): one row per task accuracy plus the overall score")
     p.add_argument("--run-id", default=None, help="row label (default: the samples folder's name)")
     p.add_argument("--model", default="", help="the generator that made the samples (recorded in the rows)")
-    p.add_argument("--seed", type=int, default=None, help="the sampling seed (recorded in the rows)")
+    p.add_argument("--seed", type=non_negative_int, default=None, help="the sampling seed (recorded in the rows)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -38,8 +40,8 @@ def add_prompts_parser(sub) -> None:
                        description="Write GenEval's prompts: evaluation_metadata.jsonl and generation_prompts.txt. "
                                    "The defaults reproduce its published 553 prompts.")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=43, help="GenEval's seed is 43")
-    p.add_argument("--per-task", type=int, default=100, help="draws per task (single object: always the 80 classes)")
+    p.add_argument("--seed", type=non_negative_int, default=43, help="GenEval's seed is 43")
+    p.add_argument("--per-task", type=positive_int, default=100, help="draws per task (single object: always the 80 classes)")
 
 
 def cmd_prompts(args) -> int:
@@ -60,6 +62,9 @@ def run_eval(argv: list[str]) -> int:
     from harness.evaluation.geneval.prompts import find_samples, prompt_set_id
     from harness.evaluation.geneval.scoring import ScoringRules, evaluate_samples, format_summary, load_image, summarize
 
+    if args.device != "auto":
+        from harness.core.distributed import check_device
+        check_device(args.device)
     prompts = find_samples(args.samples)          # bad folders fail before any model is loaded
     check_specs(args.detector, args.clip)
     detector = build_detector(args.detector, args.device)
