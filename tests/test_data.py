@@ -115,7 +115,7 @@ def test_imagefolder_class_folders(tmp_path):
     _save(_noise(300, 200, 1), tmp_path / "train" / "zebra" / "a.png")
     _save(_noise(64, 90, 2), tmp_path / "train" / "ant" / "b.jpg")
     _save(_noise(40, 40, 3), tmp_path / "train" / "ant" / "c.PNG")            # extensions: any case
-    (tmp_path / "train" / "ant" / "notes.txt").write_text("not an image")
+    (tmp_path / "train" / "ant" / ".notes.txt").write_text("not an image")      # hidden: skipped
     _save(_noise(50, 50, 4), tmp_path / "test" / "ant" / "d.png")
     ds = open_dataset(f"imagefolder:{tmp_path}", "train", resolution=32)
     assert len(ds) == 3 and ds.num_classes == 2 and ds.classes == ["ant", "zebra"]

@@ -5,10 +5,25 @@ dataset, split, resolution, number of images, seed, the metric's protocol and fe
 package versions and the git commit. ``extra`` is a JSON object string for anything else (sampler
 settings, a checkpoint step, the reason a value is missing).
 
-Writes never modify the file in place: ``append`` and ``replace_run`` write the whole new content
-to a temporary file in the same folder, fsync it and ``os.replace`` it over the store, so a crash
-leaves either the old or the new file, never a half-written one. An advisory lock on the folder
-(POSIX) keeps two processes sharing a store from losing each other's rows.
+Every row is checked when written (``encode_row``) and again when read (``records``): the text
+columns are strings, ``value`` a number or null, ``higher_is_better`` a boolean, ``n_images``,
+``resolution`` and ``seed`` integers or null, ``extra`` a string holding a JSON object and ``kind``
+one of ``KINDS``. A bad line raises a ``VQBenchError`` naming ``path:line`` and the column.
+
+Writes. ``append`` adds its lines at the end of the file in place (the existing bytes and the inode
+are kept): one ``write`` of all new lines in append mode, then fsync. A crash during an append can
+leave at most a partial last line without its newline; ``records`` ignores such a torn line (a final
+line without a newline that is not valid JSON) and the next ``append`` cuts it off before writing,
+while a corrupt line anywhere else still raises (a reader running during an append sees at most
+the same unfinished last line). A complete last line that only lacks its newline (edited by hand) is
+kept and the newline added. ``replace_run`` / ``replace_where`` write the whole
+new content to a temporary file in the same folder (``harness.core.io.write_atomic``: same
+permission bits as the old file), fsync it and ``os.replace`` it over the store, so a crash leaves
+either the old or the new file, never a half-written one; temporaries that a killed writer left
+(``.{name}.{pid}.{random}.tmp`` of a process that no longer runs) are removed at the next write.
+An advisory lock on the folder (POSIX) keeps two processes sharing a store from losing each other's
+rows. A store path that is a folder, cannot be read or written, or a full disk gives a one-line
+``VQBenchError`` naming the path.
 
 Non-finite values (a metric that could not be computed) are stored as JSON ``null`` and read back
 as NaN; ``extra["reason"]`` says why.
@@ -28,7 +43,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.core.errors import VQBenchError
-from harness.core.io import write_atomic
+from harness.core.io import file_error, fsync_folder, stale_temporaries, write_atomic
 
 try:
     import fcntl
@@ -42,6 +57,9 @@ ROW_COLUMNS = ("run_id", "kind", "model", "preset", "config_hash", "dataset", "s
 RUN_COLUMNS = ("run_id", "kind", "model", "preset", "config_hash", "dataset", "split", "resolution",
                "seed", "started_at")
 KINDS = ("tokenizer", "generator")
+# The type of every column as make_rows / encode_row write it (and records checks it).
+INT_COLUMNS = ("resolution", "n_images", "seed")            # an integer or null
+STRING_COLUMNS = tuple(c for c in ROW_COLUMNS if c not in INT_COLUMNS + ("value", "higher_is_better", "extra"))
 
 # The schema of ``extra``: every key a row may carry, and what it means. Rows built by the evaluation
 # pipeline (harness.evaluation.recording.build_rows) are checked against it; readers use ``row_extra``.
@@ -172,28 +190,56 @@ class ResultsStore:
 
     # ------------------------------------------------------------------------------------ reading
     def records(self) -> list[dict]:
-        """The stored rows in file order; a corrupt line raises naming the file and line number."""
-        if not self.path.exists():
+        """The stored rows in file order (none when the file does not exist). A corrupt or wrongly
+        typed line raises naming ``path:line``; a torn last line (module docstring) is ignored."""
+        data = self._read_bytes()
+        if data is None:
             return []
+        lines = data.split(b"\n")
         rows = []
-        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
                 continue
+            torn_ok = number == len(lines)       # the last piece has no newline: maybe a killed append
+            where = f"{self.path}:{number}"
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise VQBenchError(f"{self.path}:{number} is not valid JSON; fix or delete that line") from None
-            if not isinstance(row, dict) or any(c not in row for c in ROW_COLUMNS):
-                raise VQBenchError(f"{self.path}:{number} is not a results row (expected the columns "
-                                   f"{', '.join(ROW_COLUMNS)}); fix or delete that line")
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                if torn_ok:
+                    continue
+                raise VQBenchError(f"{where} is not UTF-8 text; fix or delete that line") from None
+            except ValueError:
+                if torn_ok:
+                    continue
+                raise VQBenchError(f"{where} is not valid JSON; fix or delete that line") from None
+            if not isinstance(row, dict):
+                raise VQBenchError(f"{where} is not a results row (a JSON object); fix or delete that line")
+            missing = [c for c in ROW_COLUMNS if c not in row]
+            if missing:
+                raise VQBenchError(f"{where} is not a results row: it lacks the columns {', '.join(missing)}; "
+                                   "fix or delete that line")
+            problem = row_problem(row)
+            if problem:
+                raise VQBenchError(f"{where}: {problem}; fix or delete that line")
             rows.append(row)
         return rows
 
+    def _read_bytes(self) -> bytes | None:
+        """The file's bytes; None when it does not exist."""
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise file_error(e, self.path, "read results file") from None
+
     def read(self, must_exist: bool = False) -> pd.DataFrame:
         """All rows as a DataFrame with ``ROW_COLUMNS`` (empty when the file does not exist)."""
-        if must_exist and not self.path.exists():
-            raise VQBenchError(f"results file {self.path} does not exist")
-        df = pd.DataFrame(self.records(), columns=list(ROW_COLUMNS))
+        records = self.records()
+        if must_exist and not records and self._read_bytes() is None:
+            raise VQBenchError(f"results file {self.path} does not exist; pass the path of a results .jsonl "
+                               "(written by vqbench eval/run)")
+        df = pd.DataFrame(records, columns=list(ROW_COLUMNS))
         df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
         return df
 
@@ -208,13 +254,27 @@ class ResultsStore:
 
     # ------------------------------------------------------------------------------------ writing
     def append(self, rows: Iterable[Mapping]) -> None:
-        """Add ``rows`` after the existing ones (which are kept byte for byte)."""
+        """Add ``rows`` after the existing ones, in place: the existing bytes (and the file's inode) are
+        kept; all new lines go out in one write, then fsync. A torn last line is cut off first
+        (module docstring)."""
         new = "".join(encode_row(r) + "\n" for r in rows).encode("utf-8")
-        with self._locked():
-            old = self.path.read_bytes() if self.path.exists() else b""
-            if old and not old.endswith(b"\n"):
-                old += b"\n"
-            write_atomic(self.path, old + new)
+        with self._writing():
+            created = not self.path.exists()
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                size = os.fstat(fd).st_size
+                start, tail = _last_line(fd, size)
+                if tail is not None:             # the file does not end with a newline
+                    if _is_torn(tail):
+                        os.ftruncate(fd, start)  # a killed append's remains: records() ignores them
+                    else:
+                        new = b"\n" + new       # a complete line that only lacks its newline
+                _write_all(fd, new)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                fsync_folder(self.path.parent)
 
     def replace_run(self, run_id: str, rows: Iterable[Mapping], where: Mapping | None = None,
                     metrics: Iterable[str] | None = None) -> None:
@@ -226,7 +286,7 @@ class ResultsStore:
             raise VQBenchError(f"replace_run({run_id!r}) was given rows of other runs: {sorted(map(str, foreign))}")
         where = dict(where or {})
         new = [encode_row(r) for r in rows]
-        with self._locked():
+        with self._writing():
             dropped = None if metrics is None else set(metrics)
             kept = [json.dumps(r) for r in self.records()
                     if not (r["run_id"] == run_id and all(r.get(k) == v for k, v in where.items())
@@ -241,9 +301,25 @@ class ResultsStore:
         if foreign:
             raise VQBenchError(f"replace_where({run_id!r}) was given rows of other runs: {sorted(map(str, foreign))}")
         new = [encode_row(r) for r in rows]
-        with self._locked():
+        with self._writing():
             kept = [json.dumps(r) for r in self.records() if not (r["run_id"] == run_id and drop(r))]
             write_atomic(self.path, "".join(line + "\n" for line in kept + new).encode("utf-8"))
+
+    @contextmanager
+    def _writing(self):
+        """The lock, stale temporaries removed, and any OSError as one line naming the store."""
+        try:
+            with self._locked():
+                for tmp in stale_temporaries(self.path):
+                    try:
+                        tmp.unlink()
+                    except OSError:
+                        pass             # another writer removed it, or not ours to remove
+                yield
+        except VQBenchError:
+            raise
+        except OSError as e:
+            raise file_error(e, self.path, "write results file") from None
 
     @contextmanager
     def _locked(self):
@@ -259,6 +335,85 @@ class ResultsStore:
             yield
         finally:
             os.close(fd)             # releases the lock
+
+
+def _last_line(fd: int, size: int) -> tuple[int, bytes | None]:
+    """(offset, bytes) of the file's unterminated last line; (size, None) when the file is empty or
+    ends with a newline."""
+    def read_at(offset: int, n: int) -> bytes:
+        os.lseek(fd, offset, os.SEEK_SET)     # reads only: O_APPEND writes still go to the end
+        out = b""
+        while len(out) < n:
+            chunk = os.read(fd, n - len(out))
+            if not chunk:
+                break
+            out += chunk
+        return out
+    if size == 0 or read_at(size - 1, 1) == b"\n":
+        return size, None
+    chunks, end = [], size
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        chunk = read_at(start, end - start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            chunks.append(chunk[cut + 1:])
+            return start + cut + 1, b"".join(reversed(chunks))
+        chunks.append(chunk)
+        end = start
+    return 0, b"".join(reversed(chunks))
+
+
+def _is_torn(line: bytes) -> bool:
+    """A final line that is not valid JSON: what an append killed mid-write leaves."""
+    try:
+        json.loads(line.decode("utf-8"))
+    except ValueError:                       # UnicodeDecodeError is a ValueError
+        return True
+    return False
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def row_problem(row: Mapping) -> str | None:
+    """What is wrong with one stored row (it has every column of ``ROW_COLUMNS``), or None."""
+    unknown = sorted(set(row) - set(ROW_COLUMNS))
+    if unknown:
+        return f"unknown columns {', '.join(unknown)} (put them in extra)"
+    for c in STRING_COLUMNS:
+        if not isinstance(row[c], str):
+            return f"column {c!r} must be a string, not {_short(row[c])}"
+    if row["kind"] not in KINDS:
+        return f"column 'kind' must be one of {', '.join(KINDS)}, not {_short(row['kind'])}"
+    value = row["value"]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return f"column 'value' must be a number or null, not {_short(value)}"
+    if not isinstance(row["higher_is_better"], bool):
+        return f"column 'higher_is_better' must be true or false, not {_short(row['higher_is_better'])}"
+    for c in INT_COLUMNS:
+        v = row[c]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            return f"column {c!r} must be an integer or null, not {_short(v)}"
+    extra = row["extra"]
+    if not isinstance(extra, str):
+        return f"column 'extra' must be a string holding a JSON object, not {_short(extra)}"
+    try:
+        parsed = json.loads(extra)
+    except ValueError:
+        return f"column 'extra' is not valid JSON: {_short(extra)}"
+    if not isinstance(parsed, dict):
+        return f"column 'extra' must hold a JSON object, not {_short(parsed)}"
+    return None
 
 
 def encode_row(row: Mapping) -> str:
@@ -290,7 +445,26 @@ def encode_row(row: Mapping) -> str:
         value = None
     out["value"] = value
     out["extra"] = json.dumps(extra, sort_keys=True, default=_plain)
+    for c in INT_COLUMNS:          # rows that went through pandas: numpy integers, 28.0, NaN for missing
+        out[c] = _as_int(out[c])
+    if hasattr(out["higher_is_better"], "item"):
+        out["higher_is_better"] = out["higher_is_better"].item()      # numpy.bool_
+    problem = row_problem(out)
+    if problem:
+        raise VQBenchError(f"results row for {name}: {problem}")
     return json.dumps(out, ensure_ascii=False, default=_plain)
+
+
+def _as_int(v):
+    """An integer column's value as written: int or None (others are left for row_problem to name)."""
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        if v.is_integer():
+            return int(v)
+    return v
 
 
 def _plain(obj):

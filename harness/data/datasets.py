@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,8 @@ from harness.core.registry import DATASETS
 
 SUBSET_SEED = 20240101     # fixes which images `n` selects, the same everywhere
 SPLITS = ("train", "test")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
+                    ".pnm", ".gif")
 SETUP_HINT = "run `bash scripts/setup.sh` (apt-installs dataset-fashion-mnist or downloads it with torchvision)"
 
 
@@ -274,43 +276,218 @@ def center_crop_arr(pil_image, image_size: int) -> np.ndarray:
     return arr[top: top + image_size, left: left + image_size]
 
 
-def _visible(entries) -> list[os.DirEntry]:
-    return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+def _show(path) -> str:
+    """A path for a one-line message: as is, or quoted when its name holds control characters."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    with os.scandir(folder) as it:       # scandir: ImageNet's 1.28M files list in seconds
-        return [Path(e.path) for e in _visible(it)
-                if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS]
+def _names(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(_show(n) for n in names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def _class_folders(folder: Path) -> list[str]:
-    with os.scandir(folder) as it:
-        return [e.name for e in _visible(it) if e.is_dir()]
+def _plural(k: int, word: str) -> str:
+    return f"{k} {word}" if k == 1 else f"{k} {word}s"
+
+
+def _why(e: OSError) -> str:
+    return e.strerror or type(e).__name__
+
+
+class _Listing:
+    """A folder's visible entries (names not starting with '.'), sorted by name: image files,
+    subfolders (a folder named like an image is a folder) and other entries (any other file,
+    a broken symbolic link, a FIFO/socket/device)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.images, self.dirs, self.others = folder, [], [], []
+        try:
+            with os.scandir(folder) as it:        # scandir: ImageNet's 1.28M files list in seconds
+                entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError as e:
+            raise VQBenchError(f"imagefolder: cannot list {_show(folder)} ({_why(e)}); make it readable "
+                               "(chmod u+rx) or remove it") from None
+        for e in entries:
+            try:
+                is_dir = e.is_dir()               # follows symbolic links; a loop raises ELOOP
+                is_file = not is_dir and e.is_file()
+            except OSError as err:
+                raise VQBenchError(f"imagefolder: cannot open {_show(e.path)} ({_why(err)}); fix or "
+                                   "remove it") from None
+            if is_dir:
+                self.dirs.append(e.name)
+            elif is_file and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
+                self.images.append(e.name)
+            else:
+                self.others.append(e.name)
+
+
+def _not_an_image(path: Path) -> str:
+    """Why a non-image entry is not used."""
+    if path.is_symlink() and not path.exists():
+        return "a broken symbolic link"
+    if not path.is_file():
+        return "not a regular file"
+    ext = os.path.splitext(path.name)[1]
+    return f"its extension {ext!r} is not an image extension" if ext else "it has no image extension"
+
+
+def _scan_image_folder(root: Path, base: Path, split: str) -> tuple[list[str], list[tuple[Path, int]]]:
+    """(class names, [(file, label)]) of ``root`` under the rules in ImageFolderDataset's docstring."""
+    top = _Listing(root)
+    if top.images and top.dirs:
+        named = [d for d in top.dirs if os.path.splitext(d)[1].lower() in IMAGE_EXTENSIONS]
+        hint = f" ({_names(named)}: a folder named like an image is still a folder)" if named else ""
+        raise VQBenchError(f"imagefolder: {_show(root)} has {_plural(len(top.images), 'image')} at its top "
+                           f"level and {_plural(len(top.dirs), 'subfolder')} ({_names(top.dirs)}){hint}; "
+                           "put the images in class folders or remove the subfolders")
+    classes = top.dirs
+    files: list[tuple[Path, int]] = [(root / f, -1) for f in top.images]
+    others = [root / f for f in top.others]
+    for label, c in enumerate(classes):
+        cdir = root / c
+        sub = _Listing(cdir)
+        if sub.dirs:
+            hint = ""
+            if root == base and c in SPLITS and c != split:
+                hint = (f" ({_show(base / split)} does not exist, so {_show(base)} was read as class "
+                        f"folders; add the {split} split folder or point at a folder of class folders)")
+            raise VQBenchError(f"imagefolder: class folder {_show(cdir)} has "
+                               f"{_plural(len(sub.dirs), 'subfolder')} ({_names(sub.dirs)}); a class folder "
+                               f"holds image files only (<folder>/<class>/<image>){hint}")
+        files += [(cdir / f, label) for f in sub.images]
+        others += [cdir / f for f in sub.others]
+    where = f"{_show(root)} or its class folders" if classes else _show(root)
+    accepted = f"accepted extensions: {', '.join(IMAGE_EXTENSIONS)}"
+    if not files:
+        found = (f"found {_plural(len(others), 'non-image file')}, first {_show(others[0])}; "
+                 if others else "")
+        raise VQBenchError(f"imagefolder: no images in {where} ({found}{accepted}; hidden names starting "
+                           "with '.' are skipped)")
+    if others:
+        inside = f"{_show(root)} and its class folders" if classes else _show(root)
+        count = (f"it is 1 of {len(others)} non-image entries in {inside}: remove them or hide them"
+                 if len(others) > 1 else "remove it or hide it")
+        raise VQBenchError(f"imagefolder: {_show(others[0])} is not an image ({_not_an_image(others[0])}); "
+                           f"{count} with a name starting with '.' ({accepted})")
+    return classes, files
+
+
+GRAY_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class _Unsupported(Exception):
+    """An image that decodes but has no sensible 8-bit RGB/L reading."""
+
+
+def _white_background(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """uint8 colour (H x W x C) and alpha (H x W x 1) composited on white, rounded."""
+    c, a = color.astype(np.uint32), alpha.astype(np.uint32)
+    return ((c * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def _colour_key(transparency, k: int) -> bool:
+    """Whether ``transparency`` is a usable 8-bit colour key of k samples (else it is ignored)."""
+    values = (transparency,) if k == 1 else transparency
+    return (isinstance(values, tuple) and len(values) == k
+            and all(isinstance(v, int) and 0 <= v <= 255 for v in values))
+
+
+def to_rgb_or_l(im):
+    """A decoded PIL image -> an 8-bit "L" (gray sources) or "RGB" image; see ImageFolderDataset."""
+    from PIL import Image
+    mode, transparency = im.mode, im.info.get("transparency")
+    if mode == "F":
+        raise _Unsupported("a 32-bit floating-point image (mode F); save it as 8- or 16-bit")
+    if mode in GRAY_16BIT_MODES:
+        a = np.asarray(im)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise _Unsupported(f"a 32-bit integer image (mode {mode}) with values outside 0..65535; "
+                               "save it as 8- or 16-bit")
+        gray = (a.astype(np.uint32) >> 8).astype(np.uint8)          # keep the high byte
+        if isinstance(transparency, int):
+            gray[a == transparency] = 255                             # tRNS: that value is transparent
+        return Image.fromarray(gray, "L")
+    if mode == "1":
+        return im.convert("L")
+    if mode in ("L", "RGB") and _colour_key(transparency, 1 if mode == "L" else 3):
+        a = np.array(im)                                              # tRNS colour key: -> white
+        key = a == np.asarray(transparency, dtype=a.dtype)
+        a[key if mode == "L" else key.all(-1)] = 255
+        return Image.fromarray(a, mode)
+    if mode in ("L", "RGB"):
+        return im
+    if mode in ("LA", "La"):
+        a = np.asarray(im.convert("LA") if mode == "La" else im)
+        return Image.fromarray(_white_background(a[..., :1], a[..., 1:])[..., 0], "L")
+    if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and (transparency is not None
+                                                         or getattr(im.palette, "mode", "") == "RGBA")):
+        a = np.asarray(im.convert("RGBA") if mode != "RGBA" else im)
+        return Image.fromarray(_white_background(a[..., :3], a[..., 3:]), "RGB")
+    try:                                   # P, CMYK, YCbCr, RGBX, ...: Pillow's own conversion
+        return im.convert("RGB")
+    except ValueError as e:
+        raise _Unsupported(f"mode {mode} cannot be converted to RGB ({e})") from None
+
+
+def decode_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
+    """uint8 ``channels`` x res x res of the image file at ``path``; VQBenchError naming it."""
+    import struct
+    import zlib
+    from PIL import Image, ImageOps
+    try:
+        with Image.open(path) as im:
+            im.load()                                   # decode now: a truncated file fails here
+            im = ImageOps.exif_transpose(im)            # EXIF Orientation, before the crop
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, IndexError,
+            TypeError, KeyError, Image.DecompressionBombError) as e:
+        detail = (str(e).splitlines() or [""])[0]
+        raise VQBenchError(f"cannot read image {_show(path)} ({type(e).__name__}: {detail}); remove or "
+                           "replace the file") from None
+    try:
+        arr = center_crop_arr(to_rgb_or_l(im), resolution)
+    except _Unsupported as e:
+        raise VQBenchError(f"cannot use image {_show(path)}: it is {e}") from None
+    if arr.ndim == 2:                                   # gray source: the exact value in each channel
+        return torch.from_numpy(np.ascontiguousarray(arr))[None].expand(channels, -1, -1)
+    return convert_channels(torch.from_numpy(arr).permute(2, 0, 1)[None], channels)[0]
 
 
 class ImageFolderDataset(ImageDataset):
-    """Class subfolders (sorted names -> labels 0..) or a flat folder of images (labels -1).
+    """Images of a folder, labelled by class folder; the rules (README, Data):
 
-    Uses ``<path>/<split>`` when that folder exists, else ``<path>`` itself. Images are converted to
-    RGB and ADM-center-cropped to ``resolution`` when loaded; a corrupt file fails then, by name.
+    - The folder read is ``<path>/<split>`` when that folder exists, else ``<path>`` itself.
+    - Names starting with '.' (files and folders) are skipped everywhere.
+    - Image files at its top level and no subfolders: a flat, unlabelled set (labels -1).
+      Subfolders and no top-level images: one class per subfolder, labels 0.. in sorted name order;
+      a class folder holds image files only (no subfolders) and may be empty (its label is kept).
+      Both: refused. A folder is a folder whatever its name (``cat.png/`` is a subfolder).
+    - Every other entry (a non-image file, a broken symbolic link, ...) is refused by name, so each
+      file is used or refused; an unreadable folder or a symbolic-link loop is refused by name.
+    - Decoding (when a batch is loaded; a file that cannot be decoded is refused by name): the EXIF
+      Orientation is applied first; 16-bit gray (I;16, and I within 0..65535) keeps the high byte
+      (v >> 8, as Pillow does for 16-bit RGB/RGBA PNGs); palette images take their palette colours;
+      transparency (RGBA, LA, P or colour-key tRNS) is composited on white; CMYK and other modes use
+      Pillow's conversion to RGB; float (F) images are refused. Gray sources serve their exact
+      value in every channel; colour sources asked for 1 channel get the ITU-R 601 luma. Then the
+      ADM center crop to ``resolution``. Embedded ICC profiles are not applied.
     """
 
     def __init__(self, path: str, split: str, resolution: int | None = None,
                  channels: int | None = None, n: int | None = None):
         base = Path(path).expanduser()
-        if not base.is_dir():
-            why = "it does not exist" if not base.exists() else "it is a file"
-            raise VQBenchError(f"imagefolder: {base} is not a folder ({why})")
+        try:
+            st = os.stat(base)
+        except FileNotFoundError:
+            raise VQBenchError(f"imagefolder: {_show(base)} is not a folder (it does not exist)") from None
+        except OSError as e:
+            raise VQBenchError(f"imagefolder: cannot open {_show(base)} ({_why(e)}); fix the path or its "
+                               "permissions") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise VQBenchError(f"imagefolder: {_show(base)} is not a folder (it is a file)")
         root = base / split if (base / split).is_dir() else base
-        classes = _class_folders(root)
-        if classes:
-            files = [(f, i) for i, c in enumerate(classes) for f in _image_files(root / c)]
-        else:
-            files = [(f, -1) for f in _image_files(root)]
-        if not files:
-            raise VQBenchError(f"imagefolder: no images in {root} or its class folders (accepted "
-                               f"extensions: {', '.join(IMAGE_EXTENSIONS)})")
+        classes, files = _scan_image_folder(root, base, split)
         self.files = [files[i] for i in subset_order(len(files), n).tolist()]
         self.name, self.split, self.root = f"imagefolder:{base}", split, root
         self.classes, self.num_classes = classes, len(classes)
@@ -323,16 +500,7 @@ class ImageFolderDataset(ImageDataset):
 
     def load_uint8(self, i: int) -> torch.Tensor:
         """uint8 C x res x res of image i; VQBenchError naming the file if it cannot be decoded."""
-        from PIL import Image
-        path = self.files[i][0]
-        try:
-            with Image.open(path) as im:
-                arr = center_crop_arr(im.convert("RGB"), self.resolution)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            detail = (str(e).splitlines() or [""])[0]
-            raise VQBenchError(f"cannot read image {path} ({type(e).__name__}: {detail}); remove or "
-                               "replace the file") from None
-        return convert_channels(torch.from_numpy(arr).permute(2, 0, 1)[None], self.channels)[0]
+        return decode_image(self.files[i][0], self.resolution, self.channels)
 
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices).reshape(-1).tolist()

@@ -18,6 +18,11 @@ tables. Result-row conventions read here:
   ``threshold_bits`` and ``distinct_prefixes``; N is ``n_images``;
 - codebook usage: canonical ``codebook_usage`` rows; the codebook size is ``extra["codebook_size"]``
   when a row has it, else the preset's layout (rows whose run overrode the codebook size must carry it).
+
+Text from the data (run ids, presets, families, metric and protocol names in labels, titles and
+legend entries) goes through ``plain_text``: its ``$`` are escaped so it never reaches matplotlib's
+mathtext parser (a run named ``a$b$c`` or ``$\\frac{`` is drawn as written), and LaTeX rendering
+(``text.usetex``) is off whatever the user's matplotlibrc says.
 """
 from __future__ import annotations
 
@@ -39,7 +44,15 @@ MARKERS = "osD^vP*Xh<>p"
 STYLE = {"font.size": 9, "axes.labelsize": 9, "axes.titlesize": 9, "legend.fontsize": 7.5,
          "xtick.labelsize": 8, "ytick.labelsize": 8, "lines.linewidth": 1.5, "lines.markersize": 4,
          "axes.grid": True, "grid.alpha": 0.3, "pdf.fonttype": 42, "ps.fonttype": 42,
-         "savefig.pad_inches": 0.03}
+         "savefig.pad_inches": 0.03, "text.usetex": False}
+
+
+def plain_text(text) -> str:
+    """``text`` (a run id, a preset, a metric name: anything from the rows) as a matplotlib label that
+    shows it as written: ``$`` escaped so mathtext never parses it (an unescaped ``\\`` is literal outside
+    math), and a leading ``_`` kept visible (matplotlib leaves such labels out of legends)."""
+    text = str(text).replace("$", r"\$")
+    return " " + text if text.startswith("_") else text
 
 
 def _figure(ncols: int, width: float | None = None):
@@ -53,7 +66,7 @@ def _figure(ncols: int, width: float | None = None):
 def save_figure(fig, path: str | Path) -> list[Path]:
     """Write ``path`` as .pdf and .png (300 dpi), each atomically; returns both paths."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from harness.core.io import write_atomic
+    from harness.core.io import file_error, write_atomic
     FigureCanvasAgg(fig)
     stem = Path(path)
     stem = stem.with_suffix("") if stem.suffix.lower() in (".pdf", ".png") else stem
@@ -62,7 +75,10 @@ def save_figure(fig, path: str | Path) -> list[Path]:
         buffer = io.BytesIO()
         fig.savefig(buffer, format=ext, dpi=300)
         out.append(stem.parent / f"{stem.name}.{ext}")
-        write_atomic(out[-1], buffer.getvalue())
+        try:
+            write_atomic(out[-1], buffer.getvalue())
+        except OSError as e:                      # a full disk, a read-only folder: one line naming the file
+            raise file_error(e, out[-1], "write figure") from None
     return out
 
 
@@ -91,9 +107,9 @@ def plot_entropy_profiles(profiles: Mapping[str, EntropyProfile], path: str | Pa
         t = np.arange(min(shown, p.num_positions))
         color, marker = f"C{i % 10}", MARKERS[i % len(MARKERS)]
         bound = p.bound_t_star
-        name = f"{label} (t* = {p.t_star}" + (f", bound {bound})" if bound is not None else ")")
+        name = f"{plain_text(label)} (t* = {p.t_star}" + (f", bound {bound})" if bound is not None else ")")
         ax_h.plot(t, p.conditional_entropy[t], color=color, marker=marker, label=name)
-        ax_b.plot(t, p.remaining_budget[t], color=color, marker=marker, label=label)
+        ax_b.plot(t, p.remaining_budget[t], color=color, marker=marker, label=plain_text(label))
         ax_b.plot(t, np.maximum(p.capacity_budget[t], 0), color=color, linestyle=":", linewidth=1.0)
         for ax in (ax_h, ax_b):
             ax.axvline(p.t_star, color=color, linestyle="--", linewidth=1.0)
@@ -142,7 +158,7 @@ def plot_codebook_usage(points: Mapping[str, Sequence[tuple[int, float]]], path:
     fig, (ax,) = _figure(1)
     for i, (family, pts) in enumerate(points.items()):
         sizes, usage = zip(*pts)
-        ax.plot(sizes, usage, color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=family)
+        ax.plot(sizes, usage, color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=plain_text(family))
     ax.set_xscale("log", base=2)
     ax.set(xlabel="codebook size K", ylabel="codebook usage", ylim=(0, 1.05), title="codebook usage vs size")
     ax.legend(loc="lower left", frameon=False)
@@ -174,10 +190,10 @@ def plot_progressive(curves: Mapping[str, Mapping[str, Sequence[tuple[float, flo
         for label, pts in curves[metric].items():
             i = labels.index(label)
             x, y = zip(*pts)
-            ax.plot(x, y, color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=label)
+            ax.plot(x, y, color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=plain_text(label))
         ax.set_xscale("log", base=2)
-        ax.set(xlabel="fraction of tokens kept, k / k_total", ylabel=metric.removeprefix(PROGRESSIVE_PREFIX),
-               title=f"progressive {metric.removeprefix(PROGRESSIVE_PREFIX)}")
+        name = plain_text(metric.removeprefix(PROGRESSIVE_PREFIX))
+        ax.set(xlabel="fraction of tokens kept, k / k_total", ylabel=name, title=f"progressive {name}")
     axes[0].legend(loc="best", frameon=False)
     return save_figure(fig, path)
 
@@ -194,9 +210,9 @@ def plot_schedules(schedules: Mapping[str, Sequence[int]], path: str | Path,
         color = f"C{i % 10}"
         bits = np.log2(np.asarray(sizes, dtype=np.float64))
         star = capacity_cliff(tuple(sizes), dataset_size) if dataset_size else None
-        ax_k.plot(np.arange(len(sizes)), bits, color=color, label=label)
+        ax_k.plot(np.arange(len(sizes)), bits, color=color, label=plain_text(label))
         ax_c.plot(np.arange(1, len(sizes) + 1), np.cumsum(bits), color=color,
-                  label=label + (f" (t* = {star})" if star is not None else ""))
+                  label=plain_text(label) + (f" (t* = {star})" if star is not None else ""))
         if star is not None:
             ax_c.axvline(star, color=color, linestyle=":", linewidth=1.0)
     if dataset_size:

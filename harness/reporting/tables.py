@@ -19,16 +19,26 @@ about four significant digits at the column's median magnitude (23.41 / 30.00, 0
 lines up; the best value of a column with at least two values is bold (Markdown and LaTeX), compared
 as displayed and following the arrow. ``render`` writes Markdown (arrow legend, table, footnotes),
 CSV and a LaTeX booktabs ``tabular`` (footnotes as ``%`` comments), each atomically.
+
+Every text that comes from the rows (run ids, presets, dataset names, metric and protocol names, in
+cells, headers, titles and footnotes) is made safe for the format it enters: CSV text cells and
+headers that a spreadsheet would run as a formula (starting with ``= + - @``, tab or carriage return)
+get a leading ``'`` while numbers stay numbers (``csv_safe``); Markdown escapes HTML (``< > &``),
+``|`` and ``\\`` and puts each row on one line (``md_escape``); LaTeX escapes every special character and
+line break (``tex_escape``), so a name can neither end a ``%`` comment nor break the table.
 """
 from __future__ import annotations
 
+import csv
 import math
 import numbers
+import re
 from pathlib import Path
 
 import pandas as pd
 
-from harness.core.io import write_atomic
+from harness.core.errors import VQBenchError
+from harness.core.io import file_error, write_atomic
 from harness.core.results import row_extra
 
 KEY_COLUMNS = ["model", "preset", "dataset", "split", "resolution", "seed", "run_id"]
@@ -147,8 +157,9 @@ def _decimals(values: pd.Series) -> int:
     return min(6, max(0, 3 - math.floor(math.log10(magnitudes.median()))))
 
 
-def _cells(wide: pd.DataFrame, missing: str, bold) -> list[list[str]]:
-    """Display strings, the best value per metric column wrapped by ``bold``."""
+def _cells(wide: pd.DataFrame, missing: str, bold, escape=str) -> list[list[str]]:
+    """Display strings, the best value per metric column wrapped by ``bold``; key (text) cells go
+    through ``escape`` (numbers need none)."""
     columns = {}
     for c in wide.columns:
         if c not in KEY_COLUMNS:
@@ -160,7 +171,7 @@ def _cells(wide: pd.DataFrame, missing: str, bold) -> list[list[str]]:
             columns[c] = [missing if v is None else bold(f"{v:.{d}f}") if v == best else f"{v:.{d}f}"
                           for v in shown]
         else:
-            columns[c] = [_key_text(v) for v in wide[c]]
+            columns[c] = [escape(_key_text(v)) for v in wide[c]]
     return [list(row) for row in zip(*columns.values())]
 
 
@@ -170,25 +181,55 @@ def _key_text(v) -> str:
     return str(v)
 
 
+# Characters that end a line for Markdown, LaTeX or Python's str.splitlines, and other control characters.
+_LINE_BREAKS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+_MD_SPECIAL = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": r"\|", "\\": "\\\\"}
+
+
+def one_line(text) -> str:
+    """``text`` with every line break and control character (newline, CR, tab, U+2028, ...) a space."""
+    return _LINE_BREAKS.sub(" ", str(text))
+
+
+def md_escape(text) -> str:
+    """Text that stays one Markdown table cell on one line and shows as written: HTML escaped (``<``
+    ``>`` ``&``), ``|`` and ``\\`` backslash-escaped (GFM's table cell rule), line breaks made spaces."""
+    return "".join(_MD_SPECIAL.get(ch, ch) for ch in one_line(text))
+
+
+def _md_note(note: str) -> str:
+    text = md_escape(note)
+    return "\\" + text if text.startswith("[") else text      # not a link reference definition
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     """Legend line, the wide table, then the footnotes."""
     if df.empty:
         return "no results yet\n"
     wide = _display(df)
-    head = "| " + " | ".join(wide.columns) + " |"
+    head = "| " + " | ".join(md_escape(c) for c in wide.columns) + " |"
     sep = "|" + "|".join("---" if c in KEY_COLUMNS else "---:" for c in wide.columns) + "|"
-    body = ["| " + " | ".join(cell.replace("|", r"\|") for cell in row) + " |"
-            for row in _cells(wide, _MISSING["md"], lambda s: f"**{s}**")]
-    return "\n".join([LEGEND, "", head, sep, *body, "", *footnotes(df)]) + "\n"
+    body = ["| " + " | ".join(row) + " |"
+            for row in _cells(wide, _MISSING["md"], lambda s: f"**{s}**", md_escape)]
+    return "\n".join([LEGEND, "", head, sep, *body, "", *map(_md_note, footnotes(df))]) + "\n"
 
 
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
                 UP: r"$\uparrow$", DOWN: r"$\downarrow$"}
 
 
-def tex_escape(text: str) -> str:
-    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in text)
+def tex_escape(text) -> str:
+    """``text`` as LaTeX that prints it: every special character (``\\ { } $ & # ^ _ % ~ < > |``)
+    escaped and every line break or control character a space (so it cannot end a ``%`` comment)."""
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in one_line(text))
+
+
+def _tex_cell(text) -> str:
+    # a cell starting with [ right after \\, \toprule or \midrule would be read as their optional argument
+    out = tex_escape(text)
+    return "{}" + out if out.lstrip().startswith("[") else out
 
 
 def to_latex(df: pd.DataFrame) -> str:
@@ -197,15 +238,35 @@ def to_latex(df: pd.DataFrame) -> str:
         return "% no results yet\n"
     wide = _display(df)
     n_keys = len(wide.columns) - len(_metric_columns(wide))
-    lines = [f"% {note}" for note in [LEGEND, *footnotes(df)]]
+    lines = [f"% {tex_escape(note)}" for note in [LEGEND, *footnotes(df)]]
     lines += [r"\begin{tabular}{" + "l" * n_keys + "r" * (len(wide.columns) - n_keys) + "}", r"\toprule",
-              " & ".join(tex_escape(c) for c in wide.columns) + r" \\", r"\midrule"]
-    # escape before bolding so the \textbf braces survive
-    for row in _cells(wide, _MISSING["tex"], lambda s: "\x00" + s + "\x01"):
-        lines.append(" & ".join(tex_escape(cell).replace("\x00", r"\textbf{").replace("\x01", "}")
-                                for cell in row) + r" \\")
+              " & ".join(_tex_cell(c) for c in wide.columns) + r" \\", r"\midrule"]
+    for row in _cells(wide, _MISSING["tex"], lambda s: r"\textbf{" + s + "}", _tex_cell):
+        lines.append(" & ".join(row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
+
+
+_CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value):
+    """A CSV cell a spreadsheet will not run: text starting with ``= + - @``, tab or carriage return
+    gets a leading ``'`` (OWASP's CSV injection rule); numbers (also negative ones) are kept as they are."""
+    if isinstance(value, str) and value.startswith(_CSV_FORMULA):
+        return "'" + value
+    return value
+
+
+def _safe_csv(table: pd.DataFrame) -> str:
+    """``table`` as CSV with every text cell and header made safe by ``csv_safe``, and quoted (a line
+    break or carriage return inside a name stays inside its cell); numbers are written bare."""
+    out = table.copy()
+    for c in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[c]) or pd.api.types.is_bool_dtype(out[c])):
+            out[c] = out[c].map(csv_safe)         # text (or mixed) columns; numbers in them stay numbers
+    out.columns = [csv_safe(str(c)) for c in out.columns]
+    return out.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
 
 
 KIND_TITLES = {"tokenizer": "Tokenizers", "generator": "Generators"}
@@ -240,20 +301,37 @@ def render(df: pd.DataFrame, out_dir: str | Path, name: str = "results") -> list
     """Write ``name``.md / .csv / .tex under ``out_dir`` (and ``name``_curves.csv when there are curve
     rows); returns their paths (Markdown first). Tokenizer and generator rows get a table each."""
     out_dir = Path(out_dir)
+    check_out_dir(out_dir)
     curve = is_curve_row(df)
     table = df[~curve]
     kinds = list(dict.fromkeys(table["kind"])) if not table.empty else []
     if len(kinds) > 1:
         parts = [(KIND_TITLES.get(k, k), table[table["kind"] == k]) for k in kinds]
-        md = "\n".join(f"## {title}\n\n{to_markdown(part)}" for title, part in parts)
-        tex = "\n".join(f"% {title}\n{to_latex(part)}" for title, part in parts)
+        md = "\n".join(f"## {md_escape(title)}\n\n{to_markdown(part)}" for title, part in parts)
+        tex = "\n".join(f"% {tex_escape(title)}\n{to_latex(part)}" for title, part in parts)
     else:
         md, tex = to_markdown(table), to_latex(table)
     paths = [out_dir / f"{name}.md", out_dir / f"{name}.csv", out_dir / f"{name}.tex"]
-    texts = [md, wide_table(table).to_csv(index=False), tex]
+    texts = [md, _safe_csv(wide_table(table)), tex]
     if not df.empty and curve.any():
         paths.append(out_dir / f"{name}_curves.csv")
-        texts.append(curves_table(df).to_csv(index=False))
+        texts.append(_safe_csv(curves_table(df)))
     for path, text in zip(paths, texts):
-        write_atomic(path, text.encode("utf-8"))
+        try:
+            write_atomic(path, text.encode("utf-8"))
+        except OSError as e:
+            raise file_error(e, path, "write report file") from None
     return paths
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """Raise a one-line error when the report folder ``out_dir`` cannot be a folder (it is a file, or
+    a parent of it is) or cannot be created."""
+    out_dir = Path(out_dir)
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise VQBenchError(f"report folder {out_dir} is an existing file; pass --out a folder (it is "
+                               "created when missing)")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise file_error(e, out_dir, "create report folder") from None
