@@ -206,25 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except OSError as e:          # the environment: permissions, a full disk, a path that is a folder
-        print(f"error: {os_error_message(e)}", file=sys.stderr)
+        from harness.core.io import file_error
+        print(f"error: {file_error(e, e.filename or 'a file', 'use')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is kept (rerun with --resume)", file=sys.stderr)
         return 130
-
-
-def os_error_message(e: OSError) -> str:
-    """One line for a file-system failure: the path, what happened, what to do."""
-    import errno
-    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None) or "a file"
-    advice = {errno.ENOSPC: "free disk space and rerun (finished work is kept)",
-              errno.EDQUOT: "free disk space and rerun (finished work is kept)",
-              errno.EACCES: "check the path's permissions", errno.EPERM: "check the path's permissions",
-              errno.EROFS: "choose a writable location", errno.EISDIR: "give a file path, not a folder",
-              errno.ENOTDIR: "a component of the path is a file, not a folder",
-              errno.ENOENT: "check the path", errno.ELOOP: "the path contains a symbolic-link loop"}
-    what = e.strerror or e.__class__.__name__
-    return f"{where}: {what}; {advice.get(e.errno, 'check the path and rerun')}"
 
 
 def cmd_list(args) -> int:
@@ -303,6 +290,7 @@ def cmd_eval(args) -> int:
     from harness.core.results import ResultsStore
     from harness.evaluation.metrics.fidelity import GENERATION_METRICS
     from harness.suites import TOKENIZER_METRICS
+    ResultsStore(args.results).check_writable()
     if ckpt.load_state(ckpt.resolve(args.checkpoint)).get("kind") == "generator":
         from harness.evaluation.record_generation import evaluate_generator_and_record
         metrics = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else GENERATION_METRICS
@@ -351,6 +339,7 @@ def _int_list(text: str, what: str, allow_all: bool = False) -> list:
 def cmd_progressive(args) -> int:
     from harness.evaluation.progressive import progressive_and_record
     from harness.core.results import ResultsStore
+    ResultsStore(args.results).check_writable()
     rows = progressive_and_record(args.checkpoint, ResultsStore(args.results), run_id=args.run_id,
                                   dataset=args.dataset, split=args.split, n_eval=args.n_eval,
                                   metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
@@ -366,6 +355,7 @@ def cmd_progressive(args) -> int:
 def cmd_probe(args) -> int:
     from harness.evaluation.probe import probe_and_record
     from harness.core.results import ResultsStore
+    ResultsStore(args.results).check_writable()
     rows = probe_and_record(args.checkpoint, ResultsStore(args.results), run_id=args.run_id, dataset=args.dataset,
                             n_train=args.n_train, n_eval=args.n_eval, ks=_int_list(args.ks, "--ks", allow_all=True),
                             batch_size=args.batch_size, device=args.device)
@@ -398,6 +388,9 @@ def cmd_report(args) -> int:
 
 def _analyze_entropy(args) -> int:
     from harness.evaluation.entropy import analyze_tokens
+    if args.results is not None:
+        from harness.core.results import ResultsStore
+        ResultsStore(args.results).check_writable()
     profile, label = analyze_tokens(args.tokens, codebook_size=args.codebook_size, factors=args.factors,
                                     threshold_bits=args.threshold, split=args.split, n=args.n,
                                     dataset=args.dataset, batch_size=args.batch_size, device=args.device,

@@ -270,11 +270,20 @@ def test_masked_sampling_is_reproducible_with_a_seed_and_depends_on_it():
 
 
 def test_masked_training_and_decoding_agree():
-    # MaskGIT on a spatial layout: the trained model decodes each class's sequence back
+    # MaskGIT on a spatial layout: the trained model decodes each class's sequence back. Margins, not
+    # an exact decode: the trajectory differs with the CPU kernels (ATEN_CPU_CAPABILITY). At 300 steps
+    # every seed 0-9 decodes all 18 tokens under both default and avx2 kernels (masked loss < 0.03);
+    # a mismatch between the training mask and the decoding order would leave the decode near chance
+    # (1/16 per token) and the loss near log 16 = 2.77.
     torch.manual_seed(0)
     model = replace(GENERATORS.get("masked-tiny")(), class_dropout=0.0).build(SPATIAL, COND)
-    targets, greedy = _learns_one_sequence_per_class(model, SPATIAL, steps=150)
-    assert torch.equal(greedy, targets)
+    targets, greedy = _learns_one_sequence_per_class(model, SPATIAL, steps=300)
+    accuracy = (greedy == targets).float().mean().item()
+    assert accuracy >= 0.9, (accuracy, greedy, targets)
+    model.eval()
+    torch.manual_seed(1)                # the loss draws random masks: its mean over 20 draws
+    loss = sum(model.loss(targets, LABELS).item() for _ in range(20)) / 20
+    assert loss < 0.3, loss
 
 
 # ---------------------------------------------------------------- paper presets

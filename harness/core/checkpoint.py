@@ -1,27 +1,40 @@
 """Checkpoints: safetensors for every tensor (weights, EMA, optimizer moments), JSON for the rest.
 
 A checkpoint is a folder ``step_XXXXXXXX/`` with ``weights.safetensors``, ``optimizer.safetensors``
-and ``state.json`` (step, configs and their hash, RNG states, optimizer hyper-parameters). It is
-written under a temporary name and renamed into place, and ``latest`` is replaced atomically after,
-so a kill at any moment leaves the previous checkpoint intact and discoverable.
+and ``state.json`` (step, configs and their hash, RNG states, optimizer hyper-parameters, and under
+``files`` the sha256 of both tensor files). It is written under a temporary name and renamed into
+place, and ``latest`` is replaced atomically after, so a kill at any moment leaves the previous
+checkpoint intact and discoverable.
+
+Reading is defensive: ``latest`` must name a ``step_XXXXXXXX`` folder directly inside its
+``checkpoints/`` folder, ``state.json`` must be an object with a non-negative integer ``step`` and a
+``kind``, and the tensor files must match their recorded sha256 (checkpoints written before the
+checksums existed load unchecked). Every failure is one VQBenchError line naming the file.
 """
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from harness.core.errors import VQBenchError
 from harness.core.io import write_atomic
+from harness.core.weights import file_sha256
 
 KEEP_LAST = 2
+STEP_NAME = re.compile(r"step_[0-9]{8}")                        # the only names ``latest`` may hold
+TENSOR_FILES = ("weights.safetensors", "optimizer.safetensors")  # checksummed in state["files"]
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def rng_state() -> dict:
@@ -90,6 +103,7 @@ def save(ckpt_root: Path, step: int, weights: dict[str, torch.Tensor],
     tmp.mkdir()
     save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp / "weights.safetensors")
     save_file(optim_tensors, tmp / "optimizer.safetensors")
+    state = {**state, "files": {name: file_sha256(tmp / name) for name in TENSOR_FILES}}
     write_atomic(tmp / "state.json", json.dumps(state, indent=1))
     if final.exists():               # re-saving the same step (e.g. final == periodic)
         shutil.rmtree(final)
@@ -101,35 +115,117 @@ def save(ckpt_root: Path, step: int, weights: dict[str, torch.Tensor],
 
 
 def latest(ckpt_root: Path) -> Path | None:
+    """The checkpoint ``ckpt_root/latest`` names, or None when there is no pointer.
+
+    The pointer is a text file holding one ``step_XXXXXXXX`` name of a folder directly inside
+    ``ckpt_root``; anything else (a path, ``..``, a symlink, a folder that resolves elsewhere) is refused.
+    """
+    ckpt_root = Path(ckpt_root)
     pointer = ckpt_root / "latest"
-    if not pointer.exists():
+    fix = "write the name of one of its step_XXXXXXXX folders into it, or delete it to start over"
+    if pointer.is_symlink():            # vqbench writes a text file; a link could lead anywhere
+        raise VQBenchError(f"checkpoint pointer {pointer} is a symbolic link; it must be a text file "
+                           f"naming a step_XXXXXXXX folder next to it: {fix}")
+    if not _exists(pointer):
         return None
-    path = ckpt_root / pointer.read_text().strip()
-    if not (path / "state.json").exists():
+    try:
+        text = pointer.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise VQBenchError(f"checkpoint pointer {pointer} is unreadable ({error_text(e)}); {fix}") from None
+    name = text.strip()
+    if not STEP_NAME.fullmatch(name):
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise VQBenchError(f"checkpoint pointer {pointer} holds {shown!r}, not the name of a step_XXXXXXXX "
+                           f"folder inside {ckpt_root}; {fix}")
+    path = ckpt_root / name
+    if not _exists(path / "state.json"):
         raise VQBenchError(f"checkpoint pointer {pointer} names {path.name}, which is missing or "
                            "incomplete; delete the pointer to start over or restore the folder")
+    try:
+        inside = path.resolve(strict=True).parent == ckpt_root.resolve(strict=True)
+    except (OSError, RuntimeError) as e:
+        raise VQBenchError(f"checkpoint {path} cannot be resolved ({error_text(e)}); restore it or train again") from None
+    if not inside:
+        raise VQBenchError(f"checkpoint {path} (named by {pointer}) is a symbolic link that leads outside "
+                           f"{ckpt_root}; replace it with the checkpoint folder itself")
     return path
 
 
 def load(path: Path) -> tuple[dict, dict, dict]:
-    """Return (weights, optimizer tensors, state) of a checkpoint folder."""
-    try:
-        state = json.loads((path / "state.json").read_text())
-        weights = load_file(path / "weights.safetensors")
-        optim = load_file(path / "optimizer.safetensors")
-    except (OSError, ValueError) as e:
-        raise VQBenchError(f"checkpoint {path} is unreadable or corrupt ({e.__class__.__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    """Return (weights, optimizer tensors, state) of a checkpoint folder, every file verified."""
+    path = Path(path)
+    state = load_state(path)
+    weights, optim = (_read_tensors(path, name, state.get("files")) for name in TENSOR_FILES)
     return weights, optim, state
 
 
 def load_state(path: Path) -> dict:
-    """The ``state.json`` of a checkpoint folder (no tensors read)."""
+    """The validated ``state.json`` of a checkpoint folder (no tensors read)."""
+    file = Path(path) / "state.json"
+    fix = "restore it or train again"
     try:
-        return json.loads((Path(path) / "state.json").read_text())
-    except (OSError, ValueError) as e:
-        raise VQBenchError(f"checkpoint {path} has an unreadable state.json ({e.__class__.__name__}); "
-                           "restore it or train again") from None
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, RuntimeError, ValueError) as e:      # ValueError covers JSON and UTF-8 errors
+        raise VQBenchError(f"checkpoint file {file} is not readable JSON ({error_text(e)}); {fix}") from None
+    if not isinstance(state, dict):
+        raise VQBenchError(f"checkpoint file {file} holds a JSON {type(state).__name__}, not an object; {fix}")
+    for key in ("step", "kind"):
+        if key not in state:
+            raise VQBenchError(f"checkpoint file {file} lacks {key!r}; {fix}")
+    step = state["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise VQBenchError(f"checkpoint file {file} has step {step!r}, not a non-negative integer; {fix}")
+    folder = Path(path).name
+    if STEP_NAME.fullmatch(folder) and int(folder[5:]) != step:
+        raise VQBenchError(f"checkpoint file {file} says step {step} but lies in {folder}; {fix}")
+    if not isinstance(state["kind"], str):
+        raise VQBenchError(f"checkpoint file {file} has kind {state['kind']!r}, not a string; {fix}")
+    needed = {"tokenizer": (("preset", str), ("model_config", dict)),      # what rebuilding the model reads
+              "generator": (("preset", str), ("model_config", dict), ("num_classes", int), ("data", dict))}
+    for key, kind in needed.get(state["kind"], ()):
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            json_type = {str: "string", dict: "object", int: "integer"}[kind]
+            raise VQBenchError(f"checkpoint file {file} lacks {key!r} or it is not a JSON {json_type}; {fix}")
+    files = state.get("files")
+    if files is not None and not (isinstance(files, dict) and all(
+            isinstance(files.get(n), str) and _SHA256.fullmatch(files[n]) for n in TENSOR_FILES)):
+        raise VQBenchError(f"checkpoint file {file} has a malformed 'files' entry (expected the sha256 of "
+                           f"{' and '.join(TENSOR_FILES)}); {fix}")
+    return state
+
+
+def _read_tensors(path: Path, name: str, recorded: dict | None) -> dict:
+    """The tensors of ``path/name``, checked against its recorded sha256 when there is one."""
+    file = path / name
+    fix = "restore it or train again"
+    try:
+        if recorded is not None and file_sha256(file) != recorded[name]:
+            raise VQBenchError(f"checkpoint {path}/{name} does not match its recorded sha256 (corrupted or "
+                               f"edited); {fix}")
+        return load_file(file)
+    except (OSError, RuntimeError, ValueError, SafetensorError) as e:
+        raise VQBenchError(f"checkpoint file {file} is unreadable or corrupt ({error_text(e)}); {fix}") from None
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a symbolic-link loop or an unreadable path is a VQBenchError naming it."""
+    try:
+        os.stat(path)
+        return True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise VQBenchError(f"{path} is a symbolic link loop (or lies under one); remove the link "
+                               "or point it at a real file or folder") from None
+        raise VQBenchError(f"{path} cannot be read ({error_text(e)})") from None
+
+
+def error_text(e: BaseException) -> str:
+    """``ClassName: first line of the message``, for one-line errors."""
+    text = getattr(e, "strerror", None) or str(e)
+    first = text.splitlines()[0] if text else ""
+    return f"{e.__class__.__name__}: {first}" if first else e.__class__.__name__
 
 
 def run_name(path_or_run: str | Path) -> str:
@@ -141,10 +237,10 @@ def run_name(path_or_run: str | Path) -> str:
 def resolve(path_or_run: str | Path) -> Path:
     """A checkpoint folder, or a run folder (its latest checkpoint)."""
     p = Path(path_or_run)
-    if (p / "state.json").exists():
+    if _exists(p / "state.json"):
         return p
     for root in (p / "checkpoints", p):
-        found = latest(root) if root.is_dir() else None
+        found = latest(root) if _exists(root) and root.is_dir() else None
         if found:
             return found
     raise VQBenchError(f"no checkpoint found at {p} (expected a run folder with checkpoints/latest "

@@ -58,6 +58,17 @@ def write_atomic(path: str | Path, content: bytes | str | Callable[[Path], objec
     permission bits; a new one gets the default (umask) mode. Parent folders are created.
     """
     path = Path(path)
+    try:
+        _write_atomic(path, content)
+    except VQBenchError:
+        raise
+    except OSError as e:                 # name the file the user asked for, not the temporary
+        raise file_error(e, path, "write") from None
+
+
+def _write_atomic(path: Path, content) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)

@@ -43,7 +43,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.core.errors import VQBenchError
-from harness.core.io import file_error, fsync_folder, stale_temporaries, write_atomic
+from harness.core.io import TMP_SUFFIX, file_error, fsync_folder, stale_temporaries, write_atomic
 
 try:
     import fcntl
@@ -304,6 +304,20 @@ class ResultsStore:
         with self._writing():
             kept = [json.dumps(r) for r in self.records() if not (r["run_id"] == run_id and drop(r))]
             write_atomic(self.path, "".join(line + "\n" for line in kept + new).encode("utf-8"))
+
+    def check_writable(self) -> None:
+        """Raise one line now if rows could not be written later (a folder in the way, no permission,
+        a read-only file system), so no evaluation starts that cannot record its result. The store
+        itself is not created or changed."""
+        if self.path.is_dir():
+            raise VQBenchError(f"results path {self.path} is a folder; pass a .jsonl file path")
+        with self._writing():
+            if self.path.exists():
+                os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))
+            else:
+                probe = self.path.with_name(f".{self.path.name}.{os.getpid()}.probe{TMP_SUFFIX}")
+                os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                probe.unlink()
 
     @contextmanager
     def _writing(self):

@@ -261,15 +261,19 @@ def load_token_file(path: str | Path) -> np.ndarray:
             return np.load(path, mmap_mode="r", allow_pickle=False)
         if suffix == ".pt":
             import torch
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            import warnings
+            with warnings.catch_warnings():            # torch warns about raw pickles before refusing them
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
             if not torch.is_tensor(obj):
                 raise VQBenchError(f"{path} holds a {type(obj).__name__}, not one tensor of token indices")
             return obj.numpy()
     except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         # weights_only / allow_pickle=False refused or failed: nothing in the file was executed
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise VQBenchError(f"cannot read token file {path} ({e.__class__.__name__}: {first}); save the "
-                           "indices with numpy.save or torch.save of one integer tensor") from None
+        why = "it holds pickled objects, which are never loaded" if isinstance(e, pickle.UnpicklingError) \
+            else e.__class__.__name__
+        raise VQBenchError(f"cannot read token file {path} ({why}); save the indices with numpy.save or "
+                           "torch.save of one integer tensor") from None
     raise VQBenchError(f"{path}: expected a .npy or .pt file of N x T token indices, or a run folder")
 
 

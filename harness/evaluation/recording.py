@@ -10,7 +10,7 @@ declares
 - ``measure(run, d, todo)``: the ``Measurement`` of (at least) the keys in ``todo``.
 
 ``record`` applies the one skip rule (a key is done when the store holds its row for the same run,
-configuration hash, checkpoint step and settings) and the one replacement rule (a new row replaces the
+configuration hash, checkpoint step, dataset, split and settings) and the one replacement rule (a new row replaces the
 run's stored row of the same dataset, split, metric and k, whatever its settings; everything else of the
 run stays), and builds every row through ``make_rows`` with the run's self-description
 (``extra["run_info"]``: token count, factors, codebook size per position, bits per image, parameters).

@@ -21,6 +21,22 @@ def state_part(weights: dict, prefix: str) -> dict:
     return {k[len(p):]: v for k, v in weights.items() if k.startswith(p)}
 
 
+def check_finite(path: Path, weights: dict[str, torch.Tensor], prefix: str) -> None:
+    """Refuse a checkpoint whose ``prefix``-ed weights (those about to be loaded) hold a NaN or infinity:
+    every metric of such a model is meaningless. (Training stops before writing one; this catches
+    checkpoints written by older versions or edited since.)"""
+    named = [(k, v) for k, v in weights.items()
+             if k.startswith(prefix) and v.is_floating_point() and v.numel() > 0]
+    if not named:
+        return
+    norms = torch._foreach_norm([v for _, v in named], float("inf"))     # max |x|: NaN propagates
+    finite = torch.isfinite(torch.stack([n.float() for n in norms]))
+    if not bool(finite.all()):
+        first = named[int((~finite).nonzero()[0, 0])][0]
+        raise VQBenchError(f"checkpoint {path} has non-finite weights (first: {first}); it cannot be "
+                           "evaluated; resume from an earlier checkpoint")
+
+
 def load_tokenizer(checkpoint: str | Path, device: torch.device | str = "cpu",
                    use_ema: bool = True) -> tuple[Tokenizer, dict, Path]:
     """Rebuild the tokenizer a checkpoint was trained as and load its (EMA) weights."""
@@ -33,6 +49,7 @@ def load_tokenizer(checkpoint: str | Path, device: torch.device | str = "cpu",
                  for k, v in state["model_config"].items()}
     _, model = build_tokenizer(state["preset"], overrides)
     prefix = "ema." if use_ema and any(k.startswith("ema.") for k in weights) else "model."
+    check_finite(path, weights, prefix)
     sd = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
     try:
         model.load_state_dict(sd)
@@ -53,6 +70,7 @@ def load_generator(checkpoint: str | Path, tokenizer, device: torch.device | str
                  for k, v in state["model_config"].items()}
     _, model = build_generator(state["preset"], overrides, tokenizer, state["num_classes"])
     prefix = "ema." if use_ema and any(k.startswith("ema.") for k in weights) else "model."
+    check_finite(path, weights, prefix)
     try:
         model.load_state_dict(state_part(weights, prefix[:-1]))
     except RuntimeError as e:

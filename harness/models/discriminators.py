@@ -8,12 +8,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.core.errors import VQBenchError
+
+
+def patchgan_output_side(resolution: int, n_layers: int) -> int:
+    """Side of a PatchGAN's logit map: a stride-2 4x4 conv (pad 1) halves the side (floored), a
+    stride-1 one takes 1 off. ``n_layers`` >= 1: that many stride-2 convs (the stem included), then
+    two stride-1 ones; ``n_layers`` = 0: the stem and the output conv only."""
+    if n_layers <= 0:
+        return resolution // 2 - 1
+    side = resolution
+    for _ in range(n_layers):
+        side //= 2
+    return side - 2
+
+
+def patchgan_depth(resolution: int, n_layers: int) -> int:
+    """``n_layers`` or, when the image is too small for that many downsamplings, the deepest PatchGAN
+    whose logit map is still at least 1x1 (16 px images: 2 layers; 256 px: the usual 3, a 30x30 map)."""
+    depth = max(0, n_layers)
+    while depth > 0 and patchgan_output_side(resolution, depth) < 1:
+        depth -= 1
+    if patchgan_output_side(resolution, depth) < 1:
+        raise VQBenchError(f"--set disc_arch=patchgan needs images of at least 4x4 pixels (these are "
+                           f"{resolution}x{resolution}); use disc_arch=stylegan or disc_weight=0")
+    return depth
+
 
 class PatchGAN(nn.Module):
-    """pix2pix's N-layer PatchGAN (Isola et al. 2017) as VQGAN uses it: 4x4 convs, BatchNorm, LeakyReLU."""
+    """pix2pix's N-layer PatchGAN (Isola et al. 2017) as VQGAN uses it: 4x4 convs, BatchNorm, LeakyReLU.
+    With ``resolution`` given, the depth is capped so the logit map of a ``resolution`` image is at least
+    1x1 (``patchgan_depth``); at the resolutions it was designed for, the depth is ``n_layers``."""
 
-    def __init__(self, in_channels: int = 3, channels: int = 64, n_layers: int = 3):
+    def __init__(self, in_channels: int = 3, channels: int = 64, n_layers: int = 3, resolution: int | None = None):
         super().__init__()
+        if resolution is not None:
+            n_layers = patchgan_depth(resolution, n_layers)
+        self.n_layers = n_layers
         layers = [nn.Conv2d(in_channels, channels, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, n_layers + 1):
@@ -78,4 +109,4 @@ class StyleGANDiscriminator(nn.Module):
 def build_discriminator(arch: str, in_channels: int, resolution: int, channels: int, layers: int) -> nn.Module:
     if arch == "stylegan":
         return StyleGANDiscriminator(in_channels, resolution, channels)
-    return PatchGAN(in_channels, channels, layers)
+    return PatchGAN(in_channels, channels, layers, resolution)

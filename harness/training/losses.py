@@ -16,6 +16,7 @@ from torch import nn
 from harness.core.contracts import Tokenizer, TokenizerOutput
 from harness.core.distributed import is_multi_process
 from harness.models.discriminators import build_discriminator
+from harness.training.optim import DECAY, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, chain_post_init, check_settings
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,14 @@ class VQLossConfig:
     lecam_weight: float = 0.0            # LeCam regularization of the discriminator; 0 disables
     lecam_decay: float = 0.999
     adaptive_disc_weight: bool = True
+
+    RULES = {"pixel_weight": NON_NEGATIVE, "perceptual_weight": NON_NEGATIVE, "disc_weight": NON_NEGATIVE,
+             "disc_start": NON_NEGATIVE_INT, "disc_layers": POSITIVE_INT, "disc_channels": POSITIVE_INT,
+             "lecam_weight": NON_NEGATIVE, "lecam_decay": DECAY}
+
+    def __post_init__(self):
+        check_settings(self, VQLossConfig.RULES)
+        chain_post_init(VQLossConfig, self)
 
 
 def pixel_loss(kind: str, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -4,10 +4,47 @@ scripts; the loops differ only in what they compute the loss of."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Iterable, Literal
+from dataclasses import dataclass, fields
+from typing import Callable, Iterable, Literal
 
 import torch
+
+from harness.core.errors import VQBenchError
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# the domain of numeric training settings: (test, what the message says the value must be)
+POSITIVE_INT = (lambda v: _is_int(v) and v >= 1, "a positive integer")
+NON_NEGATIVE_INT = (lambda v: _is_int(v) and v >= 0, "a non-negative integer")
+POSITIVE = (lambda v: _is_real(v) and v > 0, "a positive finite number")
+NON_NEGATIVE = (lambda v: _is_real(v) and v >= 0, "a finite number >= 0")
+DECAY = (lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)")
+SEED = (lambda v: _is_int(v) and 0 <= v < 2 ** 32, "an integer in [0, 2^32)")
+
+
+def check_settings(cfg, rules: dict[str, tuple[Callable[[object], bool], str]]) -> None:
+    """Raise ``--set key=value: key must be ...`` for the first field of ``cfg`` outside its rule."""
+    for f in fields(cfg):
+        if f.name in rules:
+            ok, must = rules[f.name]
+            value = getattr(cfg, f.name)
+            if not ok(value):
+                raise VQBenchError(f"--set {f.name}={value}: {f.name} must be {must}")
+
+
+def chain_post_init(cls, obj) -> None:
+    """Run the ``__post_init__`` of the classes after ``cls`` in ``obj``'s MRO (cooperative validation
+    of dataclasses that combine several settings classes)."""
+    parent = getattr(super(cls, obj), "__post_init__", None)
+    if parent is not None:
+        parent()
 
 
 @dataclass(frozen=True)
@@ -26,6 +63,14 @@ class OptimizerConfig:
     ckpt_every: int = 500
     log_every: int = 10
     seed: int = 0
+
+    RULES = {"steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": POSITIVE, "weight_decay": NON_NEGATIVE,
+             "beta1": DECAY, "beta2": DECAY, "warmup_steps": NON_NEGATIVE_INT, "grad_clip": NON_NEGATIVE,
+             "ema_decay": DECAY, "ckpt_every": POSITIVE_INT, "log_every": POSITIVE_INT, "seed": SEED}
+
+    def __post_init__(self):
+        check_settings(self, OptimizerConfig.RULES)
+        chain_post_init(OptimizerConfig, self)
 
     def log_due(self, step: int) -> bool:
         """Whether the scalars of 0-based ``step`` are logged (every ``log_every`` steps and the last)."""
@@ -57,20 +102,27 @@ def set_lr(optimizers: Iterable[torch.optim.Optimizer | None], lr: float) -> Non
 
 
 def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, module: torch.nn.Module,
-                   max_norm: float, scaler: torch.amp.GradScaler | None = None) -> None:
+                   max_norm: float, scaler: torch.amp.GradScaler | None = None,
+                   guard=None, name: str = "model") -> None:
     """Backward, clip ``module``'s gradient norm to ``max_norm`` (0: no clipping), step. With a
     ``scaler`` (fp16) the loss is scaled and the gradients unscaled before clipping; the caller
-    runs ``scaler.update()`` once all of a step's optimizers have stepped."""
+    runs ``scaler.update()`` once all of a step's optimizers have stepped. A ``guard``
+    (``runtime.FiniteGuard``) records the unscaled gradients before clipping and the weights after
+    the step, under ``name`` (the module's name in checkpoints); the caller runs ``guard.check``."""
     opt.zero_grad(set_to_none=True)
     (scaler.scale(loss) if scaler is not None else loss).backward()
     if scaler is not None:
         scaler.unscale_(opt)
+    if guard is not None:
+        guard.gradients(name, module)
     if max_norm > 0:
         torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
     if scaler is not None:
         scaler.step(opt)
     else:
         opt.step()
+    if guard is not None:
+        guard.weights(name, module)
 
 
 class EMA:

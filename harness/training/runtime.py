@@ -1,11 +1,13 @@
 """How a training step runs on one process or many: mixed precision, DDP wrapping, and the guard
-that stops every rank together on a non-finite loss."""
+that stops every rank together before a NaN or infinity can reach a checkpoint."""
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Callable
 
 import torch
+import torch.distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from harness.core.distributed import Dist, all_true
@@ -17,6 +19,20 @@ AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 def check_precision(precision: str, d: Dist) -> None:
     if AMP_DTYPES[precision] is torch.float16 and d.device.type != "cuda":
         raise VQBenchError("--set precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+
+
+def check_n_train(n_train: int | None) -> None:
+    """``--n-train``: a positive number of images (None: all of them)."""
+    if n_train is not None and (not isinstance(n_train, int) or isinstance(n_train, bool) or n_train < 1):
+        raise VQBenchError(f"--n-train {n_train}: the number of training images must be a positive integer")
+
+
+def check_start(start: int, steps: int, checkpoint: Path | None) -> None:
+    """A checkpoint past the run's last step cannot have been written by it (its state.json was
+    edited, or the folder copied from a longer run whose configuration hashes alike)."""
+    if start > steps:
+        raise VQBenchError(f"checkpoint {checkpoint} is at step {start}, beyond --set steps={steps} of "
+                           "this run; restore the checkpoint the run wrote, or train a new run with more steps")
 
 
 def autocast(precision: str, d: Dist) -> contextlib.AbstractContextManager:
@@ -37,13 +53,139 @@ def wrap_ddp(module: torch.nn.Module | None, d: Dist, find_unused_parameters: bo
     return DDP(module, find_unused_parameters=find_unused_parameters)
 
 
-def stop_if_not_finite(loss: torch.Tensor, terms: dict[str, torch.Tensor], step: int, what: str,
-                       last_checkpoint: Path | None, d: Dist) -> None:
-    """Raise on every rank if ``loss`` is NaN or infinite on any rank, naming the step, the loss
-    terms and the last checkpoint written before it (the one to resume or inspect)."""
-    if all_true(bool(torch.isfinite(loss)), d):
-        return
-    where = (f"; the last good checkpoint is {last_checkpoint}" if last_checkpoint
-             else "; no checkpoint was written yet")
-    values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-    raise VQBenchError(f"non-finite {what} at step {step} ({values}){where}")
+def _maybe_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """One bool per tensor, false if it holds a NaN or an infinity: whether its 2-norm is finite. Exact
+    for NaN and infinities (they make the norm NaN or inf); a finite tensor whose norm overflows (values
+    beyond ~1e19 in fp32) is flagged too, and ``FiniteGuard.check`` clears such false alarms with an
+    exact look. ``_foreach_norm`` is one fused kernel on CUDA and the cheapest exact-enough reduction
+    on CPU (the max-abs norm, which cannot overflow, is ~6x slower there)."""
+    return torch.isfinite(torch.stack(torch._foreach_norm(tensors, 2)))
+
+
+def _floating(named) -> list[tuple[str, torch.Tensor]]:
+    return [(n, t.detach()) for n, t in named
+            if t is not None and torch.is_tensor(t) and t.is_floating_point() and t.numel() > 0]
+
+
+def _checked(t) -> bool:
+    return t is not None and t.is_floating_point() and t.numel() > 0
+
+
+class FiniteGuard:
+    """Stops training, on every rank together, before a non-finite value can be checkpointed.
+
+    During a step the loop records what it computed: each loss (``loss``), each optimizer's gradients
+    after unscaling and before clipping (``gradients``) and its module's weights and buffers after the
+    step (``weights``); before a checkpoint, everything it will write (``state``: EMA and optimizer
+    moments too). ``check`` reduces all of it to one flag, with one host sync on a good step (and
+    one all-reduce when several processes run), and raises a VQBenchError naming the step, the first culprit in
+    the order recorded (a loss and its terms, else the first parameter with a non-finite gradient,
+    else the first non-finite weight) and the last checkpoint written. That checkpoint passed the
+    same check when it was written, so it is finite and is the one to resume from or inspect.
+
+    fp16 (GradScaler): infinite gradients are the scaler's business (it skips the step and lowers
+    the scale), so gradients are not checked; the weights after the step still are. fp32 and bf16:
+    any non-finite gradient stops the run. Steps are reported 0-based (step 3 is the fourth step,
+    the one checkpoint ``step_00000004`` would have held)."""
+
+    def __init__(self, d: Dist, precision: str = "fp32"):
+        self.d = d
+        self.check_gradients = AMP_DTYPES[precision] is not torch.float16
+        self._items: list[tuple[torch.Tensor, list | None, Callable[[int], tuple[str, str]]]] = []
+        self._submodules: dict[int, tuple[torch.nn.Module, list]] = {}
+
+    def _submodules_of(self, module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+        """(name prefix, submodule) of every submodule, walked once: a step then reads each one's
+        current parameters and buffers directly (``named_parameters`` re-walks the tree every call)."""
+        held = self._submodules.get(id(module))
+        if held is None or held[0] is not module:
+            held = self._submodules[id(module)] = (module, [(f"{p}." if p else "", m)
+                                                           for p, m in module.named_modules()])
+        return held[1]
+
+    def _record(self, flags: torch.Tensor, tensors: list[torch.Tensor] | None,
+                describe: Callable[[int], tuple[str, str]]) -> None:
+        """``flags``: one per tensor of ``tensors`` (false: maybe not finite; None: the flags are exact);
+        ``describe(i)``: (what, detail) of the i-th, for the message ``<what> at step S<detail>``."""
+        self._items.append((flags.to(self.d.device, non_blocking=True), tensors, describe))
+
+    def _record_tensors(self, named: list[tuple[str, torch.Tensor]], describe: Callable[[str], tuple[str, str]]):
+        if named:
+            self._record(_maybe_finite([t for _, t in named]), [t for _, t in named],
+                         lambda i: describe(named[i][0]))
+
+    def loss(self, what: str, total: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        """A loss about to be backpropagated; ``terms`` are its named parts (shown when it is not finite)."""
+        terms = dict(terms)
+
+        def describe(_: int) -> tuple[str, str]:
+            values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+            return f"non-finite {what}", f" ({values})"
+        self._record(torch.isfinite(total.detach()).reshape(1), None, describe)
+
+    @torch.no_grad()
+    def gradients(self, name: str, module: torch.nn.Module) -> None:
+        """``module``'s gradients (unscaled, not yet clipped); ``name`` prefixes its parameter names."""
+        if self.check_gradients:
+            named = [(pre + k, p.grad) for pre, m in self._submodules_of(module)
+                     for k, p in m._parameters.items() if p is not None and _checked(p.grad)]
+            self._record_tensors(named, lambda n: (f"non-finite gradient of {name}.{n}", ""))
+
+    @torch.no_grad()
+    def weights(self, name: str, module: torch.nn.Module) -> None:
+        """``module``'s parameters and floating-point buffers after its optimizer step."""
+        named = [(pre + k, t) for pre, m in self._submodules_of(module)
+                 for k, t in (*m._parameters.items(), *m._buffers.items()) if _checked(t)]
+        self._record_tensors(named, lambda n: (f"non-finite weight {name}.{n}", " after the optimizer step"))
+
+    @torch.no_grad()
+    def state(self, held) -> None:
+        """Everything a checkpoint of ``held`` (a ``TrainingState``) writes: module weights and buffers,
+        the EMA and the optimizer moments (run once per checkpoint, not per step)."""
+        names: dict[int, str] = {}
+        named: list[tuple[str, torch.Tensor]] = []
+        for mname, module in held.modules.items():
+            if module is not None:
+                names |= {id(p): f"{mname}.{n}" for n, p in module.named_parameters()}
+                named += [(f"weight {mname}.{k}", v) for k, v in _floating(module.state_dict().items())]
+        if held.ema is not None:
+            named += [(f"EMA weight ema.{k}", v) for k, v in _floating(held.ema.shadow.items())]
+        for oname, opt in held.optimizers.items():
+            if opt is not None:
+                for group in opt.param_groups:
+                    for p in group["params"]:
+                        named += [(f"optimizer state {oname}: {k} of {names.get(id(p), 'a parameter')}", v)
+                                  for k, v in _floating(opt.state.get(p, {}).items())]
+        by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+        for n, t in named:                 # optimizer step counters may live on the CPU
+            by_device.setdefault(t.device, []).append((n, t))
+        for group in by_device.values():
+            self._record_tensors(group, lambda n: (f"non-finite {n}", " (before writing its checkpoint)"))
+
+    @torch.no_grad()
+    def check(self, step: int, last_checkpoint: Path | None) -> None:
+        """Raise on every rank if anything recorded since the last check is NaN or infinite on any rank."""
+        items, self._items = self._items, []
+        if not items:
+            return
+        maybe_bad = (~torch.cat([flags for flags, _, _ in items]).all()).float().reshape(1)
+        if self.d.enabled:
+            torch_dist.all_reduce(maybe_bad, op=torch_dist.ReduceOp.MAX)
+        if not maybe_bad.item():                # the one host sync of a good step
+            return
+        # a flag is down somewhere: look exactly (a finite tensor whose 2-norm overflowed is no culprit;
+        # clipping has since scaled the gradients, which keeps finite values finite and the rest not)
+        culprit = None
+        for flags, tensors, describe in items:
+            for i in (~flags).nonzero().flatten().tolist():
+                if tensors is None or not bool(torch.isfinite(tensors[i]).all()):
+                    culprit = describe(i)
+                    break
+            if culprit:
+                break
+        if all_true(culprit is None, self.d):  # every rank: only finite values after all
+            return
+        what, detail = culprit or ("non-finite values on another process", "")
+        where = (f"; the last good checkpoint is {last_checkpoint}" if last_checkpoint
+                 else "; no checkpoint was written yet")
+        raise VQBenchError(f"{what} at step {step}{detail}{where}")

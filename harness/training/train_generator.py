@@ -27,8 +27,9 @@ from harness.models.checkpoints import load_tokenizer
 from harness.training.batches import BatchOrder
 from harness.training.checkpointing import RunCheckpoints, TrainingState
 from harness.training.monitor import TrainLog
-from harness.training.optim import OptimizerConfig, adamw, build_ema, lr_at, optimizer_step, set_lr
-from harness.training.runtime import autocast, stop_if_not_finite, wrap_ddp
+from harness.training.optim import (NON_NEGATIVE_INT, OptimizerConfig, adamw, build_ema, chain_post_init,
+                                    check_settings, lr_at, optimizer_step, set_lr)
+from harness.training.runtime import FiniteGuard, autocast, check_n_train, check_start, wrap_ddp
 from harness.training.token_data import num_classes_of, token_cache, tokenize_split
 
 
@@ -41,11 +42,16 @@ class GeneratorTrainConfig(OptimizerConfig):
     precision: Literal["fp32", "bf16"] = "fp32"
     stage1_steps: int = 0                # two-stage generators (CAR on a pretrained LM): frozen-backbone steps
 
+    def __post_init__(self):
+        check_settings(self, {"stage1_steps": NON_NEGATIVE_INT})
+        chain_post_init(GeneratorTrainConfig, self)
+
 
 def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path, *,
                     overrides: list[str] = (), dataset: str | None = None, n_train: int | None = None,
                     resume: bool = False, device: str = "auto", progress: bool = True) -> Path:
     """Train generator ``preset`` on the indices of ``tokenizer_checkpoint``; returns the final checkpoint."""
+    check_n_train(n_train)
     d = setup(device)
     tokenizer, tok_state, tok_path = load_tokenizer(tokenizer_checkpoint, d.device)
     dataset = dataset or tok_state["data"]["dataset"]
@@ -64,48 +70,60 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
                 "config_hash": (config_hash(cfg, tc) + f"-{dataset}-{n_train or 'all'}"
                                 + f"-tok{tok_state['config_hash']}@{tok_state['step']}"),
                 "world_size": d.world_size, "package_versions": package_versions()}
-    ckpts = RunCheckpoints(run_dir, run_info, "preset, --set values, data and tokenizer checkpoint", resume, d)
+    with RunCheckpoints(run_dir, run_info, "preset, --set values, data and tokenizer checkpoint", resume,
+                        d) as ckpts:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        model.to(d.device)
+        opt = adamw(model.parameters(), tc)
+        ema = build_ema(model, tc)
+        train_state = TrainingState({"model": model}, {"g": opt}, ema)
+        start = ckpts.restore(train_state)
+        check_start(start, tc.steps, ckpts.latest)
+        if start == tc.steps:              # a finished run resumed: nothing left to train
+            return ckpts.latest
+        indices, labels = tokenize_split(tokenizer, dataset, "train", n_train,
+                                         token_cache(tok_path, dataset, n_train), d)
+        del tokenizer
+        return _train(model, indices, labels, tc, train_state, start, ckpts, run_dir, d, progress)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model.to(d.device)
-    opt = adamw(model.parameters(), tc)
-    ema = build_ema(model, tc)
-    train_state = TrainingState({"model": model}, {"g": opt}, ema)
-    start = ckpts.restore(train_state)
-    if start >= tc.steps:
-        return ckpts.latest
-    indices, labels = tokenize_split(tokenizer, dataset, "train", n_train,
-                                     token_cache(tok_path, dataset, n_train), d)
-    del tokenizer
 
+def _train(model, indices: torch.Tensor, labels: torch.Tensor, tc: GeneratorTrainConfig,
+           train_state: TrainingState, start: int, ckpts: RunCheckpoints, run_dir: Path, d, progress: bool) -> Path:
+    opt, ema = train_state.optimizers["g"], train_state.ema
     two_stage = tc.stage1_steps > 0 and hasattr(model, "set_stage")
     stage = None
     wrapped = wrap_ddp(model, d, find_unused_parameters=True) if not two_stage else model
     order = BatchOrder(len(indices), tc.batch_size, tc.seed, d)
     log = TrainLog(run_dir, start, tc.steps, d, progress, desc="train generator")
+    guard = FiniteGuard(d, tc.precision)
     t0 = time.time()
     model.train()
-    for step in range(start, tc.steps):
-        if two_stage and stage != (1 if step < tc.stage1_steps else 2):
-            stage = 1 if step < tc.stage1_steps else 2
-            model.set_stage(stage)
-            # DDP fixes its parameter set at construction: rewrap when the trainable set changes
-            wrapped = wrap_ddp(model, d, find_unused_parameters=True)
-        lr = lr_at(step, tc)
-        set_lr((opt,), lr)
-        rows = order.indices(step)
-        x, y = indices[rows].to(d.device), labels[rows].to(d.device)
-        with autocast(tc.precision, d):
-            loss = wrapped(x, y)          # Generator.forward is its loss
-        stop_if_not_finite(loss, {"loss": loss}, step, "generator loss", ckpts.latest, d)
-        optimizer_step(loss, opt, model, tc.grad_clip)
-        if ema is not None:
-            ema.update(model)
-        if tc.log_due(step):
-            value = float(loss.detach())
-            log.scalars(step + 1, {"loss": value, "lr": lr}, dict(loss=f"{value:.4f}", lr=f"{lr:.2e}"))
-        log.advance()
-        if tc.checkpoint_due(step):
-            ckpts.save(step + 1, train_state, done=step + 1 == tc.steps, train_seconds=time.time() - t0)
-    log.close()
+    try:                                   # the bar ends its line before any error message
+        for step in range(start, tc.steps):
+            if two_stage and stage != (1 if step < tc.stage1_steps else 2):
+                stage = 1 if step < tc.stage1_steps else 2
+                model.set_stage(stage)
+                # DDP fixes its parameter set at construction: rewrap when the trainable set changes
+                wrapped = wrap_ddp(model, d, find_unused_parameters=True)
+            lr = lr_at(step, tc)
+            set_lr((opt,), lr)
+            rows = order.indices(step)
+            x, y = indices[rows].to(d.device), labels[rows].to(d.device)
+            with autocast(tc.precision, d):
+                loss = wrapped(x, y)          # Generator.forward is its loss
+            guard.loss("generator loss", loss, {"loss": loss})
+            optimizer_step(loss, opt, model, tc.grad_clip, guard=guard, name="model")
+            if ema is not None:
+                ema.update(model)
+            guard.check(step, ckpts.latest)        # nothing non-finite goes on to the logs or a checkpoint
+            if tc.log_due(step):
+                value = float(loss.detach())
+                log.scalars(step + 1, {"loss": value, "lr": lr}, dict(loss=f"{value:.4f}", lr=f"{lr:.2e}"))
+            log.advance()
+            if tc.checkpoint_due(step):
+                guard.state(train_state)           # EMA and optimizer moments too: all the checkpoint holds
+                guard.check(step, ckpts.latest)
+                ckpts.save(step + 1, train_state, done=step + 1 == tc.steps, train_seconds=time.time() - t0)
+    finally:
+        log.close()
     return ckpts.latest

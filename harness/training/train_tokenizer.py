@@ -28,14 +28,16 @@ from harness.training.checkpointing import RunCheckpoints, TrainingState
 from harness.training.losses import VQLoss, VQLossConfig
 from harness.training.monitor import TrainLog
 from harness.training.optim import OptimizerConfig, adamw, build_ema, lr_at, optimizer_step, set_lr
-from harness.training.runtime import autocast, check_precision, grad_scaler, stop_if_not_finite, wrap_ddp
+from harness.training.runtime import (FiniteGuard, autocast, check_n_train, check_precision, check_start,
+                                      grad_scaler, wrap_ddp)
 
 ROLLING_USAGE_TOKENS = 65536   # LlamaGen's training-time usage window
 
 
 @dataclass(frozen=True)
 class TrainConfig(VQLossConfig, OptimizerConfig):
-    """Tokenizer training: the optimizer settings, then the loss settings, then the precision."""
+    """Tokenizer training: the optimizer settings, then the loss settings, then the precision.
+    Constructing one checks every numeric setting's domain (``VQLossConfig``, ``OptimizerConfig``)."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
 
@@ -60,11 +62,13 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
                     dataset: str = "fashion-mnist", n_train: int | None = None, resume: bool = False,
                     device: str = "auto", progress: bool = True) -> Path:
     """Train ``preset`` into ``run_dir``; returns the final checkpoint folder."""
+    check_n_train(n_train)
     d = setup(device)
     # a preset may carry its paper's training recipe; the user's --set values come after and win
     overrides = list(TOKENIZERS.entry(preset).meta.get("train_defaults", ())) + list(overrides)
     model_over, train_over = split_overrides(overrides, tokenizer_config(preset), TrainConfig())
     tc = apply_overrides(TrainConfig(), train_over)
+    check_precision(tc.precision, d)
     torch.manual_seed(tc.seed)             # the initial weights are a function of the seed
     model_cfg, model = build_tokenizer(preset, model_over)
     data_info = {"dataset": dataset, "split": "train", "n_train": n_train}
@@ -72,8 +76,12 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
                 "model_config": to_dict(model_cfg), "train_config": to_dict(tc), "data": data_info,
                 "config_hash": config_hash(model_cfg, tc) + f"-{dataset}-{n_train or 'all'}",
                 "world_size": d.world_size, "package_versions": package_versions()}
-    ckpts = RunCheckpoints(run_dir, run_info, "preset, --set values and data", resume, d)
+    with RunCheckpoints(run_dir, run_info, "preset, --set values and data", resume, d) as ckpts:
+        return _train(model, tc, ckpts, run_dir, dataset, n_train, d, progress)
 
+
+def _train(model, tc: TrainConfig, ckpts: RunCheckpoints, run_dir: Path, dataset: str, n_train: int | None,
+           d, progress: bool) -> Path:
     ds = open_dataset(dataset, "train", resolution=model.resolution, channels=model.in_channels, n=n_train)
     loss_fn = VQLoss(tc, model.in_channels, model.resolution).to(d.device)
     disc = loss_fn.discriminator
@@ -84,44 +92,51 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
     train_state = TrainingState({"model": model, "disc": disc, "lecam": loss_fn.lecam},
                                 {"g": opt_g, "d": opt_d}, ema)
     start = ckpts.restore(train_state)
-    if start >= tc.steps:
+    check_start(start, tc.steps, ckpts.latest)
+    if start == tc.steps:                  # a finished run resumed: nothing left to train
         return ckpts.latest
 
-    check_precision(tc.precision, d)
     scaler = grad_scaler(tc.precision)
+    guard = FiniteGuard(d, tc.precision)
     model_ddp, disc_ddp = wrap_ddp(model, d), wrap_ddp(disc, d)
     order = BatchOrder(len(ds), tc.batch_size, tc.seed, d)
     log = TrainLog(run_dir, start, tc.steps, d, progress, desc="train")
     usage = RollingCodebookUsage(model.layout.max_codebook_size)
     t0 = time.time()
-    for step in range(start, tc.steps):
-        lr = lr_at(step, tc)
-        set_lr((opt_g, opt_d), lr)
-        x, _ = ds.batch(order.indices(step))
-        x = x.to(d.device, non_blocking=True)
-        with autocast(tc.precision, d):
-            out = model_ddp(x)
-            total, logs = loss_fn.generator_loss(x, out, model, step)
-        stop_if_not_finite(total, logs, step, "training loss", ckpts.latest, d)
-        optimizer_step(total, opt_g, model, tc.grad_clip, scaler)
-        if ema is not None:
-            ema.update(model)
-        if loss_fn.gan_active(step):
+    try:                                   # the bar ends its line before any error message
+        for step in range(start, tc.steps):
+            lr = lr_at(step, tc)
+            set_lr((opt_g, opt_d), lr)
+            x, _ = ds.batch(order.indices(step))
+            x = x.to(d.device, non_blocking=True)
             with autocast(tc.precision, d):
-                d_total, d_logs = loss_fn.discriminator_loss(disc_ddp, x, out.reconstruction)
-            logs |= d_logs
-            optimizer_step(d_total, opt_d, disc, tc.grad_clip, scaler)
-        scaler.update()
+                out = model_ddp(x)
+                total, logs = loss_fn.generator_loss(x, out, model, step)
+            guard.loss("training loss", total, logs)
+            optimizer_step(total, opt_g, model, tc.grad_clip, scaler, guard, "model")
+            if ema is not None:
+                ema.update(model)
+            if loss_fn.gan_active(step):
+                with autocast(tc.precision, d):
+                    d_total, d_logs = loss_fn.discriminator_loss(disc_ddp, x, out.reconstruction)
+                logs |= d_logs
+                guard.loss("discriminator loss", d_total, d_logs)
+                optimizer_step(d_total, opt_d, disc, tc.grad_clip, scaler, guard, "disc")
+            scaler.update()
+            guard.check(step, ckpts.latest)        # nothing non-finite goes on to the logs or a checkpoint
 
-        if d.is_main:
-            used = usage(out.indices)
-            if tc.log_due(step):
-                scalars = {k: float(v.detach()) for k, v in logs.items()} | {
-                    "total": float(total.detach()), "lr": lr, "rolling_codebook_usage": used}
-                log.scalars(step + 1, scalars, dict(loss=f"{scalars['total']:.4f}", usage=f"{used:.3f}",
-                                                    lr=f"{lr:.2e}"))
-        log.advance()
-        if tc.checkpoint_due(step):
-            ckpts.save(step + 1, train_state, done=step + 1 == tc.steps, train_seconds=time.time() - t0)
-    log.close()
+            if d.is_main:
+                used = usage(out.indices)
+                if tc.log_due(step):
+                    scalars = {k: float(v.detach()) for k, v in logs.items()} | {
+                        "total": float(total.detach()), "lr": lr, "rolling_codebook_usage": used}
+                    log.scalars(step + 1, scalars, dict(loss=f"{scalars['total']:.4f}", usage=f"{used:.3f}",
+                                                        lr=f"{lr:.2e}"))
+            log.advance()
+            if tc.checkpoint_due(step):
+                guard.state(train_state)           # EMA and optimizer moments too: all the checkpoint holds
+                guard.check(step, ckpts.latest)
+                ckpts.save(step + 1, train_state, done=step + 1 == tc.steps, train_seconds=time.time() - t0)
+    finally:
+        log.close()
     return ckpts.latest

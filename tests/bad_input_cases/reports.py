@@ -143,6 +143,6 @@ CASES = [
     Case("eval-store-kind-unknown", _eval(_column("kind", "tokeniser")), _at(2, ": column 'kind'")),
     Case("eval-store-extra-not-object", _eval(_column("extra", '"a string"')), _at(2, ": column 'extra'")),
     Case("eval-store-n_images-text", _eval(_column("n_images", "8")), _at(2, ": column 'n_images'")),
-    Case("eval-results-is-a-folder", _eval(_folder), lambda w: f"{w.root / BAD}: it is a folder"),
+    Case("eval-results-is-a-folder", _eval(_folder), lambda w: f"{w.root / BAD} is a folder"),
     Case("eval-results-under-a-file", _eval(_under_a_file), lambda w: str(w.root / "blocker.txt")),
 ]
