@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.contracts import SamplerConfig
 from harness.core.distributed import barrier, setup
 from harness.core.registry import SUITES
-from harness.core.results import ResultsStore
+from harness.core.io import write_atomic
+from harness.core.results import ResultsStore, now
 from harness.evaluation.entropy import EntropyCurve
 from harness.evaluation.probe import LinearProbes
 from harness.evaluation.progressive import ProgressiveCurves
@@ -155,19 +157,25 @@ def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool 
     out_dir = Path(out_dir)
     store = ResultsStore(out_dir / "results.jsonl")
 
+    stages = StageTimes()
+
     def evaluate(final: Path, label: str, evaluations) -> None:
         barrier(d)
-        run = load_run(final, d.device, f"{suite.name}/{label}")
-        record(run, [_in_folder(e, out_dir, label) for e in evaluations], store, d)
+        with stages("load checkpoints"):
+            run = load_run(final, d.device, f"{suite.name}/{label}")
+        for e in evaluations:
+            with stages(f"evaluate: {e.name}"):
+                record(run, [_in_folder(e, out_dir, label)], store, d)
         barrier(d)
 
     for spec in suite.runs:
         if d.is_main and progress:
             print(f"[{suite.name}] {spec.label}: train {spec.preset} on {spec.dataset}", flush=True)
         t0 = time.time()
-        final = train_tokenizer(spec.preset, out_dir / "runs" / spec.label, overrides=spec.overrides,
-                                dataset=spec.dataset, n_train=spec.n_train, resume=True,
-                                device=device, progress=progress)
+        with stages("train tokenizers"):
+            final = train_tokenizer(spec.preset, out_dir / "runs" / spec.label, overrides=spec.overrides,
+                                    dataset=spec.dataset, n_train=spec.n_train, resume=True,
+                                    device=device, progress=progress)
         evaluate(final, spec.label, [dataclasses.replace(e, dataset=spec.dataset) for e in spec.evaluations])
         if d.is_main and progress:
             print(f"[{suite.name}] {spec.label}: done in {time.time() - t0:.0f}s", flush=True)
@@ -175,19 +183,51 @@ def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool 
         if d.is_main and progress:
             print(f"[{suite.name}] {spec.label}: train {spec.preset} on the tokens of {spec.tokenizer}", flush=True)
         t0 = time.time()
-        final = train_generator(spec.preset, out_dir / "runs" / spec.tokenizer,
-                                out_dir / "runs" / (spec.train_label or spec.label), overrides=spec.overrides,
-                                n_train=spec.n_train, resume=True, device=device, progress=progress)
+        with stages("train generators"):
+            final = train_generator(spec.preset, out_dir / "runs" / spec.tokenizer,
+                                    out_dir / "runs" / (spec.train_label or spec.label), overrides=spec.overrides,
+                                    n_train=spec.n_train, resume=True, device=device, progress=progress)
         evaluate(final, spec.label, spec.evaluations)
         if d.is_main and progress:
             print(f"[{suite.name}] {spec.label}: done in {time.time() - t0:.0f}s", flush=True)
     barrier(d)
     if not d.is_main:
         return None
-    rows = store.read()
-    paths = render(rows, out_dir)
-    render_figures(rows, out_dir)
+    with stages("report"):
+        rows = store.read()
+        paths = render(rows, out_dir)
+        render_figures(rows, out_dir)
+    write_atomic(out_dir / "timings.md", stages.markdown(suite.name))
+    if progress:
+        print(stages.markdown(suite.name), flush=True)
     return paths[0] if paths else None
+
+
+class StageTimes:
+    """Wall time of each stage of one suite invocation (a resumed run counts only what it redid), so
+    a user sees where the hour goes; written to ``timings.md`` beside the tables."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.started = time.time()
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.time() - t0
+
+    def markdown(self, suite: str) -> str:
+        total = time.time() - self.started
+        lines = [f"Suite `{suite}`: {total / 60:.1f} min wall time in this invocation ({now()})", "",
+                 "| stage | seconds | share |", "|---|---:|---:|"]
+        for stage, sec in sorted(self.seconds.items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {stage} | {sec:.0f} | {sec / max(total, 1e-9):.0%} |")
+        other = total - sum(self.seconds.values())
+        lines.append(f"| other (set-up, imports) | {other:.0f} | {other / max(total, 1e-9):.0%} |")
+        return "\n".join(lines) + "\n"
 
 
 def _in_folder(evaluation, out_dir: Path, label: str):
