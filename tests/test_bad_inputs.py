@@ -67,7 +67,7 @@ def test_bad_input(case, request, tmp_path):
     assert "Traceback" not in err, err
     assert rc == 2, f"exit status {rc}\nstdout: {out}\nstderr: {err}"
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err
+    assert err.strip().splitlines() == errors and len(errors) == 1, err
     culprit = case.culprit(world) if callable(case.culprit) else case.culprit
     assert str(culprit) in errors[0], f"the error does not name {culprit!r}: {errors[0]}"
     after = snapshot(protected)         # new files (a lock, a token cache) are allowed; no old one changes

@@ -309,7 +309,7 @@ def test_a_pickle_token_file_for_entropy_never_runs(tmp_path):
     from harness.evaluation.entropy import load_token_file
     marker = tmp_path / "marker"
     f = _payload_file(tmp_path / "tokens.pt", marker)
-    with pytest.raises(Exception):
+    with pytest.raises(VQBenchError, match="pickled objects"):
         load_token_file(f)
     assert not marker.exists()
 

@@ -192,3 +192,11 @@ def test_old_label_would_have_crashed(tmp_path):
     FigureCanvasAgg(fig)
     fig.text(0.1, 0.1, figures.plain_text("$x^$"))
     fig.savefig(io.BytesIO(), format="png")
+
+
+def test_markdown_names_cannot_make_links_images_or_code_spans():
+    from harness.reporting.tables import md_escape
+    for text in ("[click](http://evil)", "![x](http://evil/p.png)", "`rm -rf`"):
+        out = md_escape(text)
+        assert "](" not in out and "`" not in out.replace("\\`", ""), out
+    assert md_escape("psnr [llamagen]") == "psnr [llamagen]"          # plain brackets stay readable

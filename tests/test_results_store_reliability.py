@@ -68,11 +68,14 @@ def test_crash_mid_append_leaves_a_torn_last_line_that_is_ignored_and_cut(store,
     before = store.path.read_bytes()
     real_write = os.write
 
+    class Killed(BaseException):                # SIGKILL: nothing of the process runs after it
+        pass
+
     def killed(fd, data):                       # half the line reaches the disk, then the process dies
         real_write(fd, bytes(data[: len(data) // 2]))
-        raise OSError(errno.EIO, "killed")
+        raise Killed
     monkeypatch.setattr(os, "write", killed)
-    with pytest.raises(VQBenchError):
+    with pytest.raises(Killed):
         store.append(rows("r2"))
     monkeypatch.undo()
     torn = store.path.read_bytes()
@@ -81,6 +84,20 @@ def test_crash_mid_append_leaves_a_torn_last_line_that_is_ignored_and_cut(store,
     store.append(rows("r3"))                                          # ... and cut off before the next rows
     assert store.path.read_bytes().startswith(before)
     assert [r["run_id"] for r in store.records()] == ["r1", "r1", "r3"]
+
+
+def test_a_write_error_mid_append_takes_back_the_part_written(store, monkeypatch):
+    before = store.path.read_bytes()
+    real_write = os.write
+
+    def full(fd, data):                         # part of the rows reach the disk, then it is full
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(VQBenchError, match="no space left"):
+        store.append(rows("r2") + rows("r3"))
+    monkeypatch.undo()
+    assert store.path.read_bytes() == before
 
 
 def test_torn_last_line_that_is_not_utf8_is_ignored(store):

@@ -180,10 +180,15 @@ def load_state(path: Path) -> dict:
         raise VQBenchError(f"checkpoint file {file} says step {step} but lies in {folder}; {fix}")
     if not isinstance(state["kind"], str):
         raise VQBenchError(f"checkpoint file {file} has kind {state['kind']!r}, not a string; {fix}")
-    needed = {"tokenizer": (("preset", str), ("model_config", dict)),      # what rebuilding the model reads
-              "generator": (("preset", str), ("model_config", dict), ("num_classes", int), ("data", dict))}
+    # what rebuilding, resuming and recording read (a dotted key lies inside an object)
+    common = (("preset", str), ("model_config", dict), ("train_config", dict), ("config_hash", str), ("data", dict))
+    needed = {"tokenizer": common + (("data.dataset", str),),
+              "generator": common + (("num_classes", int), ("data.tokenizer", str))}
     for key, kind in needed.get(state["kind"], ()):
-        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+        value = state
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
             json_type = {str: "string", dict: "object", int: "integer"}[kind]
             raise VQBenchError(f"checkpoint file {file} lacks {key!r} or it is not a JSON {json_type}; {fix}")
     files = state.get("files")

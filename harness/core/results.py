@@ -269,8 +269,13 @@ class ResultsStore:
                         os.ftruncate(fd, start)  # a killed append's remains: records() ignores them
                     else:
                         new = b"\n" + new       # a complete line that only lacks its newline
-                _write_all(fd, new)
-                os.fsync(fd)
+                kept = os.fstat(fd).st_size
+                try:
+                    _write_all(fd, new)
+                    os.fsync(fd)
+                except OSError:                  # a full disk mid-write: take back the part written
+                    os.ftruncate(fd, kept)
+                    raise
             finally:
                 os.close(fd)
             if created:

@@ -1,6 +1,8 @@
 """Build tokenizers and generators by registered preset name."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from harness.core.config import apply_overrides
@@ -14,23 +16,34 @@ def tokenizer_config(preset: str):
     return TOKENIZERS.get(preset)()
 
 
-# what a constructor raises when a user's --set value makes a shape impossible (zero heads, a width
-# not divisible by the heads, an empty channel list, ...)
-BUILD_ERRORS = (ValueError, RuntimeError, AssertionError, ZeroDivisionError, IndexError, TypeError)
+# what a constructor raises when a --set value makes a shape impossible (zero heads, a width not
+# divisible by the heads, an empty channel list, ...); TypeError and IndexError are left to be bugs
+BUILD_ERRORS = (ValueError, RuntimeError, AssertionError, ZeroDivisionError)
 
 
-def _build(preset: str, overrides: dict[str, str] | None, build):
-    """``build()``; a failure caused by the user's overrides becomes one error line naming them (a
-    preset that fails at its own defaults is a bug and keeps its traceback)."""
-    if not overrides:
-        return build()
-    try:
-        return build()
-    except BUILD_ERRORS as e:
-        given = " ".join(f"--set {k}={v}" for k, v in overrides.items())
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise VQBenchError(f"{preset} cannot be built with {given}: {first}; choose other values "
-                           f"(`vqbench train {preset} --help-settings` lists them)") from None
+def _raw(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _build(preset: str, default_cfg, overrides: dict[str, str] | None, build):
+    """``build()``; a failure caused by values set away from the preset's becomes one error line naming
+    them (a preset that fails at its own values is a bug and keeps its traceback)."""
+    with warnings.catch_warnings(record=True) as caught:   # shown only if the build succeeds
+        try:
+            model, failure = build(), None
+        except BUILD_ERRORS as e:
+            model, failure = None, e
+    if failure is None:
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return model
+    changed = {k: v for k, v in (overrides or {}).items() if _raw(getattr(default_cfg, k, None)) != v}
+    if not changed:
+        raise failure
+    given = " ".join(f"--set {k}={v}" for k, v in changed.items())
+    first = str(failure).strip().splitlines()[0] if str(failure).strip() else failure.__class__.__name__
+    raise VQBenchError(f"{preset} cannot be built with {given}: {first}; choose other values "
+                       f"(`vqbench train {preset} --help-settings` lists them)") from None
 
 
 def build_tokenizer(preset: str, overrides: dict[str, str] | None = None,
@@ -39,11 +52,12 @@ def build_tokenizer(preset: str, overrides: dict[str, str] | None = None,
 
     ``device="meta"`` builds paper-scale presets without allocating their weights.
     """
-    cfg = apply_overrides(tokenizer_config(preset), overrides or {})
+    default = tokenizer_config(preset)
+    cfg = apply_overrides(default, overrides or {})
     if device is None:
-        return cfg, _build(preset, overrides, cfg.build)
+        return cfg, _build(preset, default, overrides, cfg.build)
     with torch.device(device):
-        return cfg, _build(preset, overrides, cfg.build)
+        return cfg, _build(preset, default, overrides, cfg.build)
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -60,16 +74,17 @@ def build_generator(preset: str, overrides: dict[str, str], tokenizer, num_class
 
     A layout kind the preset's family does not declare is rejected by ``Generator.__init__``.
     """
-    cfg = apply_overrides(generator_config(preset), overrides)
+    default = generator_config(preset)
+    cfg = apply_overrides(default, overrides)
     layout = tokenizer.layout
     codebook = tokenizer_codebook(tokenizer)
     conditioning = Conditioning("class", num_classes=num_classes)
     def build():
         return cfg.build(layout, conditioning, codebook)
     if device is None:
-        return cfg, _build(preset, overrides, build)
+        return cfg, _build(preset, default, overrides, build)
     with torch.device(device):
-        return cfg, _build(preset, overrides, build)
+        return cfg, _build(preset, default, overrides, build)
 
 
 def generator_params(preset: str, overrides: dict[str, str], tokenizer_preset: str | None) -> int:
@@ -91,7 +106,8 @@ def generator_params(preset: str, overrides: dict[str, str], tokenizer_preset: s
                            "that tokenizer's token layout")
     with torch.device("meta"):
         codebook = (torch.zeros(layout.max_codebook_size, codebook_dim) if codebook_dim else None)
-        model = _build(preset, overrides, lambda: cfg.build(layout, conditioning, codebook))
+        model = _build(preset, generator_config(preset), overrides,
+                       lambda: cfg.build(layout, conditioning, codebook))
     return parameter_count(model)
 
 

@@ -183,7 +183,8 @@ def _key_text(v) -> str:
 
 # Characters that end a line for Markdown, LaTeX or Python's str.splitlines, and other control characters.
 _LINE_BREAKS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
-_MD_SPECIAL = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": r"\|", "\\": "\\\\"}
+# HTML, the table's cell separator, code spans; links and images are broken at their "](" below
+_MD_SPECIAL = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": r"\|", "\\": "\\\\", "`": r"\`"}
 
 
 def one_line(text) -> str:
@@ -193,8 +194,9 @@ def one_line(text) -> str:
 
 def md_escape(text) -> str:
     """Text that stays one Markdown table cell on one line and shows as written: HTML escaped (``<``
-    ``>`` ``&``), ``|`` and ``\\`` backslash-escaped (GFM's table cell rule), line breaks made spaces."""
-    return "".join(_MD_SPECIAL.get(ch, ch) for ch in one_line(text))
+    ``>`` ``&``); ``|``, ``\\``, backticks and the ``(`` of ``](`` backslash-escaped (no cell break,
+    code span, link or image); line breaks made spaces."""
+    return "".join(_MD_SPECIAL.get(ch, ch) for ch in one_line(text)).replace("](", "]\\(")
 
 
 def _md_note(note: str) -> str:

@@ -68,7 +68,7 @@ def run_main(argv: list) -> tuple[int, str, str]:
         try:
             rc = main([str(a) for a in argv])
         except SystemExit as e:               # argparse exits itself
-            rc = e.code if isinstance(e.code, int) else 2
+            rc = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
     return rc, out.getvalue(), err.getvalue()
 
 

@@ -28,14 +28,10 @@ def _entropy_file(w, name, array):
     return path
 
 
-class _Payload:
-    def __reduce__(self):
-        return (print, ("pickle payload executed",))
-
-
 def _pickle_tokens(w):
+    from bad_input_cases.checkpoints import _Payload     # if it ever ran, the protected store would change
     path = w.root / "tokens.npy"
-    path.write_bytes(pickle.dumps(_Payload()))
+    path.write_bytes(pickle.dumps(_Payload(w.results)))
     return path
 
 
