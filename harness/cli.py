@@ -207,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:          # the environment: permissions, a full disk, a path that is a folder
         from harness.core.io import file_error
-        print(f"error: {file_error(e, e.filename or 'a file', 'use')}", file=sys.stderr)
+        if e.filename is None:    # no file to name: not a user's path, so a bug keeps its traceback
+            raise
+        print(f"error: {file_error(e, e.filename, 'use')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is kept (rerun with --resume)", file=sys.stderr)

@@ -52,7 +52,7 @@ def check_device(device: str) -> None:
             raise VQBenchError(f"--device {device}: no CUDA device is available here; use --device cpu (or auto)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise VQBenchError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type not in ("cpu", "meta"):
+    elif dev.type != "cpu":
         available = {"mps": torch.backends.mps.is_available()}.get(dev.type, False)
         if not available:
             raise VQBenchError(f"--device {device}: not available here; use auto, cpu or cuda")
