@@ -27,3 +27,19 @@ def run_cli(*args, env=None, cwd=None, timeout=300):
     import subprocess
     return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], capture_output=True,
                           text=True, env=env, cwd=cwd or REPO, timeout=timeout)
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py imported as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def positive_finite(v) -> bool:
+    """A real number (not a bool), finite and above zero: what a measured time or rate must be."""
+    import math
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0

@@ -2,29 +2,17 @@
 finite, positive numbers; failures are recorded per section/row instead of stopping the run."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+from conftest import REPO, load_benchmark, positive_finite as positive
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def positive(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    return load_benchmark("gpu_check")
 
 
 @pytest.fixture(scope="module")

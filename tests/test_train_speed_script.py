@@ -2,27 +2,13 @@
 generator training step is timed as a positive finite number and the Markdown tables are written."""
 from __future__ import annotations
 
-import importlib.util
-import math
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "benchmarks" / "train_speed.py"
+from conftest import load_benchmark, positive_finite as positive
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("train_speed_under_test", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def positive(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    return load_benchmark("train_speed")
 
 
 @pytest.fixture(scope="module")

@@ -13,54 +13,46 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
-# Option values are checked where they enter, so no computation starts that cannot finish.
-def positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
-    return value
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+# The domain of a numeric value: (test, what the message says it must be). Command-line options
+# (below) and the training configs' settings (harness.training.optim.check_settings) share them.
+POSITIVE_INT = (lambda v: _is_int(v) and v >= 1, "a positive integer")
+NON_NEGATIVE_INT = (lambda v: _is_int(v) and v >= 0, "a non-negative integer")
+FINITE = (_is_real, "a finite number")
+POSITIVE = (lambda v: _is_real(v) and v > 0, "a positive finite number")
+NON_NEGATIVE = (lambda v: _is_real(v) and v >= 0, "a finite number >= 0")
+PROBABILITY = (lambda v: _is_real(v) and 0 < v <= 1, "in (0, 1]")
+DECAY = (lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)")
+SEED = (lambda v: _is_int(v) and 0 <= v < 2 ** 32, "an integer in [0, 2^32)")
 
 
-def finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
+def argument_type(parse, rule):
+    """An argparse ``type``: ``parse`` the text (int or float), then hold it to ``rule``, so option
+    values are checked where they enter and no computation starts that cannot finish."""
+    ok, must = rule
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if parse is int else 'a number'}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {must}")
+        return value
+    convert.__name__ = must                     # what argparse names in "invalid ... value"
+    return convert
 
 
-def positive_float(text: str) -> float:
-    value = finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative number")
-    return value
-
-
-def probability(text: str) -> float:
-    value = finite_float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not in (0, 1]")
-    return value
+positive_int = argument_type(int, POSITIVE_INT)
+non_negative_int = argument_type(int, NON_NEGATIVE_INT)
+finite_float = argument_type(float, FINITE)
+positive_float = argument_type(float, POSITIVE)
+non_negative_float = argument_type(float, NON_NEGATIVE)
+probability = argument_type(float, PROBABILITY)

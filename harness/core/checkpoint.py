@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from harness.core.errors import VQBenchError
+from harness.core.errors import VQBenchError, error_text
 from harness.core.io import write_atomic
 from harness.core.weights import file_sha256
 
@@ -224,13 +224,6 @@ def _exists(path: Path) -> bool:
             raise VQBenchError(f"{path} is a symbolic link loop (or lies under one); remove the link "
                                "or point it at a real file or folder") from None
         raise VQBenchError(f"{path} cannot be read ({error_text(e)})") from None
-
-
-def error_text(e: BaseException) -> str:
-    """``ClassName: first line of the message``, for one-line errors."""
-    text = getattr(e, "strerror", None) or str(e)
-    first = text.splitlines()[0] if text else ""
-    return f"{e.__class__.__name__}: {first}" if first else e.__class__.__name__
 
 
 def run_name(path_or_run: str | Path) -> str:

@@ -11,3 +11,10 @@ class VQBenchError(Exception):
 
 class MissingWeightsError(VQBenchError):
     """A weights file or the package that carries it is not installed."""
+
+
+def error_text(e: BaseException) -> str:
+    """``ClassName: first line of the message``, for one-line errors."""
+    text = getattr(e, "strerror", None) or str(e)
+    first = text.splitlines()[0] if text else ""
+    return f"{e.__class__.__name__}: {first}" if first else e.__class__.__name__

@@ -29,7 +29,7 @@ import torch
 
 from harness.core import checkpoint as ckpt
 from harness.core.distributed import Dist, all_true
-from harness.core.errors import VQBenchError
+from harness.core.errors import VQBenchError, error_text
 from harness.core.io import stale_temporaries
 from harness.models.checkpoints import state_part
 from harness.training.optim import EMA
@@ -201,7 +201,7 @@ class RunLock:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             key = os.path.realpath(self.path)
         except (OSError, RuntimeError) as e:
-            raise VQBenchError(f"cannot create the run folder {self.run_dir} ({ckpt.error_text(e)}); "
+            raise VQBenchError(f"cannot create the run folder {self.run_dir} ({error_text(e)}); "
                                "choose another --run-dir") from None
         with RunLock._guard:
             previous = RunLock._held.get(key)
@@ -216,7 +216,7 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except (OSError, RuntimeError) as e:
-            raise VQBenchError(f"cannot open the lock file {self.path} ({ckpt.error_text(e)}); "
+            raise VQBenchError(f"cannot open the lock file {self.path} ({error_text(e)}); "
                                "check the --run-dir") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -227,7 +227,7 @@ class RunLock:
                                "finish or choose another --run-dir") from None
         except OSError as e:           # e.g. a file system without locks
             os.close(fd)
-            raise VQBenchError(f"cannot lock {self.path} ({ckpt.error_text(e)}); put the run folder on a file "
+            raise VQBenchError(f"cannot lock {self.path} ({error_text(e)}); put the run folder on a file "
                                "system that supports flock") from None
         return fd
 

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.core.arguments import DECAY, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT
 from harness.core.contracts import Tokenizer, TokenizerOutput
 from harness.core.distributed import is_multi_process
 from harness.models.discriminators import build_discriminator
-from harness.training.optim import DECAY, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, chain_post_init, check_settings
+from harness.training.optim import chain_post_init, check_settings
 
 
 @dataclass(frozen=True)

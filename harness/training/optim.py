@@ -9,24 +9,9 @@ from typing import Callable, Iterable, Literal
 
 import torch
 
+from harness.core.arguments import (DECAY, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE,
+                                    POSITIVE_INT, SEED)
 from harness.core.errors import VQBenchError
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-# the domain of numeric training settings: (test, what the message says the value must be)
-POSITIVE_INT = (lambda v: _is_int(v) and v >= 1, "a positive integer")
-NON_NEGATIVE_INT = (lambda v: _is_int(v) and v >= 0, "a non-negative integer")
-POSITIVE = (lambda v: _is_real(v) and v > 0, "a positive finite number")
-NON_NEGATIVE = (lambda v: _is_real(v) and v >= 0, "a finite number >= 0")
-DECAY = (lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)")
-SEED = (lambda v: _is_int(v) and 0 <= v < 2 ** 32, "an integer in [0, 2^32)")
 
 
 def check_settings(cfg, rules: dict[str, tuple[Callable[[object], bool], str]]) -> None:

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from harness.core.arguments import POSITIVE_INT
 from harness.core.distributed import Dist, all_true
 from harness.core.errors import VQBenchError
 
@@ -23,7 +24,7 @@ def check_precision(precision: str, d: Dist) -> None:
 
 def check_n_train(n_train: int | None) -> None:
     """``--n-train``: a positive number of images (None: all of them)."""
-    if n_train is not None and (not isinstance(n_train, int) or isinstance(n_train, bool) or n_train < 1):
+    if n_train is not None and not POSITIVE_INT[0](n_train):
         raise VQBenchError(f"--n-train {n_train}: the number of training images must be a positive integer")
 
 

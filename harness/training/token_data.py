@@ -12,9 +12,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from harness.core.checkpoint import error_text
 from harness.core.distributed import Dist, barrier
-from harness.core.errors import VQBenchError
+from harness.core.errors import VQBenchError, error_text
 from harness.core.io import write_atomic
 from harness.data.datasets import open_dataset
 

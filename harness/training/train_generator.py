@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from harness.core.arguments import NON_NEGATIVE_INT
 from harness.core.config import apply_overrides, config_hash, split_overrides, to_dict
 from harness.core.distributed import setup
 from harness.core.results import package_versions
@@ -27,8 +28,8 @@ from harness.models.checkpoints import load_tokenizer
 from harness.training.batches import BatchOrder
 from harness.training.checkpointing import RunCheckpoints, TrainingState
 from harness.training.monitor import TrainLog
-from harness.training.optim import (NON_NEGATIVE_INT, OptimizerConfig, adamw, build_ema, chain_post_init,
-                                    check_settings, lr_at, optimizer_step, set_lr)
+from harness.training.optim import (OptimizerConfig, adamw, build_ema, chain_post_init, check_settings, lr_at,
+                                    optimizer_step, set_lr)
 from harness.training.runtime import FiniteGuard, autocast, check_n_train, check_start, wrap_ddp
 from harness.training.token_data import num_classes_of, token_cache, tokenize_split
 
