@@ -61,10 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List registry entries with their descriptions.")
     p.add_argument("kind", nargs="?", choices=LIST_KINDS, help="which registry (default: all)")
 
-    p = sub.add_parser("params", help="parameter count of a preset (paper presets on the meta device)",
-                       description="Build PRESET (paper-scale presets without allocating weights) and print "
-                                   "its parameter count.")
-    p.add_argument("preset", help="a tokenizer or generator preset, e.g. vq-f16-imagenet, ar-l")
+    p = sub.add_parser("params", help="parameter count of a preset (paper presets on the meta device); "
+                                      "--memory: its training memory per GPU under DDP and FSDP",
+                       description="Build each PRESET (paper-scale presets without allocating weights) and print "
+                                   "its parameter count; with --memory, a Markdown table of the training "
+                                   "memory per GPU under DDP and under FSDP on each --gpus count (the FSDP "
+                                   "share measured by sharding the meta-device model as training does).")
+    p.add_argument("preset", nargs="+", help="tokenizer or generator presets, e.g. vq-f16-imagenet, ar-l")
+    p.add_argument("--memory", action="store_true",
+                   help="print the training memory per GPU (weights, gradients, AdamW; no activations)")
+    p.add_argument("--gpus", default="8", metavar="N[,N...]",
+                   help="--memory: GPU counts to plan FSDP for (default: 8)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset field, e.g. --set codebook_size=4096 (repeatable)")
     p.add_argument("--tokenizer", default=None, metavar="TOKENIZER_PRESET",
@@ -87,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's latest checkpoint")
     p.add_argument("--help-settings", action="store_true", help="list the settings --set accepts and exit")
     _add_device(p)
+
+    p = sub.add_parser("consolidate", help="write a sharded (parallel=fsdp) checkpoint's weights as one file",
+                       description="Read the weights of a sharded checkpoint (any number of processes wrote it) "
+                                   "and write them as a single-file checkpoint folder (weights.safetensors, "
+                                   "state.json; no optimizer states) for release. Evaluation and sampling "
+                                   "read sharded checkpoints directly; training resumes from the sharded one.")
+    p.add_argument("checkpoint", type=Path, help="a run folder or step_* folder trained with --set parallel=fsdp")
+    p.add_argument("--out", type=Path, required=True, help="the new folder to write (must not exist)")
 
     p = sub.add_parser("eval", help="evaluate a tokenizer or generator checkpoint; append rows to a results file",
                        description="Tokenizer checkpoints: stream a split through the tokenizer and record each "
@@ -232,21 +247,32 @@ def cmd_list(args) -> int:
 
 
 def cmd_params(args) -> int:
-    from harness.models.catalog import build_tokenizer, load_all, parameter_count
+    from harness.models.catalog import build_tokenizer, generator_on_meta, load_all, parameter_count
     from harness.core.config import split_override
     from harness.core.registry import GENERATORS, TOKENIZERS
     overrides = dict(split_override(o) for o in args.overrides)
+    gpus = _int_list(args.gpus, "--gpus")
     load_all()
-    if args.preset in GENERATORS:
-        from harness.models.catalog import generator_params
-        n = generator_params(args.preset, overrides, args.tokenizer)
-        print(f"{args.preset}: {n:,} parameters ({n / 1e6:.1f}M)")
-        return 0
-    # paper presets on the meta device (no memory); small ones for real (some libraries read values at init)
-    device = "meta" if TOKENIZERS.entry(args.preset).meta.get("scale") == "paper" else "cpu"
-    _, model = build_tokenizer(args.preset, overrides, device=device)
-    n = parameter_count(model)
-    print(f"{args.preset}: {n:,} parameters ({n / 1e6:.1f}M)")
+    table = []
+    for preset in args.preset:
+        if preset in GENERATORS:
+            model = generator_on_meta(preset, overrides, args.tokenizer)
+        else:
+            # --memory shards on the meta device; a plain count builds small presets for real (some
+            # libraries read values at init)
+            paper = TOKENIZERS.entry(preset).meta.get("scale") == "paper"
+            _, model = build_tokenizer(preset, overrides, device="meta" if paper or args.memory else "cpu")
+        n = parameter_count(model)
+        if not args.memory:
+            print(f"{preset}: {n:,} parameters ({n / 1e6:.1f}M)")
+            continue
+        from harness.training.memory import markdown_rows, plan
+        table += markdown_rows(preset, [plan(model, g) for g in gpus])
+    if args.memory:
+        from harness.training.memory import MARKDOWN_HEAD
+        print("\n".join(MARKDOWN_HEAD + table))
+        print("\n16 bytes per parameter (fp32 weights, gradients, AdamW moments); gathered: FSDP's bf16 working "
+              "copies; activations not included (harness/training/memory.py says exactly what is counted).")
     return 0
 
 
@@ -283,6 +309,13 @@ def cmd_train(args) -> int:
                                 dataset=args.dataset or "fashion-mnist", n_train=args.n_train,
                                 resume=args.resume, device=args.device, progress=not args.quiet)
     print(f"final checkpoint: {final}")
+    return 0
+
+
+def cmd_consolidate(args) -> int:
+    from harness.core import checkpoint as ckpt
+    out = ckpt.consolidate(args.checkpoint, args.out)
+    print(f"consolidated checkpoint: {out}")
     return 0
 
 
@@ -473,7 +506,7 @@ def cmd_geneval_prompts(args) -> int:
     return cmd_prompts(args)
 
 
-COMMANDS = {"analyze": cmd_analyze, "list": cmd_list, "params": cmd_params, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
+COMMANDS = {"analyze": cmd_analyze, "consolidate": cmd_consolidate, "list": cmd_list, "params": cmd_params, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
             "progressive": cmd_progressive, "probe": cmd_probe,
             "run": cmd_run, "report": cmd_report, "geneval-prompts": cmd_geneval_prompts}
 

@@ -29,6 +29,14 @@ def run_cli(*args, env=None, cwd=None, timeout=300):
                           text=True, env=env, cwd=cwd or REPO, timeout=timeout)
 
 
+def run_torchrun(nproc: int, *args, env, timeout=300):
+    """``torchrun --standalone --nproc_per_node NPROC -m harness.cli ARGS`` (gloo on the CPU)."""
+    import subprocess
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", "harness.cli", *map(str, args)]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def load_benchmark(name: str):
     """benchmarks/<name>.py imported as a module (the benchmarks are scripts, not a package)."""
     import importlib.util

@@ -1,18 +1,10 @@
 """torchrun --nproc_per_node 2 on CPU (gloo): training runs, and evaluation equals one process."""
 import json
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import run_cli, run_torchrun
 from harness.suites import TOKENIZER_METRICS
-
-
-def _torchrun(*args, env, timeout=300):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "harness.cli", *map(str, args)]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _values(path, kind="tokenizer", sources=None):
@@ -26,7 +18,7 @@ def _values(path, kind="tokenizer", sources=None):
 
 def test_ddp_suite_and_evaluation_equal_single_process(tmp_path, cli_env):
     env = cli_env | {"OMP_NUM_THREADS": "1"}
-    r = _torchrun("run", "tiny", "--out", tmp_path / "ddp", "--quiet", env=env)
+    r = run_torchrun(2, "run", "tiny", "--out", tmp_path / "ddp", "--quiet", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     ddp_values, ddp_rows = _values(tmp_path / "ddp" / "results.jsonl", sources=TOKENIZER_METRICS)
     assert {"psnr", "ssim", "codebook_usage", "unique_ratio"} <= set(ddp_values)

@@ -6,6 +6,12 @@ and ``state.json`` (step, configs and their hash, RNG states, optimizer hyper-pa
 place, and ``latest`` is replaced atomically after, so a kill at any moment leaves the previous
 checkpoint intact and discoverable.
 
+A run trained with ``parallel=fsdp`` writes *sharded* checkpoints instead (``state["format"] ==
+"sharded"``): the tensors lie in ``sharded/`` in torch.distributed.checkpoint's format, one file per
+process plus ``.metadata``, each checksummed in ``files``. ``load`` reads their weights whole in one
+process, so evaluation and sampling take either format; ``consolidate`` turns one into the
+single-file format (weights only) for release.
+
 Reading is defensive: ``latest`` must name a ``step_XXXXXXXX`` folder directly inside its
 ``checkpoints/`` folder, ``state.json`` must be an object with a non-negative integer ``step`` and a
 ``kind``, and the tensor files must match their recorded sha256 (checkpoints written before the
@@ -14,12 +20,14 @@ checksums existed load unchecked). Every failure is one VQBenchError line naming
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import json
 import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +42,9 @@ from harness.core.weights import file_sha256
 KEEP_LAST = 2
 STEP_NAME = re.compile(r"step_[0-9]{8}")                        # the only names ``latest`` may hold
 TENSOR_FILES = ("weights.safetensors", "optimizer.safetensors")  # checksummed in state["files"]
+SHARDED_FORMAT, SHARDED_DIR = "sharded", "sharded"   # parallel=fsdp: state["format"], the DCP folder
+SHARDED_FILE = re.compile(r"sharded/(\.metadata|__[0-9]+_[0-9]+\.distcp)")   # what DCP writes there
+OPTIMIZER_PART = "optim"                # the sharded tree's optimizer states (the rest is weights)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -96,14 +107,58 @@ def unflatten_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict, 
 
 def save(ckpt_root: Path, step: int, weights: dict[str, torch.Tensor],
          optim_tensors: dict[str, torch.Tensor], state: dict) -> Path:
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = ckpt_root / f"step_{step:08d}"
-    tmp = ckpt_root / f".step_{step:08d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp, final = _begin(ckpt_root, step)
     save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp / "weights.safetensors")
     save_file(optim_tensors, tmp / "optimizer.safetensors")
     state = {**state, "files": {name: file_sha256(tmp / name) for name in TENSOR_FILES}}
+    return _commit(ckpt_root, tmp, final, state)
+
+
+def save_sharded(ckpt_root: Path, step: int, tree: dict, state: dict) -> Path:
+    """Write a sharded checkpoint (``parallel=fsdp``): ``tree`` (module name -> state dict, ``ema`` ->
+    the EMA's, ``optim`` -> optimizer name -> state dict; DTensors or plain tensors) goes to
+    ``sharded/`` in torch.distributed.checkpoint's format, each process writing its own shards.
+    Collective: every process calls it; the main process writes ``state.json`` (with the sha256 of
+    every file) and moves the folder into place. The folder must be on a file system every process
+    sees (one machine's disk, or a shared one across nodes)."""
+    import torch.distributed.checkpoint as dcp
+    from harness.core.distributed import barrier, in_process_group, is_main_process
+    main = is_main_process()
+    tmp, final = _begin(ckpt_root, step) if main else _paths(ckpt_root, step)
+    barrier()                         # the main process has made the empty folder
+    with _one_process_is_intended():
+        dcp.save(tree, checkpoint_id=tmp / SHARDED_DIR, no_dist=not in_process_group())
+    if main:
+        files = {f"{SHARDED_DIR}/{f.name}": file_sha256(f) for f in sorted((tmp / SHARDED_DIR).iterdir())}
+        _commit(ckpt_root, tmp, final, {**state, "format": SHARDED_FORMAT, "files": files})
+    barrier()                         # nobody reads ``latest`` before it names this checkpoint
+    return final
+
+
+@contextlib.contextmanager
+def _one_process_is_intended():
+    """DCP warns that it assumes one process when no process group runs; here that is the intent."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
+def _paths(ckpt_root: Path, step: int) -> tuple[Path, Path]:
+    """(temporary name, final name) of the checkpoint folder of ``step``."""
+    return Path(ckpt_root) / f".step_{step:08d}.tmp", Path(ckpt_root) / f"step_{step:08d}"
+
+
+def _begin(ckpt_root: Path, step: int) -> tuple[Path, Path]:
+    """An empty temporary folder to write the checkpoint of ``step`` into, and its final name."""
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    tmp, final = _paths(ckpt_root, step)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp, final
+
+
+def _commit(ckpt_root: Path, tmp: Path, final: Path, state: dict) -> Path:
+    """Write ``state.json``, move the written folder into place, point ``latest`` at it, prune old ones."""
     write_atomic(tmp / "state.json", json.dumps(state, indent=1))
     if final.exists():               # re-saving the same step (e.g. final == periodic)
         shutil.rmtree(final)
@@ -152,11 +207,82 @@ def latest(ckpt_root: Path) -> Path | None:
 
 
 def load(path: Path) -> tuple[dict, dict, dict]:
-    """Return (weights, optimizer tensors, state) of a checkpoint folder, every file verified."""
+    """Return (weights, optimizer tensors, state) of a checkpoint folder, every file verified. A
+    sharded checkpoint's weights are read whole (its optimizer states are left out: only
+    ``load_sharded`` into a live training state restores them)."""
     path = Path(path)
     state = load_state(path)
+    if state.get("format") == SHARDED_FORMAT:
+        return _read_sharded_weights(path, state), {}, state
     weights, optim = (_read_tensors(path, name, state.get("files")) for name in TENSOR_FILES)
     return weights, optim, state
+
+
+def load_sharded(path: Path, tree: dict) -> None:
+    """Fill ``tree`` (the structure ``save_sharded`` took, of the live training state: DTensors of
+    any number of processes, or plain tensors in one) in place from a sharded checkpoint.
+    Collective when several processes run."""
+    import torch.distributed.checkpoint as dcp
+    from harness.core.distributed import in_process_group
+    path = Path(path)
+    _verify_sharded(path, load_state(path))
+    try:
+        with _one_process_is_intended():
+            dcp.load(tree, checkpoint_id=path / SHARDED_DIR, no_dist=not in_process_group())
+    except (RuntimeError, ValueError, KeyError) as e:   # DCP wraps per-rank failures in CheckpointException
+        raise VQBenchError(f"checkpoint {path} does not fit this run ({error_text(e).splitlines()[0]}); "
+                           "resume with the settings it was trained with, or train again") from None
+
+
+def consolidate(checkpoint: Path, out: Path) -> Path:
+    """Write the weights of sharded ``checkpoint`` (a run folder or step folder) as one single-file
+    checkpoint folder ``out`` that every vqbench command reads (no optimizer states: it is for
+    evaluation and release; training resumes from the sharded one)."""
+    path = resolve(checkpoint)
+    weights, _, state = load(path)
+    if state.get("format") != SHARDED_FORMAT:
+        raise VQBenchError(f"checkpoint {path} is already a single-file checkpoint (weights.safetensors); "
+                           "nothing to consolidate")
+    out = Path(out)
+    if _exists(out):
+        raise VQBenchError(f"--out {out} already exists; choose a new folder for the consolidated checkpoint")
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in weights.items()}, tmp / "weights.safetensors")
+    save_file({}, tmp / "optimizer.safetensors")
+    state = {k: v for k, v in state.items() if k not in ("format", "files")}
+    state |= {"optimizer": {}, "consolidated_from": str(path),
+              "files": {name: file_sha256(tmp / name) for name in TENSOR_FILES}}
+    write_atomic(tmp / "state.json", json.dumps(state, indent=1))
+    os.replace(tmp, out)
+    return out
+
+
+def _verify_sharded(path: Path, state: dict) -> None:
+    for name, digest in state["files"].items():
+        if file_sha256(path / name) != digest:
+            raise VQBenchError(f"checkpoint {path}/{name} does not match its recorded sha256 (corrupted or "
+                               "edited); restore it or train again")
+
+
+def _read_sharded_weights(path: Path, state: dict) -> dict[str, torch.Tensor]:
+    """Every weight tensor of a sharded checkpoint (all but the optimizer part), whole, in one process."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+    fix = "restore it or train again"
+    try:
+        _verify_sharded(path, state)
+        reader = dcp.FileSystemReader(str(path / SHARDED_DIR))
+        listed = reader.read_metadata().state_dict_metadata
+        weights = {k: torch.empty(m.size, dtype=m.properties.dtype) for k, m in listed.items()
+                   if isinstance(m, TensorStorageMetadata) and not k.startswith(OPTIMIZER_PART + ".")}
+        with _one_process_is_intended():
+            dcp.load(weights, storage_reader=reader, no_dist=True)
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
+        raise VQBenchError(f"sharded checkpoint {path} is unreadable or corrupt ({error_text(e).splitlines()[0]}); "
+                           f"{fix}") from None
+    return weights
 
 
 def load_state(path: Path) -> dict:
@@ -192,10 +318,19 @@ def load_state(path: Path) -> dict:
             json_type = {str: "string", dict: "object", int: "integer"}[kind]
             raise VQBenchError(f"checkpoint file {file} lacks {key!r} or it is not a JSON {json_type}; {fix}")
     files = state.get("files")
-    if files is not None and not (isinstance(files, dict) and all(
+    if state.get("format") == SHARDED_FORMAT:
+        if not (isinstance(files, dict) and files and all(
+                isinstance(n, str) and SHARDED_FILE.fullmatch(n) and isinstance(h, str) and _SHA256.fullmatch(h)
+                for n, h in files.items()) and f"{SHARDED_DIR}/.metadata" in files):
+            raise VQBenchError(f"checkpoint file {file} has a malformed 'files' entry (expected the sha256 of "
+                               f"every file in {SHARDED_DIR}/, .metadata included); {fix}")
+    elif files is not None and not (isinstance(files, dict) and all(
             isinstance(files.get(n), str) and _SHA256.fullmatch(files[n]) for n in TENSOR_FILES)):
         raise VQBenchError(f"checkpoint file {file} has a malformed 'files' entry (expected the sha256 of "
                            f"{' and '.join(TENSOR_FILES)}); {fix}")
+    elif "format" in state:
+        raise VQBenchError(f"checkpoint file {file} has format {state['format']!r}; vqbench writes "
+                           f"{SHARDED_FORMAT!r} or none; {fix}")
     return state
 
 

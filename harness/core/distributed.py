@@ -36,7 +36,9 @@ def setup(device: str = "auto") -> Dist:
     dev = torch.device(f"cuda:{local}") if device == "cuda" else torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
+    # under torchrun even one process joins a group: parallel=fsdp then shards over it (a no-op split,
+    # but the same code path and mixed-precision policy as on N GPUs)
+    if (world > 1 or "TORCHELASTIC_RUN_ID" in os.environ) and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return Dist(rank, world, local, dev)
 
@@ -58,8 +60,9 @@ def check_device(device: str) -> None:
             raise VQBenchError(f"--device {device}: not available here; use auto, cpu or cuda")
 
 
-def barrier(d: Dist) -> None:
-    if d.enabled:
+def barrier(d: Dist | None = None) -> None:
+    """Wait for every process of the running group (one process: return at once)."""
+    if d.enabled if d is not None else is_multi_process():
         dist.barrier()
 
 
@@ -100,7 +103,12 @@ def gather_rows(t: torch.Tensor) -> torch.Tensor:
 
 def is_multi_process() -> bool:
     """Whether a process group with more than one rank is running (torchrun)."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return in_process_group() and dist.get_world_size() > 1
+
+
+def in_process_group() -> bool:
+    """Whether this process has joined a process group (torchrun), of any size."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def is_main_process() -> bool:

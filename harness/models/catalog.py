@@ -89,6 +89,12 @@ def build_generator(preset: str, overrides: dict[str, str], tokenizer, num_class
 
 def generator_params(preset: str, overrides: dict[str, str], tokenizer_preset: str | None) -> int:
     """Parameter count on the meta device: on ``tokenizer_preset``'s layout, else the paper's layout."""
+    return parameter_count(generator_on_meta(preset, overrides, tokenizer_preset))
+
+
+def generator_on_meta(preset: str, overrides: dict[str, str], tokenizer_preset: str | None) -> Generator:
+    """``preset`` built on the meta device (no weights allocated): on ``tokenizer_preset``'s layout,
+    else the paper's layout."""
     info = GENERATORS.entry(preset).meta
     cfg = apply_overrides(generator_config(preset), overrides)
     if tokenizer_preset is not None:
@@ -106,9 +112,8 @@ def generator_params(preset: str, overrides: dict[str, str], tokenizer_preset: s
                            "that tokenizer's token layout")
     with torch.device("meta"):
         codebook = (torch.zeros(layout.max_codebook_size, codebook_dim) if codebook_dim else None)
-        model = _build(preset, generator_config(preset), overrides,
-                       lambda: cfg.build(layout, conditioning, codebook))
-    return parameter_count(model)
+        return _build(preset, generator_config(preset), overrides,
+                      lambda: cfg.build(layout, conditioning, codebook))
 
 
 @torch.no_grad()

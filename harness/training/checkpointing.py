@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +33,7 @@ from harness.core.errors import VQBenchError, error_text
 from harness.core.io import stale_temporaries
 from harness.models.checkpoints import state_part
 from harness.training.optim import EMA
+from harness.training.sharding import broadcast_buffers
 
 try:
     import fcntl
@@ -48,6 +49,34 @@ class TrainingState:
     modules: dict[str, torch.nn.Module | None]          # name -> module, e.g. {"model": ..., "disc": ...}
     optimizers: dict[str, torch.optim.Optimizer | None]  # name -> optimizer, e.g. {"g": ..., "d": ...}
     ema: EMA | None = None
+    optimizes: dict[str, str] = field(default_factory=lambda: {"g": "model", "d": "disc"})  # optimizer -> module
+
+    def sharded_tree(self) -> dict:
+        """The state as torch.distributed.checkpoint saves it (``parallel=fsdp``): each module's state
+        dict (this process's shards), ``ema``, and under ``optim`` each optimizer's, keyed by
+        parameter name so it reshards to any number of processes."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+        for module in self.modules.values():
+            if module is not None:
+                broadcast_buffers(module)
+        tree = {name: get_model_state_dict(m) for name, m in self.modules.items() if m is not None}
+        if self.ema is not None:
+            tree["ema"] = self.ema.shadow
+        tree[ckpt.OPTIMIZER_PART] = {name: get_optimizer_state_dict(self.modules[self.optimizes[name]], opt)
+                                     for name, opt in self.optimizers.items() if opt is not None}
+        return tree
+
+    def load_sharded_tree(self, tree: dict) -> None:
+        """Put a ``sharded_tree`` filled from a checkpoint back into the modules and optimizers."""
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+        for name, module in self.modules.items():
+            if module is not None:
+                set_model_state_dict(module, tree[name])
+        if self.ema is not None:
+            self.ema.shadow = tree["ema"]
+        for name, opt in self.optimizers.items():
+            if opt is not None:
+                set_optimizer_state_dict(self.modules[self.optimizes[name]], opt, tree[ckpt.OPTIMIZER_PART][name])
 
 
 class RunCheckpoints:
@@ -58,11 +87,15 @@ class RunCheckpoints:
 
     Creating it takes the run folder's lock (``RunLock``, rank 0) before reading ``latest``; the lock is
     released by ``save(done=True)``, ``close()`` (or leaving a ``with`` block), a failed construction or
-    restore, garbage collection, or the end of the process."""
+    restore, garbage collection, or the end of the process.
 
-    def __init__(self, run_dir: Path, run_info: dict, hash_covers: str, resume: bool, d: Dist):
+    ``sharded`` (``parallel=fsdp``): checkpoints are written and restored in the sharded format by
+    every process together, and restore onto any number of processes."""
+
+    def __init__(self, run_dir: Path, run_info: dict, hash_covers: str, resume: bool, d: Dist,
+                 sharded: bool = False):
         self.root = Path(run_dir) / "checkpoints"
-        self.run_info, self.hash_covers, self.d = run_info, hash_covers, d
+        self.run_info, self.hash_covers, self.d, self.sharded = run_info, hash_covers, d, sharded
         self._lock: RunLock | None = None
         # the lock comes first: a fresh run and a resume racing on one folder cannot both pass the check below
         failure = None
@@ -116,6 +149,8 @@ class RunCheckpoints:
             return 0
         path = self.latest
         try:
+            if self.sharded:
+                return self._restore_sharded(path, held)
             weights, optim, state = ckpt.load(path)
             self._check_compatible(path, state)
             try:
@@ -135,6 +170,18 @@ class RunCheckpoints:
         except BaseException:
             self.close()                 # a failed restore leaves the folder to the next attempt
             raise
+        return int(state["step"])
+
+    def _restore_sharded(self, path: Path, held: TrainingState) -> int:
+        state = ckpt.load_state(path)
+        self._check_compatible(path, state)
+        if state.get("format") != ckpt.SHARDED_FORMAT:
+            raise VQBenchError(f"checkpoint {path} is a single-file checkpoint, not a sharded one; resume it "
+                               "with the parallel setting it was trained with")
+        tree = held.sharded_tree()
+        ckpt.load_sharded(path, tree)
+        held.load_sharded_tree(tree)
+        ckpt.set_rng_state(state["rng"])
         return int(state["step"])
 
     def _check_compatible(self, path: Path, state: dict) -> None:
@@ -159,11 +206,14 @@ class RunCheckpoints:
                                "or set them explicitly with --set")
 
     def save(self, step: int, held: TrainingState, done: bool, train_seconds: float) -> Path:
-        """Write the checkpoint of ``step`` (rank 0 writes; every rank gets its path)."""
+        """Write the checkpoint of ``step`` (rank 0 writes, or every rank its shards; every rank gets its path)."""
         path = self.root / f"step_{step:08d}"
-        if self.d.is_main:
-            state = {**self.run_info, "step": step, "done": done, "rng": ckpt.rng_state(),
-                     "train_seconds": train_seconds, "optimizer": {}}
+        state = {**self.run_info, "step": step, "done": done, "rng": ckpt.rng_state(),
+                 "train_seconds": train_seconds}
+        if self.sharded:                 # every process writes its shards
+            path = ckpt.save_sharded(self.root, step, held.sharded_tree(), state)
+        elif self.d.is_main:
+            state["optimizer"] = {}
             weights = {}
             for name, module in held.modules.items():
                 if module is not None:

@@ -48,6 +48,8 @@ class OptimizerConfig:
     ckpt_every: int = 500
     log_every: int = 10
     seed: int = 0
+    parallel: Literal["ddp", "fsdp"] = "ddp"   # fsdp: shard weights, gradients and AdamW state (sharding.py)
+    activation_checkpointing: bool = False     # recompute each block's forward in the backward
 
     RULES = {"steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": POSITIVE, "weight_decay": NON_NEGATIVE,
              "beta1": DECAY, "beta2": DECAY, "warmup_steps": NON_NEGATIVE_INT, "grad_clip": NON_NEGATIVE,

@@ -11,8 +11,9 @@ import torch.distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from harness.core.arguments import POSITIVE_INT
-from harness.core.distributed import Dist, all_true
+from harness.core.distributed import Dist, all_true, in_process_group
 from harness.core.errors import VQBenchError
+from harness.training.sharding import checkpoint_activations, fully_shard_model, local_tensors
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -47,9 +48,22 @@ def grad_scaler(precision: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(enabled=AMP_DTYPES[precision] is torch.float16)
 
 
-def wrap_ddp(module: torch.nn.Module | None, d: Dist, find_unused_parameters: bool = False):
-    """``module`` under DDP (gradients averaged over processes) when several run, else itself."""
-    if module is None or not d.enabled:
+def prepare_parallel(module: torch.nn.Module | None, d: Dist, tc) -> None:
+    """Before the optimizer sees ``module``'s weights: activation checkpointing when asked, and under
+    ``parallel=fsdp`` in a process group (torchrun), sharding (``sharding.fully_shard_model``). One
+    process without torchrun has nothing to shard; it still writes sharded checkpoints."""
+    if module is None:
+        return
+    if tc.activation_checkpointing:
+        checkpoint_activations(module)
+    if tc.parallel == "fsdp" and in_process_group():
+        fully_shard_model(module, bf16_on_cuda=tc.precision == "bf16" and d.device.type == "cuda")
+
+
+def wrap_ddp(module: torch.nn.Module | None, d: Dist, tc, find_unused_parameters: bool = False):
+    """``module`` under DDP (gradients averaged over processes) when several run with ``parallel=ddp``,
+    else itself (one process, or FSDP, whose sharded module averages its own gradients)."""
+    if module is None or not d.enabled or tc.parallel != "ddp":
         return module
     return DDP(module, find_unused_parameters=find_unused_parameters)
 
@@ -111,9 +125,9 @@ class FiniteGuard:
         self._items.append((flags.to(self.d.device, non_blocking=True), tensors, describe))
 
     def _record_tensors(self, named: list[tuple[str, torch.Tensor]], describe: Callable[[str], tuple[str, str]]):
-        if named:
-            self._record(_maybe_finite([t for _, t in named]), [t for _, t in named],
-                         lambda i: describe(named[i][0]))
+        if named:                    # under FSDP each process checks its own shards
+            tensors = local_tensors(t for _, t in named)
+            self._record(_maybe_finite(tensors), tensors, lambda i: describe(named[i][0]))
 
     def loss(self, what: str, total: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
         """A loss about to be backpropagated; ``terms`` are its named parts (shown when it is not finite)."""

@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from harness.core.distributed import Dist, barrier
+from harness.core.distributed import Dist, all_true, barrier
 from harness.core.errors import VQBenchError, error_text
 from harness.core.io import write_atomic
 from harness.data.datasets import open_dataset
@@ -37,7 +37,9 @@ def read_token_cache(cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def tokenize_split(tokenizer, dataset: str, split: str, n: int | None, cache: Path | None,
                    d: Dist, batch_size: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices, labels) of a split, encoded once; rank 0 writes the cache, the others read it."""
-    if cache is not None and cache.exists():
+    # every rank takes the same branch: one that looked after rank 0 had written the cache would
+    # otherwise skip the barrier rank 0 waits at
+    if cache is not None and all_true(cache.exists(), d):
         return _in_range(read_token_cache(cache), tokenizer, cache)
     if d.is_main or cache is None:
         ds = open_dataset(dataset, split, resolution=tokenizer.resolution, channels=tokenizer.in_channels, n=n)

@@ -30,7 +30,8 @@ from harness.training.checkpointing import RunCheckpoints, TrainingState
 from harness.training.monitor import TrainLog
 from harness.training.optim import (OptimizerConfig, adamw, build_ema, chain_post_init, check_settings, lr_at,
                                     optimizer_step, set_lr)
-from harness.training.runtime import FiniteGuard, autocast, check_n_train, check_start, wrap_ddp
+from harness.training.runtime import (FiniteGuard, autocast, check_n_train, check_start, prepare_parallel,
+                                      wrap_ddp)
 from harness.training.token_data import num_classes_of, token_cache, tokenize_split
 
 
@@ -72,9 +73,10 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
                                 + f"-tok{tok_state['config_hash']}@{tok_state['step']}"),
                 "world_size": d.world_size, "package_versions": package_versions()}
     with RunCheckpoints(run_dir, run_info, "preset, --set values, data and tokenizer checkpoint", resume,
-                        d) as ckpts:
+                        d, sharded=tc.parallel == "fsdp") as ckpts:
         run_dir.mkdir(parents=True, exist_ok=True)
         model.to(d.device)
+        prepare_parallel(model, d, tc)     # FSDP shards before the optimizer sees the weights
         opt = adamw(model.parameters(), tc)
         ema = build_ema(model, tc)
         train_state = TrainingState({"model": model}, {"g": opt}, ema)
@@ -93,7 +95,7 @@ def _train(model, indices: torch.Tensor, labels: torch.Tensor, tc: GeneratorTrai
     opt, ema = train_state.optimizers["g"], train_state.ema
     two_stage = tc.stage1_steps > 0 and hasattr(model, "set_stage")
     stage = None
-    wrapped = wrap_ddp(model, d, find_unused_parameters=True) if not two_stage else model
+    wrapped = wrap_ddp(model, d, tc, find_unused_parameters=True) if not two_stage else model
     order = BatchOrder(len(indices), tc.batch_size, tc.seed, d)
     log = TrainLog(run_dir, start, tc.steps, d, progress, desc="train generator")
     guard = FiniteGuard(d, tc.precision)
@@ -105,7 +107,8 @@ def _train(model, indices: torch.Tensor, labels: torch.Tensor, tc: GeneratorTrai
                 stage = 1 if step < tc.stage1_steps else 2
                 model.set_stage(stage)
                 # DDP fixes its parameter set at construction: rewrap when the trainable set changes
-                wrapped = wrap_ddp(model, d, find_unused_parameters=True)
+                # (FSDP takes each step's trainable set as it is)
+                wrapped = wrap_ddp(model, d, tc, find_unused_parameters=True)
             lr = lr_at(step, tc)
             set_lr((opt,), lr)
             rows = order.indices(step)

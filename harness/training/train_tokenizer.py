@@ -29,7 +29,7 @@ from harness.training.losses import VQLoss, VQLossConfig
 from harness.training.monitor import TrainLog
 from harness.training.optim import OptimizerConfig, adamw, build_ema, lr_at, optimizer_step, set_lr
 from harness.training.runtime import (FiniteGuard, autocast, check_n_train, check_precision, check_start,
-                                      grad_scaler, wrap_ddp)
+                                      grad_scaler, prepare_parallel, wrap_ddp)
 
 ROLLING_USAGE_TOKENS = 65536   # LlamaGen's training-time usage window
 
@@ -76,21 +76,30 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
                 "model_config": to_dict(model_cfg), "train_config": to_dict(tc), "data": data_info,
                 "config_hash": config_hash(model_cfg, tc) + f"-{dataset}-{n_train or 'all'}",
                 "world_size": d.world_size, "package_versions": package_versions()}
-    with RunCheckpoints(run_dir, run_info, "preset, --set values and data", resume, d) as ckpts:
+    with RunCheckpoints(run_dir, run_info, "preset, --set values and data", resume, d,
+                        sharded=tc.parallel == "fsdp") as ckpts:
         return _train(model, tc, ckpts, run_dir, dataset, n_train, d, progress)
+
+
+def training_state(model, tc: TrainConfig, d) -> tuple[TrainingState, VQLoss]:
+    """What a checkpoint holds, on ``d``'s device and sharded under ``parallel=fsdp``: the tokenizer,
+    its loss's discriminator and LeCam statistics, both optimizers and the EMA; and the loss."""
+    loss_fn = VQLoss(tc, model.in_channels, model.resolution).to(d.device)
+    disc = loss_fn.discriminator
+    model.to(d.device)
+    prepare_parallel(model, d, tc)         # FSDP shards before the optimizers see the weights
+    prepare_parallel(disc, d, tc)
+    opt_g = adamw(model.parameters(), tc)
+    opt_d = adamw(disc.parameters(), tc) if disc is not None else None
+    return TrainingState({"model": model, "disc": disc, "lecam": loss_fn.lecam}, {"g": opt_g, "d": opt_d},
+                         build_ema(model, tc)), loss_fn
 
 
 def _train(model, tc: TrainConfig, ckpts: RunCheckpoints, run_dir: Path, dataset: str, n_train: int | None,
            d, progress: bool) -> Path:
     ds = open_dataset(dataset, "train", resolution=model.resolution, channels=model.in_channels, n=n_train)
-    loss_fn = VQLoss(tc, model.in_channels, model.resolution).to(d.device)
-    disc = loss_fn.discriminator
-    model.to(d.device)
-    opt_g = adamw(model.parameters(), tc)
-    opt_d = adamw(disc.parameters(), tc) if disc is not None else None
-    ema = build_ema(model, tc)
-    train_state = TrainingState({"model": model, "disc": disc, "lecam": loss_fn.lecam},
-                                {"g": opt_g, "d": opt_d}, ema)
+    train_state, loss_fn = training_state(model, tc, d)
+    (opt_g, opt_d), ema, disc = train_state.optimizers.values(), train_state.ema, loss_fn.discriminator
     start = ckpts.restore(train_state)
     check_start(start, tc.steps, ckpts.latest)
     if start == tc.steps:                  # a finished run resumed: nothing left to train
@@ -98,7 +107,7 @@ def _train(model, tc: TrainConfig, ckpts: RunCheckpoints, run_dir: Path, dataset
 
     scaler = grad_scaler(tc.precision)
     guard = FiniteGuard(d, tc.precision)
-    model_ddp, disc_ddp = wrap_ddp(model, d), wrap_ddp(disc, d)
+    model_ddp, disc_ddp = wrap_ddp(model, d, tc), wrap_ddp(disc, d, tc)
     order = BatchOrder(len(ds), tc.batch_size, tc.seed, d)
     log = TrainLog(run_dir, start, tc.steps, d, progress, desc="train")
     usage = RollingCodebookUsage(model.layout.max_codebook_size)
