@@ -107,7 +107,9 @@ def load_hf_backbone(spec: str) -> HFBackbone:
     except ImportError as e:   # pragma: no cover - transformers is a dependency
         raise MissingWeightsError(f"backbone=hf:{spec} needs the transformers package ({e})") from None
     folder = Path(spec).expanduser()
-    if folder.is_dir():
+    if folder.is_dir() and _building_on_meta():   # FSDP's ranks other than 0: the architecture, no weights
+        lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder, local_files_only=True))
+    elif folder.is_dir():
         lm = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
     elif _building_on_meta() and spec in KNOWN_LM_ARCHITECTURES:
         arch = dict(KNOWN_LM_ARCHITECTURES[spec])

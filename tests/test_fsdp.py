@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bad_input_cases import run_main
 from conftest import REPO, run_cli, run_torchrun
 from harness.core import checkpoint as ckpt
 
@@ -159,3 +160,54 @@ def test_evaluation_reads_sharded_checkpoints_and_consolidate_writes_one_file(ru
     assert one.keys() == sharded.keys() and all(torch.equal(one[k], sharded[k]) for k in one)
     r = run_cli("consolidate", runs / "ar-fsdp", "--out", out, env=env)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: --out")
+
+
+@pytest.fixture(scope="module")
+def one_process_sharded_run(tmp_path_factory):
+    """parallel=fsdp without torchrun: nothing to shard, but the checkpoints have the sharded format."""
+    run = tmp_path_factory.mktemp("one") / "vq"
+    _ok(run_cli("train", "vq-tiny", "--run-dir", run, "--n-train", "16", "--set", "steps=2", "--set", "batch_size=8",
+                "--set", "parallel=fsdp", "--quiet", env=_env()))
+    return run
+
+
+def _edit(run: Path, tmp_path: Path, change) -> Path:
+    copy = tmp_path / "edited"
+    shutil.copytree(run, copy)
+    step = ckpt.resolve(copy)
+    change(step)
+    return copy
+
+
+def _flip_byte(step: Path) -> None:
+    shard = step / "sharded" / "__0_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+
+
+def _state_edit(change):
+    def edit(step: Path) -> None:
+        state = json.loads((step / "state.json").read_text())
+        change(state)
+        (step / "state.json").write_text(json.dumps(state))
+    return edit
+
+
+@pytest.mark.parametrize("change, message", [
+    (_flip_byte, "does not match its recorded sha256"),
+    (_state_edit(lambda s: s["files"].update({"sharded/../../x": "0" * 64})), "malformed 'files'"),
+    (_state_edit(lambda s: s["files"].pop("sharded/.metadata")), "malformed 'files'"),
+    (_state_edit(lambda s: s.update(format="zero3")), "format 'zero3'"),
+    (lambda step: (step / "sharded" / ".metadata").unlink(), "sharded/.metadata"),
+], ids=["flipped-byte", "path-outside", "no-metadata-entry", "unknown-format", "metadata-missing"])
+def test_damaged_sharded_checkpoint_is_one_error_line(one_process_sharded_run, tmp_path, change, message):
+    state = ckpt.load_state(ckpt.resolve(one_process_sharded_run))
+    assert state["format"] == "sharded" and state["world_size"] == 1
+    run = _edit(one_process_sharded_run, tmp_path, change)
+    for argv in (["eval", run, "--n-eval", "8", "--results", tmp_path / "rows.jsonl", "--quiet"],
+                 ["train", "vq-tiny", "--run-dir", run, "--n-train", "16", "--set", "steps=2", "--set",
+                  "batch_size=8", "--set", "parallel=fsdp", "--resume", "--quiet"]):
+        rc, _, err = run_main(argv)
+        assert rc == 2 and "Traceback" not in err, err[-2000:]
+        assert err.strip().splitlines() == [err.strip()] and message in err, err

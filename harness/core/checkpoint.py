@@ -238,14 +238,13 @@ def consolidate(checkpoint: Path, out: Path) -> Path:
     """Write the weights of sharded ``checkpoint`` (a run folder or step folder) as one single-file
     checkpoint folder ``out`` that every vqbench command reads (no optimizer states: it is for
     evaluation and release; training resumes from the sharded one)."""
-    path = resolve(checkpoint)
-    weights, _, state = load(path)
-    if state.get("format") != SHARDED_FORMAT:
-        raise VQBenchError(f"checkpoint {path} is already a single-file checkpoint (weights.safetensors); "
-                           "nothing to consolidate")
-    out = Path(out)
+    path, out = resolve(checkpoint), Path(out)
     if _exists(out):
         raise VQBenchError(f"--out {out} already exists; choose a new folder for the consolidated checkpoint")
+    if load_state(path).get("format") != SHARDED_FORMAT:
+        raise VQBenchError(f"checkpoint {path} is already a single-file checkpoint (weights.safetensors); "
+                           "nothing to consolidate")
+    weights, _, state = load(path)
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -261,7 +260,12 @@ def consolidate(checkpoint: Path, out: Path) -> Path:
 
 def _verify_sharded(path: Path, state: dict) -> None:
     for name, digest in state["files"].items():
-        if file_sha256(path / name) != digest:
+        try:
+            actual = file_sha256(path / name)
+        except OSError as e:
+            raise VQBenchError(f"checkpoint file {path}/{name} cannot be read ({error_text(e)}); restore it "
+                               "or train again") from None
+        if actual != digest:
             raise VQBenchError(f"checkpoint {path}/{name} does not match its recorded sha256 (corrupted or "
                                "edited); restore it or train again")
 
@@ -318,6 +322,9 @@ def load_state(path: Path) -> dict:
             json_type = {str: "string", dict: "object", int: "integer"}[kind]
             raise VQBenchError(f"checkpoint file {file} lacks {key!r} or it is not a JSON {json_type}; {fix}")
     files = state.get("files")
+    if state.get("format", SHARDED_FORMAT) != SHARDED_FORMAT:
+        raise VQBenchError(f"checkpoint file {file} has format {state['format']!r}; vqbench writes "
+                           f"{SHARDED_FORMAT!r} or none; {fix}")
     if state.get("format") == SHARDED_FORMAT:
         if not (isinstance(files, dict) and files and all(
                 isinstance(n, str) and SHARDED_FILE.fullmatch(n) and isinstance(h, str) and _SHA256.fullmatch(h)
@@ -328,9 +335,6 @@ def load_state(path: Path) -> dict:
             isinstance(files.get(n), str) and _SHA256.fullmatch(files[n]) for n in TENSOR_FILES)):
         raise VQBenchError(f"checkpoint file {file} has a malformed 'files' entry (expected the sha256 of "
                            f"{' and '.join(TENSOR_FILES)}); {fix}")
-    elif "format" in state:
-        raise VQBenchError(f"checkpoint file {file} has format {state['format']!r}; vqbench writes "
-                           f"{SHARDED_FORMAT!r} or none; {fix}")
     return state
 
 

@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from harness.core.arguments import POSITIVE_INT
 from harness.core.distributed import Dist, all_true, in_process_group
 from harness.core.errors import VQBenchError
-from harness.training.sharding import checkpoint_activations, fully_shard_model, local_tensors
+from harness.training.sharding import broadcast_buffers, checkpoint_activations, fully_shard_model, local_tensors
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -48,16 +48,45 @@ def grad_scaler(precision: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(enabled=AMP_DTYPES[precision] is torch.float16)
 
 
-def prepare_parallel(module: torch.nn.Module | None, d: Dist, tc) -> None:
-    """Before the optimizer sees ``module``'s weights: activation checkpointing when asked, and under
-    ``parallel=fsdp`` in a process group (torchrun), sharding (``sharding.fully_shard_model``). One
-    process without torchrun has nothing to shard; it still writes sharded checkpoints."""
+def build_device(d: Dist, tc) -> str | None:
+    """Where this process builds its model: under ``parallel=fsdp`` with several processes only rank 0
+    builds real weights (the seeded init, or a pretrained backbone), the others build on the meta
+    device (nothing allocated) and receive their shards from rank 0 in ``place``; else where the
+    catalogue builds (None: the CPU)."""
+    return "meta" if tc.parallel == "fsdp" and d.enabled and not d.is_main else None
+
+
+def follow_rank0_rng(d: Dist) -> None:
+    """Give every process rank 0's CPU random state (a meta-device build draws no random numbers, so
+    after it the processes' streams would differ; under DDP they never do)."""
+    if d.enabled:
+        state = torch.get_rng_state().to(d.device)
+        torch_dist.broadcast(state, src=0)
+        torch.set_rng_state(state.cpu())
+
+
+def place(module: torch.nn.Module | None, d: Dist, tc) -> None:
+    """Put ``module`` on ``d``'s device, ready for its optimizer: activation checkpointing when asked;
+    under ``parallel=fsdp`` in a process group (torchrun), sharded (``sharding.fully_shard_model``)
+    with each process's shard of rank 0's weights and rank 0's buffers. One process without torchrun
+    has nothing to shard (it still writes sharded checkpoints)."""
     if module is None:
         return
     if tc.activation_checkpointing:
         checkpoint_activations(module)
-    if tc.parallel == "fsdp" and in_process_group():
-        fully_shard_model(module, bf16_on_cuda=tc.precision == "bf16" and d.device.type == "cuda")
+    if not (tc.parallel == "fsdp" and in_process_group()):
+        module.to(d.device)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    on_meta = any(t.is_meta for t in (*module.parameters(), *module.buffers()))
+    full = module.state_dict() if d.is_main else {}
+    fully_shard_model(module, bf16_on_cuda=tc.precision == "bf16" and d.device.type == "cuda")
+    if on_meta:
+        module.to_empty(device=d.device)
+    else:
+        module.to(d.device)
+    set_model_state_dict(module, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    broadcast_buffers(module)          # non-persistent ones too (rotary tables, frozen codebooks)
 
 
 def wrap_ddp(module: torch.nn.Module | None, d: Dist, tc, find_unused_parameters: bool = False):

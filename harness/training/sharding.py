@@ -17,8 +17,10 @@ time for its forward and backward. What is sharded:
 - ``activation_checkpointing=true`` recomputes each unit's forward during the backward instead of
   keeping its activations (``torch.utils.checkpoint``, non-reentrant), for either mode.
 
-Every process builds the model with the same seed (so FSDP starts from DDP's weights, exactly), then
-shards it: a process keeps only its shard on the device. Buffers are not sharded; as under DDP
+Rank 0 builds the model as DDP would (the seeded init, or a pretrained backbone read from its
+folder); the other processes build it on the meta device, without weights. Every process shards it and
+receives its shard of rank 0's weights (``runtime.place``), so FSDP starts from DDP's weights exactly
+and only rank 0 ever holds the whole model, in host memory. Buffers are not sharded; as under DDP
 (``broadcast_buffers``), rank 0's are copied to every process before each forward, so running
 statistics (a discriminator's BatchNorm) and checkpoints are the ones DDP would have.
 """
@@ -41,7 +43,8 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
 
     def visit(module: nn.Module) -> None:
         for child in module.children():
-            if isinstance(module, (nn.ModuleList, nn.Sequential)) and any(True for _ in child.children()):
+            if (isinstance(module, (nn.ModuleList, nn.Sequential)) and any(True for _ in child.children())
+                    and not isinstance(child, (nn.ModuleList, nn.ModuleDict))):   # containers have no forward
                 units.append(child)          # a composite block in a list: a unit; its insides are not
             else:
                 visit(child)

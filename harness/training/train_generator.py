@@ -30,8 +30,8 @@ from harness.training.checkpointing import RunCheckpoints, TrainingState
 from harness.training.monitor import TrainLog
 from harness.training.optim import (OptimizerConfig, adamw, build_ema, chain_post_init, check_settings, lr_at,
                                     optimizer_step, set_lr)
-from harness.training.runtime import (FiniteGuard, autocast, check_n_train, check_start, prepare_parallel,
-                                      wrap_ddp)
+from harness.training.runtime import (FiniteGuard, autocast, build_device, check_n_train, check_start,
+                                      follow_rank0_rng, place, wrap_ddp)
 from harness.training.token_data import num_classes_of, token_cache, tokenize_split
 
 
@@ -61,7 +61,8 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
     tc = apply_overrides(GeneratorTrainConfig(), train_over)
     num_classes = num_classes_of(dataset)
     torch.manual_seed(tc.seed)
-    cfg, model = build_generator(preset, model_over, tokenizer, num_classes)
+    cfg, model = build_generator(preset, model_over, tokenizer, num_classes, device=build_device(d, tc))
+    follow_rank0_rng(d)
     run_dir = Path(run_dir)
     data_info = {"dataset": dataset, "split": "train", "n_train": n_train,
                  "tokenizer": str(tok_path), "tokenizer_preset": tok_state["preset"],
@@ -75,8 +76,7 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
     with RunCheckpoints(run_dir, run_info, "preset, --set values, data and tokenizer checkpoint", resume,
                         d, sharded=tc.parallel == "fsdp") as ckpts:
         run_dir.mkdir(parents=True, exist_ok=True)
-        model.to(d.device)
-        prepare_parallel(model, d, tc)     # FSDP shards before the optimizer sees the weights
+        place(model, d, tc)                # FSDP shards before the optimizer sees the weights
         opt = adamw(model.parameters(), tc)
         ema = build_ema(model, tc)
         train_state = TrainingState({"model": model}, {"g": opt}, ema)

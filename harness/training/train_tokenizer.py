@@ -29,7 +29,7 @@ from harness.training.losses import VQLoss, VQLossConfig
 from harness.training.monitor import TrainLog
 from harness.training.optim import OptimizerConfig, adamw, build_ema, lr_at, optimizer_step, set_lr
 from harness.training.runtime import (FiniteGuard, autocast, check_n_train, check_precision, check_start,
-                                      grad_scaler, prepare_parallel, wrap_ddp)
+                                      build_device, follow_rank0_rng, grad_scaler, place, wrap_ddp)
 
 ROLLING_USAGE_TOKENS = 65536   # LlamaGen's training-time usage window
 
@@ -70,7 +70,8 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
     tc = apply_overrides(TrainConfig(), train_over)
     check_precision(tc.precision, d)
     torch.manual_seed(tc.seed)             # the initial weights are a function of the seed
-    model_cfg, model = build_tokenizer(preset, model_over)
+    model_cfg, model = build_tokenizer(preset, model_over, device=build_device(d, tc))
+    follow_rank0_rng(d)
     data_info = {"dataset": dataset, "split": "train", "n_train": n_train}
     run_info = {"kind": "tokenizer", "preset": preset, "family": model.family,
                 "model_config": to_dict(model_cfg), "train_config": to_dict(tc), "data": data_info,
@@ -86,9 +87,8 @@ def training_state(model, tc: TrainConfig, d) -> tuple[TrainingState, VQLoss]:
     its loss's discriminator and LeCam statistics, both optimizers and the EMA; and the loss."""
     loss_fn = VQLoss(tc, model.in_channels, model.resolution).to(d.device)
     disc = loss_fn.discriminator
-    model.to(d.device)
-    prepare_parallel(model, d, tc)         # FSDP shards before the optimizers see the weights
-    prepare_parallel(disc, d, tc)
+    place(model, d, tc)                    # FSDP shards before the optimizers see the weights
+    place(disc, d, tc)
     opt_g = adamw(model.parameters(), tc)
     opt_d = adamw(disc.parameters(), tc) if disc is not None else None
     return TrainingState({"model": model, "disc": disc, "lecam": loss_fn.lecam}, {"g": opt_g, "d": opt_d},
