@@ -174,8 +174,12 @@ def cli_rows(a) -> list[dict]:
         r = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env, capture_output=True, text=True,
                            timeout=a.cli_timeout_s)
         row = {"command": name, "returncode": r.returncode, "seconds": round(time.perf_counter() - t0, 1)}
-        if r.returncode != 0:
-            row["stderr_tail"] = r.stderr.strip().splitlines()[-6:]
+        if r.returncode != 0:             # torchrun ends with its own banner: keep the error, log it all
+            lines = r.stderr.strip().splitlines()
+            row["stderr_tail"] = [line for line in lines if "Error" in line or line.startswith("error:")][-4:] \
+                or lines[-6:]
+            with open(a.out / "fsdp_cli_stderr.log", "a") as log:
+                log.write(f"===== {name}: {' '.join(map(str, cmd))}\n{r.stderr}\n")
         rows.append(row)
         print(f"[cli] {name}: rc={r.returncode} in {row['seconds']} s", flush=True)
     state = tmp / "ar" / "checkpoints"

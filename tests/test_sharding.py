@@ -104,3 +104,50 @@ def test_paper_car_preset_shards_on_the_meta_device_without_allocating():
     assert fsdp_state[1] == pytest.approx(ddp[0] / 8, rel=0.01)
     maxrss_gb = int(next(line for line in lines if line.startswith("maxrss_kb")).split()[1]) / 1e6
     assert maxrss_gb < 3, f"the planning process peaked at {maxrss_gb:.1f} GB: weights were allocated"
+
+
+BF16_TOKENIZER_STEP = """
+import os, torch, torch.distributed as dist
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["PORT"], RANK="0", WORLD_SIZE="1")
+dist.init_process_group("gloo")
+from harness.models.catalog import build_tokenizer, load_all
+from harness.training.losses import VQLoss
+from harness.training.optim import adamw, optimizer_step
+from harness.training.sharding import fully_shard_model
+from harness.training.train_tokenizer import TrainConfig
+load_all()
+torch.manual_seed(0)
+_, model = build_tokenizer("vq-tiny")
+tc = TrainConfig(perceptual_weight=0, parallel="fsdp", precision="bf16")
+loss_fn = VQLoss(tc, model.in_channels, model.resolution)
+disc = loss_fn.discriminator
+assert any(isinstance(m, torch.nn.BatchNorm2d) for m in disc.modules())
+fully_shard_model(model, bf16_params=True)
+fully_shard_model(disc, bf16_params=True)
+x = torch.rand(4, model.in_channels, model.resolution, model.resolution) * 2 - 1
+opt_g, opt_d = adamw(model.parameters(), tc), adamw(disc.parameters(), tc)
+for step in range(2):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+        total, logs = loss_fn.generator_loss(x, out, model, step)
+    optimizer_step(total, opt_g, model, 1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d_total, _ = loss_fn.discriminator_loss(disc, x, out.reconstruction.detach())
+    optimizer_step(d_total, opt_d, disc, 1.0)
+    assert torch.isfinite(total) and torch.isfinite(d_total) and "gan_g" in logs
+print("ok")
+"""
+
+
+def test_bf16_gathered_weights_train_a_tokenizer_with_a_batchnorm_discriminator():
+    """The policy ``place`` gives FSDP on CUDA with precision=bf16 (bf16 gathers, fp32 reduction), run on
+    the CPU: the discriminator's BatchNorm keeps fp32 weights (a bf16 weight beside its fp32 running
+    statistics is refused by batch_norm, which is how the first GPU run of parallel=fsdp failed)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(REPO), PORT=str(port), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", BF16_TOKENIZER_STEP], capture_output=True, text=True, cwd=REPO,
+                       env=env, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]

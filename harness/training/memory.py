@@ -67,7 +67,7 @@ def fsdp_share_on_meta(model: nn.Module, gpus: int) -> int:
                            "run `vqbench params --memory` without torchrun")
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=gpus)
     try:
-        fully_shard_model(model, bf16_on_cuda=False)
+        fully_shard_model(model, bf16_params=False)
         return sum(p.to_local().numel() for p in model.parameters())
     finally:
         dist.destroy_process_group()

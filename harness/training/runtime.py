@@ -80,7 +80,7 @@ def place(module: torch.nn.Module | None, d: Dist, tc) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     on_meta = any(t.is_meta for t in (*module.parameters(), *module.buffers()))
     full = module.state_dict() if d.is_main else {}
-    fully_shard_model(module, bf16_on_cuda=tc.precision == "bf16" and d.device.type == "cuda")
+    fully_shard_model(module, bf16_params=tc.precision == "bf16" and d.device.type == "cuda")
     if on_meta:
         module.to_empty(device=d.device)
     else:

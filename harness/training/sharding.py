@@ -67,16 +67,24 @@ def _recomputed(forward, *args, **kwargs):
     return checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 
-def fully_shard_model(model: nn.Module, bf16_on_cuda: bool, mesh=None) -> nn.Module:
+def fully_shard_model(model: nn.Module, bf16_params: bool, mesh=None) -> nn.Module:
     """Shard ``model`` in place over the default process group (or ``mesh``): each shard unit, then the
-    root. Works on the meta device too (nothing is allocated: that is how ``vqbench params --memory``
+    root. ``bf16_params``: gather weights in bf16 and reduce gradients in fp32 (what ``place`` asks for
+    with ``precision=bf16`` on CUDA); BatchNorm layers keep fp32 weights and get fp32 inputs, as FSDP1's
+    mixed precision left them (their running statistics are fp32 buffers, and batch_norm refuses to
+    mix). Works on the meta device too (nothing is allocated: that is how ``vqbench params --memory``
     checks a paper preset's per-GPU share)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     # FSDP warns when a module returns a view (an in-place op on it would skip the gather); no loop of
     # vqbench modifies a model's outputs in place, and tests/test_fsdp.py shows FSDP's steps equal DDP's
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
-    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16_on_cuda
-              else MixedPrecisionPolicy())
+    if bf16_params:
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        full = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
+        for norm in [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]:
+            fully_shard(norm, mesh=mesh, mp_policy=full)
+    else:
+        policy = MixedPrecisionPolicy()
     for unit in shard_units(model):
         if any(True for _ in unit.parameters()):      # a unit without weights has nothing to shard
             fully_shard(unit, mesh=mesh, mp_policy=policy)
