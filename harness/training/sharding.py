@@ -6,11 +6,12 @@ time for its forward and backward. What is sharded:
 
 - each *shard unit* on its own: the composite modules (modules with submodules of their own) that sit
   directly in an ``nn.ModuleList`` or ``nn.Sequential``, outermost first. That is every transformer
-  block (the repo's Llama blocks, a Hugging Face LM's decoder layers under CAR), every ResNet/attention
-  block of a conv tokenizer and every block of a StyleGAN discriminator; weights outside any unit
-  (embeddings, heads, a decoder's last conv) form the root unit, gathered for the whole step. The
-  adaptive GAN weight differentiates the decoder's last layer: it lives in the root unit, whose
-  weights stay gathered from the forward to the backward, so that gradient is taken as under DDP.
+  block (the repo's Llama blocks, a Hugging Face LM's decoder layers under CAR) and every
+  ResNet/attention block of a conv tokenizer; weights outside any unit (embeddings, heads, a decoder's
+  last conv) form the root unit, gathered for the whole step. The adaptive GAN weight differentiates
+  the decoder's last layer: it lives in the root unit, whose weights stay gathered from the forward to
+  the backward, so that gradient is taken as under DDP. A tokenizer's discriminator is not sharded: it
+  stays under DDP (``train_tokenizer.replicated``).
 - mixed precision on CUDA with ``precision=bf16``: weights are gathered and used in bf16, gradients
   reduced in fp32 (``MixedPrecisionPolicy``); the sharded master weights and AdamW stay fp32. On the
   CPU, bf16 remains autocast as under DDP.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -82,13 +82,20 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
         return _train(model, tc, ckpts, run_dir, dataset, n_train, d, progress)
 
 
+def replicated(tc: TrainConfig) -> TrainConfig:
+    """The discriminator's parallel setting: DDP always. It is small (a few million weights), and the
+    generator step switches its ``requires_grad`` off and on, which FSDP's gathered bf16 weights do
+    not survive (the first GPU run of parallel=fsdp failed there)."""
+    return replace(tc, parallel="ddp", activation_checkpointing=False)
+
+
 def training_state(model, tc: TrainConfig, d) -> tuple[TrainingState, VQLoss]:
-    """What a checkpoint holds, on ``d``'s device and sharded under ``parallel=fsdp``: the tokenizer,
-    its loss's discriminator and LeCam statistics, both optimizers and the EMA; and the loss."""
+    """What a checkpoint holds, on ``d``'s device: the tokenizer (sharded under ``parallel=fsdp``), its
+    loss's discriminator (replicated) and LeCam statistics, both optimizers and the EMA; and the loss."""
     loss_fn = VQLoss(tc, model.in_channels, model.resolution).to(d.device)
     disc = loss_fn.discriminator
     place(model, d, tc)                    # FSDP shards before the optimizers see the weights
-    place(disc, d, tc)
+    place(disc, d, replicated(tc))
     opt_g = adamw(model.parameters(), tc)
     opt_d = adamw(disc.parameters(), tc) if disc is not None else None
     return TrainingState({"model": model, "disc": disc, "lecam": loss_fn.lecam}, {"g": opt_g, "d": opt_d},
@@ -107,7 +114,7 @@ def _train(model, tc: TrainConfig, ckpts: RunCheckpoints, run_dir: Path, dataset
 
     scaler = grad_scaler(tc.precision)
     guard = FiniteGuard(d, tc.precision)
-    model_ddp, disc_ddp = wrap_ddp(model, d, tc), wrap_ddp(disc, d, tc)
+    model_ddp, disc_ddp = wrap_ddp(model, d, tc), wrap_ddp(disc, d, replicated(tc))
     order = BatchOrder(len(ds), tc.batch_size, tc.seed, d)
     log = TrainLog(run_dir, start, tc.steps, d, progress, desc="train")
     usage = RollingCodebookUsage(model.layout.max_codebook_size)
