@@ -211,3 +211,36 @@ def test_damaged_sharded_checkpoint_is_one_error_line(one_process_sharded_run, t
         rc, _, err = run_main(argv)
         assert rc == 2 and "Traceback" not in err, err[-2000:]
         assert err.strip().splitlines() == [err.strip()] and message in err, err
+
+
+def test_car_on_a_pretrained_lm_two_stages_fsdp_matches_ddp(tmp_path):
+    """CAR with a (tiny) pretrained causal LM as backbone and its two-stage recipe (stage I: backbone
+    frozen; stage II: everything): FSDP shards the LM's decoder layers, and its losses and weights
+    agree with DDP's as for the other generators."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, vocab_size=50, max_position_embeddings=128))
+    lm.save_pretrained(tmp_path / "lm")
+    pretrained = {f"model.backbone.decoder.{k}": v for k, v in lm.get_decoder().state_dict().items()}
+    env = _env()
+    _ok(run_cli("train", "cvq-tiny", "--run-dir", tmp_path / "cvq", "--dataset", "procedural", "--n-train", "64",
+                "--set", "steps=2", "--set", "batch_size=8", "--quiet", env=env))
+    for mode in ("ddp", "fsdp"):
+        _ok(run_torchrun(2, "train", "car-tiny", "--tokenizer", tmp_path / "cvq", "--run-dir", tmp_path / mode,
+                         *TRAIN, "--set", f"backbone=hf:{tmp_path / 'lm'}", "--set", "stage1_steps=2",
+                         "--set", f"parallel={mode}", env=env))
+    ddp, fsdp = _losses(tmp_path / "ddp", "loss"), _losses(tmp_path / "fsdp", "loss")
+    assert sorted(ddp) == [1, 2, 3, 4] == sorted(fsdp)
+    for step, value in ddp.items():
+        assert fsdp[step] == pytest.approx(value, rel=1e-4), step
+    a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "fsdp")
+    assert a.keys() == b.keys() and any(".decoder.layers.1." in k for k in a)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-4, rtol=0), k
+    # stage I froze the backbone under both: at step 2 its layers are still the pretrained ones, by step 4 not
+    layers = [k for k in pretrained if ".layers." in k]
+    for mode in ("ddp", "fsdp"):
+        step2 = ckpt.load(tmp_path / mode / "checkpoints" / "step_00000002")[0]
+        assert all(torch.equal(step2[k], pretrained[k]) for k in layers), mode
+        assert not all(torch.equal(_weights(tmp_path / mode)[k], pretrained[k]) for k in layers), mode
