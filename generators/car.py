@@ -108,12 +108,15 @@ def load_hf_backbone(spec: str) -> HFBackbone:
         raise MissingWeightsError(f"backbone=hf:{spec} needs the transformers package ({e})") from None
     folder = Path(spec).expanduser()
     if folder.is_dir() and _building_on_meta():   # FSDP's ranks other than 0: the architecture, no weights
-        lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder, local_files_only=True))
+        # fp32 like rank 0's from_pretrained below (from_config would follow the config's dtype, often bf16)
+        lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder, local_files_only=True),
+                                              dtype=torch.float32)
     elif folder.is_dir():
         lm = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
     elif _building_on_meta() and spec in KNOWN_LM_ARCHITECTURES:
         arch = dict(KNOWN_LM_ARCHITECTURES[spec])
-        lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(arch.pop("model_type"), **arch))
+        lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(arch.pop("model_type"), **arch),
+                                              dtype=torch.float32)
     else:
         raise MissingWeightsError(f"backbone=hf:{spec}: no such local folder; download the pretrained causal LM "
                                   f"(e.g. huggingface-cli download {spec if '/' in spec else 'Qwen/Qwen3-4B'} "

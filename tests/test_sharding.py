@@ -117,13 +117,21 @@ from harness.training.sharding import fully_shard_model
 from harness.training.train_tokenizer import TrainConfig
 load_all()
 torch.manual_seed(0)
+# a BatchNorm under the bf16 policy keeps fp32 weights and gets fp32 inputs
+net = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)), torch.nn.Conv2d(4, 2, 1))
+fully_shard_model(net, bf16_params=True)
+seen = {}
+net[0][1].register_forward_hook(lambda m, i, o: seen.update(weight=m.weight.dtype, input=i[0].dtype))
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    net(torch.rand(2, 1, 8, 8)).float().mean().backward()
+assert seen == {"weight": torch.float32, "input": torch.float32}, seen
+assert net[0][0].weight.grad.dtype == torch.float32          # gradients of the fp32 shards
+# the tokenizer as the loop runs it: sharded with the policy, its discriminator replicated
 _, model = build_tokenizer("vq-tiny")
 tc = TrainConfig(perceptual_weight=0, parallel="fsdp", precision="bf16")
 loss_fn = VQLoss(tc, model.in_channels, model.resolution)
 disc = loss_fn.discriminator
-assert any(isinstance(m, torch.nn.BatchNorm2d) for m in disc.modules())
 fully_shard_model(model, bf16_params=True)
-fully_shard_model(disc, bf16_params=True)
 x = torch.rand(4, model.in_channels, model.resolution, model.resolution) * 2 - 1
 opt_g, opt_d = adamw(model.parameters(), tc), adamw(disc.parameters(), tc)
 for step in range(2):
@@ -139,10 +147,11 @@ print("ok")
 """
 
 
-def test_bf16_gathered_weights_train_a_tokenizer_with_a_batchnorm_discriminator():
+def test_bf16_gathered_weights_keep_batchnorm_fp32_and_train_a_tokenizer():
     """The policy ``place`` gives FSDP on CUDA with precision=bf16 (bf16 gathers, fp32 reduction), run on
-    the CPU: the discriminator's BatchNorm keeps fp32 weights (a bf16 weight beside its fp32 running
-    statistics is refused by batch_norm, which is how the first GPU run of parallel=fsdp failed)."""
+    the CPU: a BatchNorm keeps fp32 weights and inputs (a bf16 weight beside its fp32 running statistics
+    is refused by batch_norm: the first GPU run of parallel=fsdp failed there), and a tokenizer sharded
+    so trains two steps, with its GAN, beside its replicated discriminator."""
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

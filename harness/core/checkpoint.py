@@ -116,23 +116,74 @@ def save(ckpt_root: Path, step: int, weights: dict[str, torch.Tensor],
 
 def save_sharded(ckpt_root: Path, step: int, tree: dict, state: dict) -> Path:
     """Write a sharded checkpoint (``parallel=fsdp``): ``tree`` (module name -> state dict, ``ema`` ->
-    the EMA's, ``optim`` -> optimizer name -> state dict; DTensors or plain tensors) goes to
-    ``sharded/`` in torch.distributed.checkpoint's format, each process writing its own shards.
-    Collective: every process calls it; the main process writes ``state.json`` (with the sha256 of
-    every file) and moves the folder into place. The folder must be on a file system every process
-    sees (one machine's disk, or a shared one across nodes)."""
+    the EMA's, ``optim`` -> optimizer name -> ``{"state": {parameter name: {key: tensor}}}``; DTensors or
+    plain tensors) goes to ``sharded/`` in torch.distributed.checkpoint's format, each process writing
+    its own shards. Collective: every process calls it; the main process writes ``state.json`` (with
+    the sha256 of every file) and moves the folder into place, and every process learns whether that
+    worked. The folder must be on a file system every process sees (one machine's disk, or a shared
+    one across nodes)."""
     import torch.distributed.checkpoint as dcp
     from harness.core.distributed import barrier, in_process_group, is_main_process
     main = is_main_process()
-    tmp, final = _begin(ckpt_root, step) if main else _paths(ckpt_root, step)
-    barrier()                         # the main process has made the empty folder
-    with _one_process_is_intended():
-        dcp.save(tree, checkpoint_id=tmp / SHARDED_DIR, no_dist=not in_process_group())
-    if main:
+    tmp, final = _paths(ckpt_root, step)
+    _together(lambda: _begin(ckpt_root, step), main, f"cannot prepare the checkpoint folder {tmp}")
+    try:
+        with _one_process_is_intended():
+            dcp.save(tree, checkpoint_id=tmp / SHARDED_DIR, no_dist=not in_process_group())
+    except _checkpoint_errors() as e:
+        raise VQBenchError(f"writing the sharded checkpoint {tmp} failed ({_first_line(e)}); free space or fix "
+                           "the run folder, then resume from the last checkpoint") from None
+
+    def commit():
         files = {f"{SHARDED_DIR}/{f.name}": file_sha256(f) for f in sorted((tmp / SHARDED_DIR).iterdir())}
         _commit(ckpt_root, tmp, final, {**state, "format": SHARDED_FORMAT, "files": files})
-    barrier()                         # nobody reads ``latest`` before it names this checkpoint
+    _together(commit, main, f"cannot finish the checkpoint {final}")
+    barrier()
     return final
+
+
+def _together(work, main: bool, what: str) -> None:
+    """Run ``work`` on the main process; every process raises if it failed there (none is left waiting
+    in a collective for a process that stopped)."""
+    from harness.core.distributed import all_true
+    failure = None
+    if main:
+        try:
+            work()
+        except (OSError, VQBenchError) as e:
+            failure = e if isinstance(e, VQBenchError) else VQBenchError(f"{what} ({error_text(e)})")
+    if not all_true(failure is None):
+        raise failure or VQBenchError(f"{what} on the main process (its error says why)")
+
+
+def _checkpoint_errors() -> tuple[type[BaseException], ...]:
+    """What torch.distributed.checkpoint raises: it wraps every process's failure in CheckpointException,
+    a BaseException, so ``except Exception`` would let it through as a traceback."""
+    from torch.distributed.checkpoint.api import CheckpointException
+    return (CheckpointException, OSError, RuntimeError, ValueError, KeyError, EOFError)
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of ``e``; of a CheckpointException, that of the first process's own error."""
+    failures = getattr(e, "failures", None)
+    if isinstance(failures, dict) and failures:      # rank -> (exception, stack)
+        inner = next(iter(failures.values()))
+        inner = inner[0] if isinstance(inner, tuple) and inner else inner
+        e = inner if isinstance(inner, BaseException) else e
+    text = error_text(e) if isinstance(e, Exception) else f"{type(e).__name__}: {e}"
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+
+def sharded_listing(path: Path) -> dict:
+    """key -> TensorStorageMetadata (size, dtype) of every tensor a sharded checkpoint holds."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+    try:
+        listed = dcp.FileSystemReader(str(Path(path) / SHARDED_DIR)).read_metadata().state_dict_metadata
+    except _checkpoint_errors() as e:
+        raise VQBenchError(f"sharded checkpoint {path} has an unreadable .metadata ({_first_line(e)}); restore it "
+                           "or train again") from None
+    return {k: m for k, m in listed.items() if isinstance(m, TensorStorageMetadata)}
 
 
 @contextlib.contextmanager
@@ -218,20 +269,24 @@ def load(path: Path) -> tuple[dict, dict, dict]:
     return weights, optim, state
 
 
-def load_sharded(path: Path, tree: dict) -> None:
-    """Fill ``tree`` (the structure ``save_sharded`` took, of the live training state: DTensors of
-    any number of processes, or plain tensors in one) in place from a sharded checkpoint.
-    Collective when several processes run."""
+def load_sharded(path: Path, make_tree) -> dict:
+    """A tree of the live training state (the structure ``save_sharded`` took: DTensors of any number of
+    processes, or plain tensors in one), built by ``make_tree(listing)`` from the checkpoint's
+    ``sharded_listing`` and filled in place from the checkpoint. Collective when several processes run:
+    the main process verifies the files, then all read."""
     import torch.distributed.checkpoint as dcp
-    from harness.core.distributed import in_process_group
+    from harness.core.distributed import in_process_group, is_main_process
     path = Path(path)
-    _verify_sharded(path, load_state(path))
+    _together(lambda: _verify_sharded(path, load_state(path)), is_main_process(),
+              f"cannot verify the checkpoint {path}")
+    tree = make_tree(sharded_listing(path))
     try:
         with _one_process_is_intended():
             dcp.load(tree, checkpoint_id=path / SHARDED_DIR, no_dist=not in_process_group())
-    except (RuntimeError, ValueError, KeyError) as e:   # DCP wraps per-rank failures in CheckpointException
-        raise VQBenchError(f"checkpoint {path} does not fit this run ({error_text(e).splitlines()[0]}); "
-                           "resume with the settings it was trained with, or train again") from None
+    except _checkpoint_errors() as e:
+        raise VQBenchError(f"checkpoint {path} is corrupt or does not fit this run ({_first_line(e)}); restore "
+                           "it, resume with the settings it was trained with, or train again") from None
+    return tree
 
 
 def consolidate(checkpoint: Path, out: Path) -> Path:
@@ -259,33 +314,38 @@ def consolidate(checkpoint: Path, out: Path) -> Path:
 
 
 def _verify_sharded(path: Path, state: dict) -> None:
+    """Every file of ``sharded/`` is listed in ``files`` and matches its sha256 (an unlisted shard would
+    go unchecked; a listed one that is gone is named)."""
+    fix = "restore it or train again"
+    try:
+        present = {f"{SHARDED_DIR}/{f.name}" for f in (path / SHARDED_DIR).iterdir()}
+    except OSError as e:
+        raise VQBenchError(f"checkpoint folder {path}/{SHARDED_DIR} cannot be read ({error_text(e)}); {fix}") from None
+    unlisted = sorted(present - set(state["files"]))
+    if unlisted:
+        raise VQBenchError(f"checkpoint {path} holds {unlisted[0]}, which its state.json does not list; {fix}")
     for name, digest in state["files"].items():
         try:
             actual = file_sha256(path / name)
         except OSError as e:
-            raise VQBenchError(f"checkpoint file {path}/{name} cannot be read ({error_text(e)}); restore it "
-                               "or train again") from None
+            raise VQBenchError(f"checkpoint file {path}/{name} cannot be read ({error_text(e)}); {fix}") from None
         if actual != digest:
             raise VQBenchError(f"checkpoint {path}/{name} does not match its recorded sha256 (corrupted or "
-                               "edited); restore it or train again")
+                               f"edited); {fix}")
 
 
 def _read_sharded_weights(path: Path, state: dict) -> dict[str, torch.Tensor]:
     """Every weight tensor of a sharded checkpoint (all but the optimizer part), whole, in one process."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-    fix = "restore it or train again"
+    _verify_sharded(path, state)
+    weights = {k: torch.empty(m.size, dtype=m.properties.dtype) for k, m in sharded_listing(path).items()
+               if not k.startswith(OPTIMIZER_PART + ".")}
     try:
-        _verify_sharded(path, state)
-        reader = dcp.FileSystemReader(str(path / SHARDED_DIR))
-        listed = reader.read_metadata().state_dict_metadata
-        weights = {k: torch.empty(m.size, dtype=m.properties.dtype) for k, m in listed.items()
-                   if isinstance(m, TensorStorageMetadata) and not k.startswith(OPTIMIZER_PART + ".")}
         with _one_process_is_intended():
-            dcp.load(weights, storage_reader=reader, no_dist=True)
-    except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
-        raise VQBenchError(f"sharded checkpoint {path} is unreadable or corrupt ({error_text(e).splitlines()[0]}); "
-                           f"{fix}") from None
+            dcp.load(weights, checkpoint_id=path / SHARDED_DIR, no_dist=True)
+    except _checkpoint_errors() as e:
+        raise VQBenchError(f"sharded checkpoint {path} is unreadable or corrupt ({_first_line(e)}); "
+                           "restore it or train again") from None
     return weights
 
 

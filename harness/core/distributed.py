@@ -66,13 +66,20 @@ def barrier(d: Dist | None = None) -> None:
         dist.barrier()
 
 
-def all_true(flag: bool, d: Dist) -> bool:
-    """True only if ``flag`` is true on every rank (so all ranks stop together)."""
-    if not d.enabled:
+def all_true(flag: bool, d: Dist | None = None) -> bool:
+    """True only if ``flag`` is true on every rank (so all ranks stop together); ``d`` None: the running
+    process group, if any."""
+    if not (d.enabled if d is not None else is_multi_process()):
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=d.device)
+    device = d.device if d is not None else _collective_device()
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
+
+
+def _collective_device() -> torch.device:
+    """Where the running group's collectives take their tensors (NCCL: this process's GPU)."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def shard_batches(n: int, batch_size: int, d: Dist) -> list[range]:
@@ -89,7 +96,7 @@ def gather_rows(t: torch.Tensor) -> torch.Tensor:
     """Concatenate every rank's rows (rank order; sizes may differ); the tensor itself in one process."""
     if not is_multi_process():
         return t
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
+    device = _collective_device() if dist.get_backend() == "nccl" else t.device
     t = t.to(device)
     sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, torch.tensor([len(t)], dtype=torch.int64, device=device))

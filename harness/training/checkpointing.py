@@ -51,24 +51,32 @@ class TrainingState:
     ema: EMA | None = None
     optimizes: dict[str, str] = field(default_factory=lambda: {"g": "model", "d": "disc"})  # optimizer -> module
 
-    def sharded_tree(self) -> dict:
+    def sharded_tree(self, listed: dict | None = None) -> dict:
         """The state as torch.distributed.checkpoint saves it (``parallel=fsdp``): each module's state
-        dict (this process's shards), ``ema``, and under ``optim`` each optimizer's, keyed by
-        parameter name so it reshards to any number of processes."""
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+        dict (this process's shards), ``ema``, and under ``optim`` each optimizer's per-parameter state
+        keyed by parameter name, so it reshards to any number of processes. With ``listed`` (a
+        checkpoint's ``sharded_listing``) the optimizer part is an empty template of what that
+        checkpoint holds, to load into: a parameter the optimizer never stepped (frozen, unused, a
+        discriminator before its start) has no state, as in the optimizer's own state_dict."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
         for module in self.modules.values():
             if module is not None:
                 broadcast_buffers(module)
         tree = {name: get_model_state_dict(m) for name, m in self.modules.items() if m is not None}
         if self.ema is not None:
             tree["ema"] = self.ema.shadow
-        tree[ckpt.OPTIMIZER_PART] = {name: get_optimizer_state_dict(self.modules[self.optimizes[name]], opt)
-                                     for name, opt in self.optimizers.items() if opt is not None}
+        tree[ckpt.OPTIMIZER_PART] = {}
+        for name, opt in self.optimizers.items():
+            if opt is not None:
+                module = self.modules[self.optimizes[name]]
+                prefix = f"{ckpt.OPTIMIZER_PART}.{name}.state."
+                tree[ckpt.OPTIMIZER_PART][name] = {"state": _optimizer_state(module, opt) if listed is None
+                                                   else _optimizer_template(module, prefix, listed)}
         return tree
 
     def load_sharded_tree(self, tree: dict) -> None:
         """Put a ``sharded_tree`` filled from a checkpoint back into the modules and optimizers."""
-        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
         for name, module in self.modules.items():
             if module is not None:
                 set_model_state_dict(module, tree[name])
@@ -76,7 +84,34 @@ class TrainingState:
             self.ema.shadow = tree["ema"]
         for name, opt in self.optimizers.items():
             if opt is not None:
-                set_optimizer_state_dict(self.modules[self.optimizes[name]], opt, tree[ckpt.OPTIMIZER_PART][name])
+                params = dict(self.modules[self.optimizes[name]].named_parameters())
+                opt.state.clear()
+                for fqn, values in tree[ckpt.OPTIMIZER_PART][name]["state"].items():
+                    opt.state[params[fqn]] = values
+
+
+def _optimizer_state(module: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
+    """parameter name -> its optimizer state (moments, step), for the parameters that have one."""
+    names = {id(p): n for n, p in module.named_parameters()}
+    return {names[id(p)]: dict(values) for p, values in opt.state.items() if values}
+
+
+def _optimizer_template(module: torch.nn.Module, prefix: str, listed: dict) -> dict:
+    """Tensors to load a checkpoint's optimizer state into: parameter-shaped ones like the parameter
+    (a DTensor shard under FSDP), the rest (the step count) plain."""
+    params = dict(module.named_parameters())
+    state: dict[str, dict] = {}
+    for key, meta in listed.items():
+        if key.startswith(prefix):
+            fqn, what = key[len(prefix):].rsplit(".", 1)
+            if fqn not in params:
+                raise VQBenchError(f"the checkpoint holds optimizer state of {fqn!r}, which this model does not "
+                                   "have; resume with the settings it was trained with")
+            p = params[fqn]
+            state.setdefault(fqn, {})[what] = (torch.zeros_like(p, dtype=meta.properties.dtype)
+                                               if tuple(meta.size) == tuple(p.shape)
+                                               else torch.zeros(meta.size, dtype=meta.properties.dtype))
+    return state
 
 
 class RunCheckpoints:
@@ -178,8 +213,7 @@ class RunCheckpoints:
         if state.get("format") != ckpt.SHARDED_FORMAT:
             raise VQBenchError(f"checkpoint {path} is a single-file checkpoint, not a sharded one; resume it "
                                "with the parallel setting it was trained with")
-        tree = held.sharded_tree()
-        ckpt.load_sharded(path, tree)
+        tree = ckpt.load_sharded(path, lambda listed: held.sharded_tree(listed))
         held.load_sharded_tree(tree)
         ckpt.set_rng_state(state["rng"])
         return int(state["step"])

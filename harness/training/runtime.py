@@ -49,10 +49,11 @@ def grad_scaler(precision: str) -> torch.amp.GradScaler:
 
 
 def build_device(d: Dist, tc) -> str | None:
-    """Where this process builds its model: under ``parallel=fsdp`` with several processes only rank 0
-    builds real weights (the seeded init, or a pretrained backbone), the others build on the meta
-    device (nothing allocated) and receive their shards from rank 0 in ``place``; else where the
-    catalogue builds (None: the CPU)."""
+    """Where this process builds its generator: under ``parallel=fsdp`` with several processes only
+    rank 0 builds real weights (the seeded init, or a pretrained backbone), the others build on the
+    meta device (nothing allocated) and receive their shards from rank 0 in ``place``; else where the
+    catalogue builds (None: the CPU). Tokenizers are built for real on every rank: they are small, and
+    some hold state outside their weights (an FQ tokenizer's frozen teacher)."""
     return "meta" if tc.parallel == "fsdp" and d.enabled and not d.is_main else None
 
 

@@ -10,16 +10,19 @@ time for its forward and backward. What is sharded:
   ResNet/attention block of a conv tokenizer; weights outside any unit (embeddings, heads, a decoder's
   last conv) form the root unit, gathered for the whole step. The adaptive GAN weight differentiates
   the decoder's last layer: it lives in the root unit, whose weights stay gathered from the forward to
-  the backward, so that gradient is taken as under DDP. A tokenizer's discriminator is not sharded: it
-  stays under DDP (``train_tokenizer.replicated``).
+  the backward, so that gradient is taken as under DDP (in bf16 under the bf16 policy: the weight is
+  a ratio of two norms, good to bf16's precision). Each of its ``autograd.grad`` calls ends FSDP's
+  backward bookkeeping once more (the root is gathered again for the real backward): a cost, not an
+  error. A tokenizer's discriminator is not sharded: it stays under DDP (``train_tokenizer.replicated``).
 - mixed precision on CUDA with ``precision=bf16``: weights are gathered and used in bf16, gradients
   reduced in fp32 (``MixedPrecisionPolicy``); the sharded master weights and AdamW stay fp32. On the
   CPU, bf16 remains autocast as under DDP.
 - ``activation_checkpointing=true`` recomputes each unit's forward during the backward instead of
   keeping its activations (``torch.utils.checkpoint``, non-reentrant), for either mode.
 
-Rank 0 builds the model as DDP would (the seeded init, or a pretrained backbone read from its
-folder); the other processes build it on the meta device, without weights. Every process shards it and
+Rank 0 builds a generator as DDP would (the seeded init, or a pretrained backbone read from its
+folder); the other processes build it on the meta device, without weights (a tokenizer is built on
+every process). Every process shards it and
 receives its shard of rank 0's weights (``runtime.place``), so FSDP starts from DDP's weights exactly
 and only rank 0 ever holds the whole model, in host memory. Buffers are not sharded; as under DDP
 (``broadcast_buffers``), rank 0's are copied to every process before each forward, so running

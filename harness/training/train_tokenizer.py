@@ -29,7 +29,7 @@ from harness.training.losses import VQLoss, VQLossConfig
 from harness.training.monitor import TrainLog
 from harness.training.optim import OptimizerConfig, adamw, build_ema, lr_at, optimizer_step, set_lr
 from harness.training.runtime import (FiniteGuard, autocast, check_n_train, check_precision, check_start,
-                                      build_device, follow_rank0_rng, grad_scaler, place, wrap_ddp)
+                                      grad_scaler, place, wrap_ddp)
 
 ROLLING_USAGE_TOKENS = 65536   # LlamaGen's training-time usage window
 
@@ -70,8 +70,7 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
     tc = apply_overrides(TrainConfig(), train_over)
     check_precision(tc.precision, d)
     torch.manual_seed(tc.seed)             # the initial weights are a function of the seed
-    model_cfg, model = build_tokenizer(preset, model_over, device=build_device(d, tc))
-    follow_rank0_rng(d)
+    model_cfg, model = build_tokenizer(preset, model_over)
     data_info = {"dataset": dataset, "split": "train", "n_train": n_train}
     run_info = {"kind": "tokenizer", "preset": preset, "family": model.family,
                 "model_config": to_dict(model_cfg), "train_config": to_dict(tc), "data": data_info,
