@@ -70,6 +70,30 @@ def now() -> float:
     return time.perf_counter()
 
 
+def timed_update(loss, what: str, terms: dict, opt, module, name: str, grad_clip: float, guard) -> dict[str, float]:
+    """``optimizer_step``'s work in the loop's order, each part timed: seconds of ``guard`` (the finite
+    guard's loss, gradient and weight records), ``backward``, ``clip`` and ``step`` (AdamW)."""
+    a = now()
+    guard.loss(what, loss, terms)
+    g = now() - a
+    opt.zero_grad(set_to_none=True)
+    a = now()
+    loss.backward()
+    backward = now() - a
+    a = now()
+    guard.gradients(name, module)
+    g += now() - a
+    a = now()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    clip = now() - a
+    a = now()
+    opt.step()
+    step = now() - a
+    a = now()
+    guard.weights(name, module)
+    return {"guard": g + now() - a, "backward": backward, "clip": clip, "step": step}
+
+
 def median_parts(step_fn, reps: int, warmup: int) -> dict[str, float]:
     """``step_fn()`` returns {part: seconds}; median per part over ``reps`` calls after ``warmup``, in ms."""
     for _ in range(warmup):
@@ -204,26 +228,8 @@ def tokenizer_row(preset: str, train: tuple[str, ...], dataset: str, steps: tupl
         t["adaptive w"] = now() - a
         disc.requires_grad_(True)
         del pix, lp, gan_g
-        g = 0.0
-        a = now()
-        guard.loss("training loss", total, logs)
-        g += now() - a
-        opt_g.zero_grad(set_to_none=True)
-        a = now()
-        total.backward()
-        t["tok bwd"] = now() - a
-        a = now()
-        guard.gradients("model", model)
-        g += now() - a
-        a = now()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        t["clip"] = now() - a
-        a = now()
-        opt_g.step()
-        t["AdamW"] = now() - a
-        a = now()
-        guard.weights("model", model)
-        g += now() - a
+        u = timed_update(total, "training loss", logs, opt_g, model, "model", tc.grad_clip, guard)
+        t["tok bwd"], t["clip"], t["AdamW"], g = u["backward"], u["clip"], u["step"], u["guard"]
         a = now()
         ema.update(model)
         t["EMA*"] = now() - a
@@ -231,22 +237,11 @@ def tokenizer_row(preset: str, train: tuple[str, ...], dataset: str, steps: tupl
         d_total, d_logs = loss_fn.discriminator_loss(disc, x, out.reconstruction)
         t["disc f+loss"] = now() - a
         logs |= d_logs
+        u = timed_update(d_total, "discriminator loss", d_logs, opt_d, disc, "disc", tc.grad_clip, guard)
+        t["disc b+clip+AdamW"] = u["backward"] + u["clip"] + u["step"]
         a = now()
-        guard.loss("discriminator loss", d_total, d_logs)
-        g += now() - a
-        opt_d.zero_grad(set_to_none=True)
-        a = now()
-        d_total.backward()
-        b = now()
-        guard.gradients("disc", disc)
-        c = now()
-        torch.nn.utils.clip_grad_norm_(disc.parameters(), tc.grad_clip)
-        opt_d.step()
-        e = now()
-        guard.weights("disc", disc)
         guard.check(step, None)
-        t["guard"] = g + (c - b) + (now() - e)
-        t["disc b+clip+AdamW"] = (b - a) + (e - c)
+        t["guard"] = g + u["guard"] + (now() - a)
         a = now()
         used = usage(out.indices)
         t_usage = now() - a
@@ -362,26 +357,11 @@ def generator_row(preset: str, tok_preset: str, train: tuple[str, ...], n_tokens
         a = now()
         loss = model(x, y)
         t["fwd+loss"] = now() - a
+        u = timed_update(loss, "generator loss", {"loss": loss}, opt, model, "model", tc.grad_clip, guard)
+        t["bwd"], t["clip"], t["AdamW"] = u["backward"], u["clip"], u["step"]
         a = now()
-        guard.loss("generator loss", loss, {"loss": loss})
-        g = now() - a
-        opt.zero_grad(set_to_none=True)
-        a = now()
-        loss.backward()
-        t["bwd"] = now() - a
-        a = now()
-        guard.gradients("model", model)
-        g += now() - a
-        a = now()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        t["clip"] = now() - a
-        a = now()
-        opt.step()
-        t["AdamW"] = now() - a
-        a = now()
-        guard.weights("model", model)
         guard.check(step, None)
-        t["guard"] = g + now() - a
+        t["guard"] = u["guard"] + now() - a
         a = now()
         value = float(loss.detach())
         log.scalars(step + 1, {"loss": value, "lr": tc.lr}, dict(loss=f"{value:.4f}", lr="0"))

@@ -20,7 +20,6 @@ checksums existed load unchecked). Every failure is one VQBenchError line naming
 from __future__ import annotations
 
 import base64
-import contextlib
 import errno
 import json
 import os
@@ -123,23 +122,32 @@ def save_sharded(ckpt_root: Path, step: int, tree: dict, state: dict) -> Path:
     worked. The folder must be on a file system every process sees (one machine's disk, or a shared
     one across nodes)."""
     import torch.distributed.checkpoint as dcp
-    from harness.core.distributed import barrier, in_process_group, is_main_process
+    from harness.core.distributed import in_process_group, is_main_process
     main = is_main_process()
     tmp, final = _paths(ckpt_root, step)
     _together(lambda: _begin(ckpt_root, step), main, f"cannot prepare the checkpoint folder {tmp}")
-    try:
-        with _one_process_is_intended():
-            dcp.save(tree, checkpoint_id=tmp / SHARDED_DIR, no_dist=not in_process_group())
-    except _checkpoint_errors() as e:
-        raise VQBenchError(f"writing the sharded checkpoint {tmp} failed ({_first_line(e)}); free space or fix "
-                           "the run folder, then resume from the last checkpoint") from None
+    _dcp(lambda: dcp.save(tree, checkpoint_id=tmp / SHARDED_DIR, no_dist=not in_process_group()),
+         f"writing the sharded checkpoint {tmp} failed ({{error}}); free space or fix the run folder, then "
+         "resume from the last checkpoint")
 
     def commit():
         files = {f"{SHARDED_DIR}/{f.name}": file_sha256(f) for f in sorted((tmp / SHARDED_DIR).iterdir())}
         _commit(ckpt_root, tmp, final, {**state, "format": SHARDED_FORMAT, "files": files})
+    # the agreement ends the save on every process together: none reads ``latest`` before it names this one
     _together(commit, main, f"cannot finish the checkpoint {final}")
-    barrier()
     return final
+
+
+def _dcp(call, failure: str):
+    """Run a torch.distributed.checkpoint ``call`` (quiet about running in one process, which is meant);
+    its failure becomes one VQBenchError, ``failure`` with ``{error}`` filled by the first line of the
+    (first process's) error."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+            return call()
+    except _checkpoint_errors() as e:
+        raise VQBenchError(failure.replace("{error}", _first_line(e))) from None   # paths may hold braces
 
 
 def _together(work, main: bool, what: str) -> None:
@@ -178,20 +186,9 @@ def sharded_listing(path: Path) -> dict:
     """key -> TensorStorageMetadata (size, dtype) of every tensor a sharded checkpoint holds."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-    try:
-        listed = dcp.FileSystemReader(str(Path(path) / SHARDED_DIR)).read_metadata().state_dict_metadata
-    except _checkpoint_errors() as e:
-        raise VQBenchError(f"sharded checkpoint {path} has an unreadable .metadata ({_first_line(e)}); restore it "
-                           "or train again") from None
+    listed = _dcp(lambda: dcp.FileSystemReader(str(Path(path) / SHARDED_DIR)).read_metadata().state_dict_metadata,
+                  f"sharded checkpoint {path} has an unreadable .metadata ({{error}}); restore it or train again")
     return {k: m for k, m in listed.items() if isinstance(m, TensorStorageMetadata)}
-
-
-@contextlib.contextmanager
-def _one_process_is_intended():
-    """DCP warns that it assumes one process when no process group runs; here that is the intent."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
-        yield
 
 
 def _paths(ckpt_root: Path, step: int) -> tuple[Path, Path]:
@@ -280,12 +277,9 @@ def load_sharded(path: Path, make_tree) -> dict:
     _together(lambda: _verify_sharded(path, load_state(path)), is_main_process(),
               f"cannot verify the checkpoint {path}")
     tree = make_tree(sharded_listing(path))
-    try:
-        with _one_process_is_intended():
-            dcp.load(tree, checkpoint_id=path / SHARDED_DIR, no_dist=not in_process_group())
-    except _checkpoint_errors() as e:
-        raise VQBenchError(f"checkpoint {path} is corrupt or does not fit this run ({_first_line(e)}); restore "
-                           "it, resume with the settings it was trained with, or train again") from None
+    _dcp(lambda: dcp.load(tree, checkpoint_id=path / SHARDED_DIR, no_dist=not in_process_group()),
+         f"checkpoint {path} is corrupt or does not fit this run ({{error}}); restore it, resume with the "
+         "settings it was trained with, or train again")
     return tree
 
 
@@ -340,12 +334,8 @@ def _read_sharded_weights(path: Path, state: dict) -> dict[str, torch.Tensor]:
     _verify_sharded(path, state)
     weights = {k: torch.empty(m.size, dtype=m.properties.dtype) for k, m in sharded_listing(path).items()
                if not k.startswith(OPTIMIZER_PART + ".")}
-    try:
-        with _one_process_is_intended():
-            dcp.load(weights, checkpoint_id=path / SHARDED_DIR, no_dist=True)
-    except _checkpoint_errors() as e:
-        raise VQBenchError(f"sharded checkpoint {path} is unreadable or corrupt ({_first_line(e)}); "
-                           "restore it or train again") from None
+    _dcp(lambda: dcp.load(weights, checkpoint_id=path / SHARDED_DIR, no_dist=True),
+         f"sharded checkpoint {path} is unreadable or corrupt ({{error}}); restore it or train again")
     return weights
 
 

@@ -38,9 +38,6 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-PARALLEL_MODES = ("ddp", "fsdp")
-
-
 def shard_units(model: nn.Module) -> list[nn.Module]:
     """The modules FSDP shards one by one (see the module docstring), in order of registration."""
     units: list[nn.Module] = []
@@ -111,9 +108,3 @@ def broadcast_buffers(module: nn.Module) -> None:
 def local_tensors(tensors: Iterator[torch.Tensor]) -> list[torch.Tensor]:
     """This process's part of each tensor: the local shard of a DTensor, a plain tensor itself."""
     return [t.to_local() if hasattr(t, "to_local") else t for t in tensors]
-
-
-def is_sharded(model: nn.Module) -> bool:
-    """Whether ``model`` has been through ``fully_shard``."""
-    from torch.distributed.fsdp import FSDPModule
-    return isinstance(model, FSDPModule)
