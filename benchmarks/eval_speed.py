@@ -145,7 +145,7 @@ def main() -> None:
     os.environ["VQBENCH_CACHE"] = tempfile.mkdtemp(prefix="vqbench-eval-speed-")   # cold feature cache
     from harness.models.catalog import load_all
     from harness.data.datasets import open_dataset
-    from harness.evaluation.features import FIDInception, torch_fidelity_state_dict
+    from harness.evaluation.features import FIDInception, load_fid_graph, torch_fidelity_state_dict
     load_all()
     dev = args.device
 
@@ -162,15 +162,14 @@ def main() -> None:
     extractor = FIDInception().to(dev)
     extractor.features(real[:2])                                                  # warm-up
     def floor():
-        return timed(lambda: (extractor.features(real.to(dev), args.batch_size),
-                              extractor.features(recon.to(dev), args.batch_size)))[1]
+        return timed(lambda: (extractor.features(real.to(dev)), extractor.features(recon.to(dev))))[1]
     t_floor = floor()
     cold, t_cold = timed(lambda: vqbench_eval(model, ds, args.batch_size, dev))
     warm, t_warm = timed(lambda: vqbench_eval(model, ds, args.batch_size, dev))
     t_floor = min(t_floor, floor())        # measured before and after: the less disturbed run counts
 
     weights = Path(os.environ["VQBENCH_CACHE"]) / "packaged-inception-torch-fidelity-format.pth"
-    graph = extractor.graph.state_dict()
+    graph = load_fid_graph()[0].state_dict()      # the weights the extractor was folded from
     # torch-fidelity must load a classifier; FID/KID do not use it (zeros, never evaluated)
     torch.save(torch_fidelity_state_dict({k: v.cpu() for k, v in graph.items()}, torch.zeros(1008, 2048),
                                          torch.zeros(1008)), weights)

@@ -371,7 +371,7 @@ def inception_timer(device: str):
     try:
         from harness.evaluation.features import FIDInception
         ext = FIDInception().to(device)
-        return (lambda x: ext.features(x, batch_size=x.shape[0]).pool3), f"FIDInception ({ext.weights_tag} weights)"
+        return (lambda x: ext.features(x).pool3), f"FIDInception ({ext.weights_tag} weights)"
     except Exception as e:                                        # noqa: BLE001
         reason = error_line(e)
     net = random_inception().to(device).eval().to(memory_format=torch.channels_last)

@@ -33,10 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
-import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -47,6 +43,9 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from machine import describe, loadavg  # noqa: E402  (benchmarks/machine.py)
+
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "train_speed_cpu.md"
 
 TOKENIZER_PRESETS = ("vq-fmnist", "cvq-fmnist", "fq-dual-fmnist", "vcq-cosine-fmnist", "fsq-fmnist")
@@ -118,23 +117,6 @@ def count_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 @contextlib.contextmanager
@@ -527,14 +509,7 @@ def main(argv=None) -> dict:
             else:
                 raise SystemExit(f"{preset}: not a registered tokenizer or generator preset")
             print(f"{preset}: {now() - t0:.0f} s", file=sys.stderr, flush=True)
-    load_after = loadavg()
-    first = float(load_before.split()[0])
-    result["machine"] = {
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu_model(),
-        "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "python": platform.python_version(), "load_before": load_before, "load_after": load_after,
-        "quiet": ("quiet: 1-min load below 0.5 per CPU" if first < 0.5 * (os.cpu_count() or 1)
-                  else "NOT quiet: other work was running; absolute times are noisy")}
+    result["machine"] = describe(load_before)
     argv_s = " ".join(argv if argv is not None else sys.argv[1:])
     result["settings"] = {"tokenizer_train": tok_train, "generator_train": gen_train, "dataset": dataset,
                           "n_tokens": n_tokens, "steps": steps, "reps": reps, "warmup": warmup,

@@ -62,7 +62,7 @@ class PixelFeaturesDouble:
         self.images_seen = 0
         self.proj = torch.randn(48, 64, generator=torch.Generator().manual_seed(1))
 
-    def features(self, images, batch_size=50):
+    def features(self, images):
         self.images_seen += len(images)
         x = images.float().expand(-1, 3, -1, -1)
         pooled = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
@@ -123,6 +123,27 @@ def test_features_equal_torch_fidelity_network_on_real_images(torch_fidelity_wei
     torch.testing.assert_close(feats.logits, logits, atol=1e-4, rtol=1e-4)
     # the teacher convention: pool3 as an N x 2048 x 1 x 1 map; grayscale input = its 3-channel copy
     torch.testing.assert_close(ours(images[:1, :1]).flatten(1), feats.pool3[:1], atol=1e-5, rtol=1e-5)
+
+
+def test_folded_network_equals_the_torchscript_graph_within_1e_4():
+    """The extractor runs FoldedInception (batch norm folded, channels-last); its pool3 features must stay
+    within 1e-4 of the shipped graph's (relative to the largest feature), so FID values do not move."""
+    from harness.evaluation.features import inception_input, load_fid_graph
+    from harness.evaluation.inception_net import FoldedInception
+    graph, _ = load_fid_graph()
+    folded = FoldedInception(graph)
+    colour = torch.rand(1, 3, 40, 52, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for images in (fmnist(3), colour):
+        x = inception_input(images)
+        with torch.no_grad():
+            ref, ours = graph(x), folded(x)
+        assert ref.shape == ours.shape == (len(images), 2048)
+        assert ((ours - ref).abs().max() / ref.abs().max()).item() <= 1e-4
+        assert ref.abs().max() > 0.1                      # real activations, not a degenerate input
+    # the extractor's chunking does not change a feature
+    extractor = FIDInception()
+    whole = extractor.net(inception_input(fmnist(12)))
+    torch.testing.assert_close(extractor.features(fmnist(12)).pool3, whole, atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- metric math equals torch-fidelity's

@@ -1,0 +1,135 @@
+"""The FID Inception graph rebuilt as an eager module with batch norm folded into the convolutions.
+
+Same network, same weights as the TorchScript graph of ``harness.models.teachers.load_fid_inception``
+(layer for layer, in the graph's order), built because the graph is slow on CPU for two reasons:
+
+- every Inception block calls ``contiguous()`` on each branch before concatenating, so a channels-last
+  input is converted back to NCHW in every block (channels-last convolutions are faster with oneDNN);
+- each convolution is followed by a separate batch-norm pass (TF's batch norm: no scale, eps 1e-3).
+
+Here each convolution carries its batch norm (``w * s`` and ``beta - mean * s`` with
+``s = 1 / sqrt(var + eps)``, folded in float64 then rounded) and runs channels-last end to end. The
+pool3 features equal the graph's to float rounding (about 1e-6 of their largest value; the 1e-4 bound is
+tested in tests/test_fidelity.py, the speed measured by ``benchmarks/inception_speed.py``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TF_BATCH_NORM_EPS = 1e-3
+
+
+class ConvBNReLU(nn.Module):
+    """One graph ``Conv2dLayer`` (conv, batch norm without scale, ReLU) with the batch norm folded."""
+
+    def __init__(self, layer):
+        super().__init__()
+        scale = (layer.var.double() + TF_BATCH_NORM_EPS).rsqrt()
+        weight = layer.weight.double() * scale[:, None, None, None]
+        bias = layer.beta.double() - layer.mean.double() * scale
+        out_ch, in_ch, kh, kw = weight.shape
+        self.conv = nn.Conv2d(in_ch, out_ch, (kh, kw), stride=layer.stride, padding=layer.padding)
+        with torch.no_grad():
+            self.conv.weight.copy_(weight.float())
+            self.conv.bias.copy_(bias.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(x))
+
+
+def _chain(parent, names: list[str]) -> nn.Sequential:
+    return nn.Sequential(*(ConvBNReLU(getattr(parent, n)) for n in names))
+
+
+def _avg_pool(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)      # TF's SAME average pooling
+
+
+def _max_pool_reduce(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x, 3, 2)
+
+
+class _BlockA(nn.Module):                          # Mixed_5b/c/d
+    def __init__(self, g):
+        super().__init__()
+        self.b1 = ConvBNReLU(g.conv)
+        self.b5 = _chain(g.tower, ["conv", "conv_1"])
+        self.b3 = _chain(g.tower_1, ["conv", "conv_1", "conv_2"])
+        self.pool = ConvBNReLU(g.tower_2.conv)
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b5(x), self.b3(x), self.pool(_avg_pool(x))], 1)
+
+
+class _BlockB(nn.Module):                          # Mixed_6a (grid reduction)
+    def __init__(self, g):
+        super().__init__()
+        self.b3 = ConvBNReLU(g.conv)
+        self.b3dbl = _chain(g.tower, ["conv", "conv_1", "conv_2"])
+
+    def forward(self, x):
+        return torch.cat([self.b3(x), self.b3dbl(x), _max_pool_reduce(x)], 1)
+
+
+class _BlockC(nn.Module):                          # Mixed_6b..e (factorized 7x7)
+    def __init__(self, g):
+        super().__init__()
+        self.b1 = ConvBNReLU(g.conv)
+        self.b7 = _chain(g.tower, ["conv", "conv_1", "conv_2"])
+        self.b7dbl = _chain(g.tower_1, ["conv", "conv_1", "conv_2", "conv_3", "conv_4"])
+        self.pool = ConvBNReLU(g.tower_2.conv)
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b7(x), self.b7dbl(x), self.pool(_avg_pool(x))], 1)
+
+
+class _BlockD(nn.Module):                          # Mixed_7a (grid reduction)
+    def __init__(self, g):
+        super().__init__()
+        self.b3 = _chain(g.tower, ["conv", "conv_1"])
+        self.b7x3 = _chain(g.tower_1, ["conv", "conv_1", "conv_2", "conv_3"])
+
+    def forward(self, x):
+        return torch.cat([self.b3(x), self.b7x3(x), _max_pool_reduce(x)], 1)
+
+
+class _BlockE(nn.Module):                          # Mixed_7b/c (expanded filter bank)
+    def __init__(self, g, max_pool: bool):
+        super().__init__()
+        self.b1 = ConvBNReLU(g.conv)
+        self.b3 = ConvBNReLU(g.tower_conv)
+        self.b3_a, self.b3_b = ConvBNReLU(g.tower_mixed_conv), ConvBNReLU(g.tower_mixed_conv_1)
+        self.b3dbl = _chain(g, ["tower_1_conv", "tower_1_conv_1"])
+        self.b3dbl_a, self.b3dbl_b = ConvBNReLU(g.tower_1_mixed_conv), ConvBNReLU(g.tower_1_mixed_conv_1)
+        self.pool = ConvBNReLU(g.tower_2_conv)
+        self.max_pool = max_pool                   # the FID graph's last block max-pools (the TF graph's quirk)
+
+    def forward(self, x):
+        a, b = self.b3(x), self.b3dbl(x)
+        pooled = F.max_pool2d(x, 3, 1, 1) if self.max_pool else _avg_pool(x)
+        return torch.cat([self.b1(x), self.b3_a(a), self.b3_b(a), self.b3dbl_a(b), self.b3dbl_b(b),
+                          self.pool(pooled)], 1)
+
+
+class FoldedInception(nn.Module):
+    """``graph`` (the FID TorchScript, weights already loaded) as an eager, batch-norm-folded,
+    channels-last module: N x 3 x 299 x 299 in the graph's input range -> pool3 (N x 2048)."""
+
+    def __init__(self, graph: torch.jit.ScriptModule):
+        super().__init__()
+        g = graph.net.layers
+        self.stem_a = _chain(g, ["conv", "conv_1", "conv_2"])
+        self.stem_b = _chain(g, ["conv_3", "conv_4"])
+        self.blocks = nn.Sequential(
+            _BlockA(g.mixed), _BlockA(g.mixed_1), _BlockA(g.mixed_2), _BlockB(g.mixed_3),
+            _BlockC(g.mixed_4), _BlockC(g.mixed_5), _BlockC(g.mixed_6), _BlockC(g.mixed_7),
+            _BlockD(g.mixed_8), _BlockE(g.mixed_9, max_pool=False), _BlockE(g.mixed_10, max_pool=True))
+        self.to(graph.net.layers.conv.weight.device, memory_format=torch.channels_last)
+        self.eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = _max_pool_reduce(self.stem_b(_max_pool_reduce(self.stem_a(x))))
+        return self.blocks(x).mean((2, 3))         # pool2: 8 x 8 average pooling, then flatten
