@@ -36,7 +36,7 @@ from machine import describe, loadavg  # noqa: E402  (benchmarks/machine.py)
 
 RESULTS = REPO / "benchmarks" / "results"
 TOLERANCE = 1e-4
-BATCH_SIZES = (1, 4, 8, 16, 50)
+BATCH_SIZES = (1, 2, 4, 8, 16, 50)
 
 
 def throughput(fn, x: torch.Tensor, batch_size: int, reps: int) -> tuple[float, torch.Tensor]:
@@ -96,15 +96,15 @@ def main(argv=None) -> dict:
     for bs in BATCH_SIZES:
         measure("folded, channels-last", folded, bs)
     fused = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(copy.deepcopy(folded))))
-    measure("folded, TorchScript freeze + optimize_for_inference", fused, 8)
+    measure("folded, TorchScript freeze + optimize_for_inference", fused, 4)
     if not args.no_compile:
         import torch._inductor.config as inductor_config
         inductor_config.freezing = True
         compiled = torch.compile(copy.deepcopy(folded), dynamic=False)
         t0 = time.perf_counter()
         with torch.no_grad():
-            compiled(x[:8])
-        measure("folded, torch.compile (inductor, frozen weights)", compiled, 8, time.perf_counter() - t0)
+            compiled(x[:4])
+        measure("folded, torch.compile (inductor, frozen weights)", compiled, 4, time.perf_counter() - t0)
 
     chosen = FIDInception.chunk_size(dev)
     result = {"rows": rows, "machine": describe(load_before), "n": args.n, "device": dev,

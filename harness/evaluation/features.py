@@ -266,9 +266,9 @@ class FIDInception(nn.Module):
 
     @staticmethod
     def chunk_size(device: str | torch.device) -> int:
-        """Images per forward: on CPU, chunks of 4-10 images ran fastest (their activations stay in cache;
+        """Images per forward: on CPU, chunks of 4 images ran fastest (their activations stay in cache;
         benchmarks/results/inception_speed_cpu.md); on an accelerator, large ones fill it."""
-        return 8 if torch.device(device).type == "cpu" else 200
+        return 4 if torch.device(device).type == "cpu" else 200
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> InceptionFeatures:
