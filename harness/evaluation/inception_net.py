@@ -56,11 +56,11 @@ class _BlockA(nn.Module):                          # Mixed_5b/c/d
         super().__init__()
         self.b1 = ConvBNReLU(g.conv)
         self.b5 = _chain(g.tower, ["conv", "conv_1"])
-        self.b3 = _chain(g.tower_1, ["conv", "conv_1", "conv_2"])
+        self.b3dbl = _chain(g.tower_1, ["conv", "conv_1", "conv_2"])
         self.pool = ConvBNReLU(g.tower_2.conv)
 
     def forward(self, x):
-        return torch.cat([self.b1(x), self.b5(x), self.b3(x), self.pool(_avg_pool(x))], 1)
+        return torch.cat([self.b1(x), self.b5(x), self.b3dbl(x), self.pool(_avg_pool(x))], 1)
 
 
 class _BlockB(nn.Module):                          # Mixed_6a (grid reduction)
@@ -114,8 +114,9 @@ class _BlockE(nn.Module):                          # Mixed_7b/c (expanded filter
 
 
 class FoldedInception(nn.Module):
-    """``graph`` (the FID TorchScript, weights already loaded) as an eager, batch-norm-folded,
-    channels-last module: N x 3 x 299 x 299 in the graph's input range -> pool3 (N x 2048)."""
+    """``graph`` (the FID TorchScript, weights already loaded) as an eager, batch-norm-folded module with
+    channels-last weights: N x 3 x 299 x 299 in the graph's input range -> pool3 (N x 2048). Give it a
+    channels-last input (``x.contiguous(memory_format=torch.channels_last)``) to run channels-last throughout."""
 
     def __init__(self, graph: torch.jit.ScriptModule):
         super().__init__()
@@ -130,6 +131,5 @@ class FoldedInception(nn.Module):
         self.eval().requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
         x = _max_pool_reduce(self.stem_b(_max_pool_reduce(self.stem_a(x))))
         return self.blocks(x).mean((2, 3))         # pool2: 8 x 8 average pooling, then flatten
