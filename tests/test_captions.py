@@ -59,7 +59,7 @@ def test_hidden_image_cannot_be_captioned(tmp_path):
     _image(tmp_path / "a.png", 0)
     _image(tmp_path / ".b.png", 0)
     _jsonl(tmp_path / "captions.jsonl", [{"image": "a.png", "caption": "x"}, {"image": ".b.png", "caption": "y"}])
-    with pytest.raises(VQBenchError, match=r"\.b\.png is captioned but is not one of the folder's images"):
+    with pytest.raises(VQBenchError, match=r"line 2: '\.b\.png' is captioned but is not one of the folder's images"):
         open_dataset(f"captions:{tmp_path}", "train")
 
 
