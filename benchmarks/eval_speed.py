@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from machine import describe, loadavg  # noqa: E402  (benchmarks/machine.py)
+from machine import describe, header, loadavg, write_report  # noqa: E402  (benchmarks/machine.py)
 
 METRICS = ("psnr", "ssim", "lpips", "rfid", "codebook_usage")
 
@@ -188,12 +188,10 @@ def main() -> None:
 
     n = len(ds)
     rate = 2 * n / t_floor
-    m = describe(load_before)
     lines = [
         f"# Evaluation speed, {dev}, N = {n:,} Fashion-MNIST test images",
         "",
-        f"Date: {m['date']}. Machine: {m['cpu']}, {m['cpus']} logical CPUs, torch {m['torch']} with "
-        f"{m['threads']} threads. Load average before: {m['load_before']} ({m['quiet']}); after: {m['load_after']}.",
+        header(describe(load_before)),
         "",
         f"Tokenizer: {model_desc}; batch size {args.batch_size} (tokenizer and data; the Inception pass runs in "
         "its own chunks, `FIDInception.chunk_size`).",
@@ -223,12 +221,7 @@ def main() -> None:
         "vqbench's warm pass gives the same values as its cold pass: "
         + ("yes." if all(abs(cold[k] - warm[k]) <= 1e-9 * max(1.0, abs(cold[k])) for k in cold) else "NO."),
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"eval_speed_{dev}.md"
-    from harness.core.io import write_atomic
-    write_atomic(out, ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
-    print(f"\nwrote {out}")
+    write_report(RESULTS / f"eval_speed_{dev}.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from machine import describe, loadavg  # noqa: E402  (benchmarks/machine.py)
+from machine import describe, header, loadavg, write_report  # noqa: E402  (benchmarks/machine.py)
 
 RESULTS = REPO / "benchmarks" / "results"
 TOLERANCE = 1e-4
@@ -112,13 +112,8 @@ def main(argv=None) -> dict:
               "default": {"way": "folded, channels-last", "batch_size": chosen},
               "argv": " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out) if args.out else RESULTS / f"inception_speed_{dev}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = markdown(result)
-    from harness.core.io import write_atomic
-    write_atomic(out, text.encode())
+    write_report(out, markdown(result))
     result["out"] = str(out)
-    print(text)
-    print(f"wrote {out}")
     return result
 
 
@@ -126,9 +121,7 @@ def markdown(r: dict) -> str:
     m = r["machine"]
     base = r["rows"][0]["images_per_s"]
     lines = [f"# FID Inception feature pass, {r['device']}: ways to run it", "",
-             f"Date: {m['date']}. Machine: {m['cpu']}, {m['cpus']} logical CPUs, torch {m['torch']} with "
-             f"{m['threads']} threads, Python {m['python']}. Load average before: {m['load_before']} "
-             f"({m['quiet']}); after: {m['load_after']}. Written by `python benchmarks/inception_speed.py"
+             f"{header(m)} Written by `python benchmarks/inception_speed.py"
              f"{' ' + r['argv'] if r['argv'] else ''}`.", "",
              f"{r['n']} Fashion-MNIST test images through the FID input protocol (uint8, TF1 bilinear to 299 x 299); "
              "best of the timed passes after a warm-up batch. `max rel diff`: largest |feature difference| "

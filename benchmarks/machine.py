@@ -35,3 +35,19 @@ def describe(load_before: str) -> dict:
             "python": platform.python_version(), "load_before": load_before, "load_after": loadavg(),
             "quiet": ("quiet: 1-min load below 0.5 per CPU" if first < 0.5 * (os.cpu_count() or 1)
                       else "NOT quiet: other work was running; absolute times are noisy")}
+
+
+def header(m: dict) -> str:
+    """The 'Date. Machine. Load average' sentence every results table opens with (``m``: ``describe``)."""
+    return (f"Date: {m['date']}. Machine: {m['cpu']}, {m['cpus']} logical CPUs, torch {m['torch']} with "
+            f"{m['threads']} threads, Python {m['python']}. Load average before starting: {m['load_before']} "
+            f"({m['quiet']}); after: {m['load_after']}.")
+
+
+def write_report(out: Path, text: str) -> None:
+    """Write a results table atomically (a killed run leaves the previous one) and show it."""
+    from harness.core.io import write_atomic
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, text.encode())
+    print(text)
+    print(f"wrote {out}")

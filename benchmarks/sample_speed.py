@@ -29,7 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from machine import describe, loadavg  # noqa: E402  (benchmarks/machine.py)
+from machine import describe, header, loadavg, write_report  # noqa: E402  (benchmarks/machine.py)
 
 RESULTS = REPO / "benchmarks" / "results"
 LONG_LAYOUT = (16, 16, 4096)                    # grid and codebook of the long-sequence row
@@ -148,22 +148,15 @@ def main(argv=None) -> dict:
     result = {"kv": kv, "balanced": balanced, "machine": describe(load_before), "device": "cpu",
               "argv": " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out) if args.out else RESULTS / "sample_speed_cpu.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from harness.core.io import write_atomic
-    text = markdown(result)
-    write_atomic(out, text.encode())
+    write_report(out, markdown(result))
     result["out"] = str(out)
-    print(text)
-    print(f"wrote {out}")
     return result
 
 
 def markdown(r: dict) -> str:
     m = r["machine"]
     lines = ["# Sampling speed, cpu: KV cache and class-balanced throughput", "",
-             f"Date: {m['date']}. Machine: {m['cpu']}, {m['cpus']} logical CPUs, torch {m['torch']} with "
-             f"{m['threads']} threads, Python {m['python']}. Load average before: {m['load_before']} "
-             f"({m['quiet']}); after: {m['load_after']}. Written by `python benchmarks/sample_speed.py"
+             f"{header(m)} Written by `python benchmarks/sample_speed.py"
              f"{' ' + r['argv'] if r['argv'] else ''}`. Random (seeded) weights; fp32; best of the timed passes.",
              "", "## KV-cached against uncached decoding (CFG 2, conditional + unconditional rows)", "",
              "| generator @ layout | positions | batch | cached samples/s | uncached samples/s | speed-up | "

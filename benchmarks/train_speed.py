@@ -44,7 +44,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from machine import describe, loadavg  # noqa: E402  (benchmarks/machine.py)
+from machine import describe, header, loadavg, write_report  # noqa: E402  (benchmarks/machine.py)
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "train_speed_cpu.md"
 
@@ -417,9 +417,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# Training speed, CPU: where a step's time goes",
         "",
-        f"Date: {m['date']}. Machine: {m['cpu']}, {m['cpus']} logical CPUs, torch {m['torch']} with "
-        f"{m['threads']} threads, Python {m['python']}. Load average before starting: {m['load_before']} "
-        f"({m['quiet']}); after: {m['load_after']}. Written by `python benchmarks/train_speed.py{s['argv']}` "
+        f"{header(m)} Written by `python benchmarks/train_speed.py{s['argv']}` "
         f"in {result['seconds']:.0f} s.",
         "",
         f"Settings: tokenizers at `{' '.join(s['tokenizer_train'])}` with `disc_start=0` (the discriminator "
@@ -518,12 +516,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     if out.suffix != ".md":
         out = out / "train_speed_cpu.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = markdown(result)
-    out.write_text(text)
+    write_report(out, markdown(result))
     result["out"] = str(out)
-    print(text)
-    print(f"wrote {out}")
     return result
 
 

@@ -51,48 +51,41 @@ def _max_pool_reduce(x: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(x, 3, 2)
 
 
-class _BlockA(nn.Module):                          # Mixed_5b/c/d
-    def __init__(self, g):
+def _convs(n: int) -> list[str]:
+    """The graph's names of a branch's n convolutions: conv, conv_1, ..., conv_{n-1}."""
+    return ["conv"] + [f"conv_{i}" for i in range(1, n)]
+
+
+class _Mixed(nn.Module):
+    """An Inception block of parallel branches on one input, concatenated, then its pool branch: a 1x1
+    convolution of the average-pooled input (Mixed_5b..d, 6b..e), or in a grid reduction (Mixed_6a, 7a)
+    the input itself max-pooled."""
+
+    def __init__(self, branches: list[nn.Module], pool_conv: nn.Module | None = None):
         super().__init__()
-        self.b1 = ConvBNReLU(g.conv)
-        self.b5 = _chain(g.tower, ["conv", "conv_1"])
-        self.b3dbl = _chain(g.tower_1, ["conv", "conv_1", "conv_2"])
-        self.pool = ConvBNReLU(g.tower_2.conv)
+        self.branches, self.pool_conv = nn.ModuleList(branches), pool_conv
 
     def forward(self, x):
-        return torch.cat([self.b1(x), self.b5(x), self.b3dbl(x), self.pool(_avg_pool(x))], 1)
+        pooled = _max_pool_reduce(x) if self.pool_conv is None else self.pool_conv(_avg_pool(x))
+        return torch.cat([b(x) for b in self.branches] + [pooled], 1)
 
 
-class _BlockB(nn.Module):                          # Mixed_6a (grid reduction)
-    def __init__(self, g):
-        super().__init__()
-        self.b3 = ConvBNReLU(g.conv)
-        self.b3dbl = _chain(g.tower, ["conv", "conv_1", "conv_2"])
-
-    def forward(self, x):
-        return torch.cat([self.b3(x), self.b3dbl(x), _max_pool_reduce(x)], 1)
+def _block_a(g) -> _Mixed:                         # Mixed_5b/c/d: 1x1, 5x5, double 3x3
+    return _Mixed([ConvBNReLU(g.conv), _chain(g.tower, _convs(2)), _chain(g.tower_1, _convs(3))],
+                  ConvBNReLU(g.tower_2.conv))
 
 
-class _BlockC(nn.Module):                          # Mixed_6b..e (factorized 7x7)
-    def __init__(self, g):
-        super().__init__()
-        self.b1 = ConvBNReLU(g.conv)
-        self.b7 = _chain(g.tower, ["conv", "conv_1", "conv_2"])
-        self.b7dbl = _chain(g.tower_1, ["conv", "conv_1", "conv_2", "conv_3", "conv_4"])
-        self.pool = ConvBNReLU(g.tower_2.conv)
-
-    def forward(self, x):
-        return torch.cat([self.b1(x), self.b7(x), self.b7dbl(x), self.pool(_avg_pool(x))], 1)
+def _block_b(g) -> _Mixed:                         # Mixed_6a (grid reduction): 3x3, double 3x3
+    return _Mixed([ConvBNReLU(g.conv), _chain(g.tower, _convs(3))])
 
 
-class _BlockD(nn.Module):                          # Mixed_7a (grid reduction)
-    def __init__(self, g):
-        super().__init__()
-        self.b3 = _chain(g.tower, ["conv", "conv_1"])
-        self.b7x3 = _chain(g.tower_1, ["conv", "conv_1", "conv_2", "conv_3"])
+def _block_c(g) -> _Mixed:                         # Mixed_6b..e: 1x1, factorized 7x7, double 7x7
+    return _Mixed([ConvBNReLU(g.conv), _chain(g.tower, _convs(3)), _chain(g.tower_1, _convs(5))],
+                  ConvBNReLU(g.tower_2.conv))
 
-    def forward(self, x):
-        return torch.cat([self.b3(x), self.b7x3(x), _max_pool_reduce(x)], 1)
+
+def _block_d(g) -> _Mixed:                         # Mixed_7a (grid reduction): 3x3, 7x7 then 3x3
+    return _Mixed([_chain(g.tower, _convs(2)), _chain(g.tower_1, _convs(4))])
 
 
 class _BlockE(nn.Module):                          # Mixed_7b/c (expanded filter bank)
@@ -121,12 +114,12 @@ class FoldedInception(nn.Module):
     def __init__(self, graph: torch.jit.ScriptModule):
         super().__init__()
         g = graph.net.layers
-        self.stem_a = _chain(g, ["conv", "conv_1", "conv_2"])
+        self.stem_a = _chain(g, _convs(3))
         self.stem_b = _chain(g, ["conv_3", "conv_4"])
         self.blocks = nn.Sequential(
-            _BlockA(g.mixed), _BlockA(g.mixed_1), _BlockA(g.mixed_2), _BlockB(g.mixed_3),
-            _BlockC(g.mixed_4), _BlockC(g.mixed_5), _BlockC(g.mixed_6), _BlockC(g.mixed_7),
-            _BlockD(g.mixed_8), _BlockE(g.mixed_9, max_pool=False), _BlockE(g.mixed_10, max_pool=True))
+            _block_a(g.mixed), _block_a(g.mixed_1), _block_a(g.mixed_2), _block_b(g.mixed_3),
+            _block_c(g.mixed_4), _block_c(g.mixed_5), _block_c(g.mixed_6), _block_c(g.mixed_7),
+            _block_d(g.mixed_8), _BlockE(g.mixed_9, max_pool=False), _BlockE(g.mixed_10, max_pool=True))
         self.to(graph.net.layers.conv.weight.device, memory_format=torch.channels_last)
         self.eval().requires_grad_(False)
 
