@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is kept (rerun with --resume)", file=sys.stderr)
         return 130
+    finally:
+        from harness.core.distributed import leave_process_group
+        leave_process_group()
 
 
 def cmd_list(args) -> int:

@@ -43,6 +43,14 @@ def setup(device: str = "auto") -> Dist:
     return Dist(rank, world, local, dev)
 
 
+def leave_process_group() -> None:
+    """Destroy the process group before the interpreter exits: a gloo group left to the interpreter's
+    teardown can abort the process (SIGABRT, "terminate called without an active exception") after
+    its work is done (pytorch/pytorch#190489)."""
+    if in_process_group():
+        dist.destroy_process_group()
+
+
 def check_device(device: str) -> None:
     """Refuse a --device this machine cannot run on, before any work starts."""
     try:
