@@ -56,7 +56,7 @@ def build_pair(generator: str, tokenizer: str, layout=None):
     torch.manual_seed(0)
     _, tok = build_tokenizer(tokenizer)
     if layout is None:
-        _, gen = build_generator(generator, {}, tok, 10)
+        _, gen = build_generator(generator, {}, tok, Conditioning("class", num_classes=10))
     else:
         gen = generator_config(generator).build(layout, Conditioning("class", num_classes=10), None)
     return tok.eval(), gen.eval()
@@ -81,7 +81,7 @@ def kv_row(label: str, gen, batch_size: int, reps: int) -> dict:
 
 def balanced_row(label: str, tok, gen, sampler, n: int, batch_size: int, reps: int) -> dict:
     from harness.core.distributed import setup
-    from harness.evaluation.generate import sample_batches
+    from harness.evaluation.generate import class_balanced, sample_batches
     d = setup("cpu")
     clock = {"decode": 0.0}
     decode = tok.decode
@@ -95,7 +95,7 @@ def balanced_row(label: str, tok, gen, sampler, n: int, batch_size: int, reps: i
 
     def run():                                                  # (images, the decoder's seconds in this pass)
         clock["decode"] = 0.0
-        count = sum(len(rows) for rows, *_ in sample_batches(gen, tok, n, 10, sampler, seed=0,
+        count = sum(len(rows) for rows, *_ in sample_batches(gen, tok, class_balanced(n, 10), sampler, seed=0,
                                                               batch_size=batch_size, d=d))
         return count, clock["decode"]
     try:

@@ -300,6 +300,7 @@ def synthetic_tokens(layout, n: int, seed: int = 0) -> tuple[torch.Tensor, torch
 def generator_row(preset: str, tok_preset: str, train: tuple[str, ...], n_tokens: int, steps: tuple[int, int],
                   reps: int, warmup: int, tmp: Path) -> dict:
     from harness.core.config import apply_overrides, split_overrides
+    from harness.core.contracts import Conditioning
     from harness.core.distributed import setup
     from harness.models.catalog import build_generator, build_tokenizer
     from harness.training import train_generator as tg
@@ -317,7 +318,7 @@ def generator_row(preset: str, tok_preset: str, train: tuple[str, ...], n_tokens
 
     def fresh():
         torch.manual_seed(tc.seed)
-        _, m = build_generator(preset, {}, tokenizer, 10)
+        _, m = build_generator(preset, {}, tokenizer, Conditioning("class", num_classes=10))
         m.train()
         return m
     model = fresh()
@@ -389,7 +390,7 @@ def generator_row(preset: str, tok_preset: str, train: tuple[str, ...], n_tokens
             run_dir = tmp / f"{preset}-real-{n}"
             with RunCheckpoints(run_dir, {"kind": "generator", "preset": preset, "config_hash": "bench"},
                                 "bench", False, d) as ckpts:
-                tg._train(m, indices, labels, ntc, held, 0, ckpts, run_dir, d, False)
+                tg._train(m, indices, labels, None, ntc, held, 0, ckpts, run_dir, d, False)
             return now() - a, list(stamps)
     real, real_median = real_loop(run, *steps)
     return {"preset": f"{preset} @ {tok_preset}", "params": p_desc, "batch": tc.batch_size, "real": real,

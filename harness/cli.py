@@ -118,11 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--npz", type=Path, default=None, help="generators: also save the samples as ADM .npz")
     _add_sampler(p)
 
-    p = sub.add_parser("sample", help="draw class-balanced samples from a generator into an ADM-format .npz",
-                       description="Sample N images (labels i mod num_classes), decode them with the generator's "
-                                   "tokenizer and save arr_0 (N x H x W x 3 uint8) and arr_1 (labels).")
+    p = sub.add_parser("sample", help="draw samples from a generator (class-balanced, or from prompts) into an "
+                                      "ADM-format .npz",
+                       description="Sample N images, decode them with the generator's tokenizer and save arr_0 "
+                                   "(N x H x W x 3 uint8) and arr_1 (labels; -1 where no class is known). A "
+                                   "class-conditional generator draws labels i mod num_classes; a text-conditioned "
+                                   "one draws sample i from prompt i mod P of --prompts (the npz then also holds "
+                                   "'prompts'), or without it from the captions of its training images.")
     p.add_argument("checkpoint", type=Path, help="a generator run folder or step_* folder")
-    p.add_argument("--n", type=positive_int, default=1000, help="number of samples")
+    p.add_argument("--n", type=positive_int, default=None,
+                   help="number of samples (default: one per prompt with --prompts, else 1000)")
+    p.add_argument("--prompts", type=Path, default=None,
+                   help="text-conditioned generators: a text file with one prompt per line")
     p.add_argument("--out", type=Path, required=True, help="the .npz to write")
     p.add_argument("--batch-size", type=positive_int, default=100)
     _add_sampler(p)
@@ -204,6 +211,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     from harness.evaluation.geneval.cli import add_prompts_parser
     add_prompts_parser(sub)
+
+    p = sub.add_parser("geneval", help="GenEval: `geneval generate GEN_RUN --out DIR` samples its prompts "
+                                       "(score them with `vqbench eval geneval DIR`)")
+    geneval = p.add_subparsers(dest="geneval_command", required=True, metavar="SUBCOMMAND", parser_class=Parser)
+    p = geneval.add_parser("generate", help="sample GenEval's prompts in its folder layout",
+                           description="Sample a text-conditioned generator on GenEval's prompts (the published "
+                                       "553, or --metadata) and write DIR/00000/metadata.jsonl and "
+                                       "DIR/00000/samples/0000.png ...; a rerun completes the missing prompt "
+                                       "folders. Score with `vqbench eval geneval DIR`.")
+    p.add_argument("checkpoint", type=Path, help="a text-conditioned generator run folder or step_* folder")
+    p.add_argument("--out", type=Path, required=True, help="the samples folder (GenEval's layout)")
+    p.add_argument("--metadata", type=Path, default=None,
+                   help="GenEval prompt metadata (evaluation_metadata.jsonl; default: the published 553 prompts)")
+    p.add_argument("--images-per-prompt", type=positive_int, default=4, help="GenEval uses 4")
+    p.add_argument("--prompts-per-batch", type=positive_int, default=8)
+    _add_sampler(p)
+    _add_device(p)
     return parser
 
 
@@ -354,10 +378,12 @@ def _print_rows(rows) -> None:
 
 
 def cmd_sample(args) -> int:
-    from harness.evaluation.record_generation import sample_to_npz
-    path = sample_to_npz(args.checkpoint, args.out, n=args.n, sampler=_sampler(args), seed=args.seed,
-                         batch_size=args.batch_size, device=args.device)
-    print(f"{args.n} samples written to {path}")
+    from harness.evaluation.record_generation import read_prompts, sample_to_npz
+    prompts = read_prompts(args.prompts) if args.prompts is not None else None
+    path, n = sample_to_npz(args.checkpoint, args.out, n=args.n, sampler=_sampler(args), seed=args.seed,
+                            batch_size=args.batch_size, device=args.device, prompts=prompts,
+                            prompts_file=args.prompts)
+    print(f"{n} samples written to {path}")
     return 0
 
 
@@ -504,6 +530,17 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_geneval(args) -> int:
+    from harness.evaluation.geneval.generate import generate_geneval_samples
+    written, skipped = generate_geneval_samples(args.checkpoint, args.out, metadata=args.metadata,
+                                                sampler=_sampler(args), seed=args.seed,
+                                                prompts_per_batch=args.prompts_per_batch,
+                                                images_per_prompt=args.images_per_prompt, device=args.device)
+    kept = f" ({skipped} already complete, kept)" if skipped else ""
+    print(f"{written} prompt folders written to {args.out}{kept}; score them with `vqbench eval geneval {args.out}`")
+    return 0
+
+
 def cmd_geneval_prompts(args) -> int:
     from harness.evaluation.geneval.cli import cmd_prompts
     return cmd_prompts(args)
@@ -511,7 +548,7 @@ def cmd_geneval_prompts(args) -> int:
 
 COMMANDS = {"analyze": cmd_analyze, "consolidate": cmd_consolidate, "list": cmd_list, "params": cmd_params, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
             "progressive": cmd_progressive, "probe": cmd_probe,
-            "run": cmd_run, "report": cmd_report, "geneval-prompts": cmd_geneval_prompts}
+            "run": cmd_run, "report": cmd_report, "geneval-prompts": cmd_geneval_prompts, "geneval": cmd_geneval}
 
 if __name__ == "__main__":
     sys.exit(main())

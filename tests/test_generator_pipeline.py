@@ -52,8 +52,8 @@ def test_sample_to_npz_is_class_balanced_and_reproducible(tokenizer_run, tmp_pat
     run = tmp_path / "ar"
     train_generator("ar-tiny", tokenizer_run, run, overrides=GEN, progress=False)
     s = SamplerConfig(cfg_scale=2.0, top_k=8)
-    a = np.load(sample_to_npz(run, tmp_path / "a.npz", n=12, sampler=s, seed=3, batch_size=5, device="cpu"))
-    b = np.load(sample_to_npz(run, tmp_path / "b.npz", n=12, sampler=s, seed=3, batch_size=5, device="cpu"))
+    a = np.load(sample_to_npz(run, tmp_path / "a.npz", n=12, sampler=s, seed=3, batch_size=5, device="cpu")[0])
+    b = np.load(sample_to_npz(run, tmp_path / "b.npz", n=12, sampler=s, seed=3, batch_size=5, device="cpu")[0])
     assert a["arr_0"].shape == (12, 16, 16, 3) and a["arr_0"].dtype == np.uint8
     assert np.bincount(a["arr_1"]).tolist() == [3, 3, 3, 3]          # procedural: 4 classes
     assert np.array_equal(a["arr_0"], b["arr_0"])

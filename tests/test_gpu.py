@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from harness.core.contracts import SamplerConfig
+from harness.core.contracts import Conditioning, SamplerConfig
 from harness.core.registry import GENERATORS, TOKENIZERS
 from harness.models.catalog import build_generator, build_tokenizer, load_all
 
@@ -55,7 +55,7 @@ def test_generator_trains_and_samples_on_cuda(preset, precision):
     torch.manual_seed(0)
     _, tok = build_tokenizer(PAIRS.get(preset, "vq-tiny"))
     tok.to(DEVICE).eval()
-    _, gen = build_generator(preset, {}, tok, num_classes=10)
+    _, gen = build_generator(preset, {}, tok, Conditioning("class", num_classes=10))
     gen.to(DEVICE).train()
     x = torch.rand(4, tok.in_channels, tok.resolution, tok.resolution, device=DEVICE) * 2 - 1
     with torch.no_grad():

@@ -25,7 +25,7 @@ def test_shard_units_are_the_blocks_of_every_family():
     assert {type(u) for u in units} == {ResnetBlock, Upsample}
     assert len(units) == sum(isinstance(m, (ResnetBlock, AttnBlock, Upsample)) for m in tok.modules())
     assert tok.decoder.conv_out not in units        # the adaptive GAN weight's layer stays in the root unit
-    _, gen = build_generator("ar-tiny", {}, tok, num_classes=10)
+    _, gen = build_generator("ar-tiny", {}, tok, Conditioning("class", num_classes=10))
     blocks = shard_units(gen)
     assert blocks and all(isinstance(b, Block) for b in blocks)
     assert len(blocks) == sum(isinstance(m, Block) for m in gen.modules())
@@ -52,7 +52,7 @@ def _loss_and_grads(model, batch):
 def test_activation_checkpointing_keeps_loss_gradients_and_keys():
     _, tok = build_tokenizer("vq-tiny")
     torch.manual_seed(0)
-    _, gen = build_generator("ar-tiny", {}, tok, num_classes=10)
+    _, gen = build_generator("ar-tiny", {}, tok, Conditioning("class", num_classes=10))
     gen.train()
     batch = (torch.randint(0, tok.layout.max_codebook_size, (4, tok.layout.num_positions)), torch.arange(4))
     keys = list(gen.state_dict())

@@ -84,6 +84,8 @@ EXTRA_SCHEMA = {
     "reference_n": "generation: reference images", "sampler": "generation: SamplerConfig",
     "sample_seed": "generation: sampling seed", "n_samples": "generation: samples",
     "class_balanced": "generation: labels i mod C", "samples_per_class": "generation: samples per class",
+    "conditions": "generation: what each sample was conditioned on (class labels or which prompts)",
+    "distinct_prompts": "generation (text-conditioned): the number of distinct prompts sampled",
 }
 
 

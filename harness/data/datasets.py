@@ -100,6 +100,10 @@ class ImageDataset(torch.utils.data.Dataset):
         images, labels = self.batch(torch.tensor([i]))
         return images[0], labels[0]
 
+    def labels_at(self, indices) -> torch.Tensor:
+        """The labels of ``indices`` (without decoding their images where the dataset can)."""
+        return self.batch(indices)[1]
+
     def describe(self) -> dict:
         """The protocol columns of a result row."""
         return {"name": self.name, "split": self.split, "n": len(self),
@@ -136,6 +140,9 @@ class TensorImageDataset(ImageDataset):
 
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         return to_float(self.images_uint8[indices]), self.labels[indices]
+
+    def labels_at(self, indices) -> torch.Tensor:
+        return self.labels[torch.as_tensor(indices).reshape(-1)]
 
 
 # ---------------------------------------------------------------- Fashion-MNIST (the default)
@@ -511,6 +518,10 @@ class ImageFolderDataset(ImageDataset):
         idx = torch.as_tensor(indices).reshape(-1).tolist()
         images = torch.stack([self.load_uint8(i) for i in idx])
         return to_float(images), torch.tensor([self.files[i][1] for i in idx], dtype=torch.long)
+
+    def labels_at(self, indices) -> torch.Tensor:
+        return torch.tensor([self.files[i][1] for i in torch.as_tensor(indices).reshape(-1).tolist()],
+                            dtype=torch.long)
 
 
 @DATASETS.register("imagefolder", description="imagefolder:<path> - ImageNet-style class folders or a flat "

@@ -1,4 +1,7 @@
-"""Evaluate a generator checkpoint: class-balanced samples -> images -> one results row per metric.
+"""Evaluate a generator checkpoint: samples -> images -> one results row per metric.
+
+A class-conditional generator draws class-balanced samples; a text-conditioned one draws a sample per
+caption of the reference images (``generate.reference_prompts``).
 
 gFID / KID / precision / recall / IS compare the Inception features of the samples with those of
 the reference split (the training split, ADM protocol), through the shared feature pass of
@@ -19,20 +22,24 @@ import torch.distributed as dist
 
 from harness.core.contracts import EvalBatch, SamplerConfig
 from harness.core.distributed import Dist, setup
+from harness.core.errors import VQBenchError
 from harness.core.results import ResultsStore
-from harness.evaluation.generate import sample_batches, sampler_record, save_adm_npz, to_uint8_hwc
+from harness.evaluation.generate import (SampleConditions, class_balanced, prompted, reference_prompts,
+                                         sample_batches, sampler_record, save_adm_npz, to_uint8_hwc)
 from harness.evaluation.metrics.fidelity import GENERATION_METRICS
 from harness.evaluation.pipeline import build_metrics, metric_outputs, metric_values
 from harness.evaluation.recording import Evaluation, LoadedRun, Measurement, load_run, record, register_evaluation
-from harness.models.checkpoints import load_pair
+from harness.models.checkpoints import load_pair, run_text_encoder
 
-UNGUIDED_METRICS = ("gfid", "gkid")     # what the unguided pass of a guided sampler measures (*_nocfg)
+UNGUIDED_METRICS = ("gfid", "gkid")
+DEFAULT_SAMPLES = 1000     # what the unguided pass of a guided sampler measures (*_nocfg)
 
 
 @register_evaluation
 @dataclass(frozen=True)
 class GenerationMetrics(Evaluation):
-    """class-balanced samples of a generator against a reference split (gFID, gKID, precision, recall, IS)"""
+    """class-balanced (or prompted) samples of a generator against a reference split (gFID, gKID, precision,
+    recall, IS)"""
     name = "generation"
     kind = "generator"
     sampler: SamplerConfig = SamplerConfig()
@@ -71,21 +78,21 @@ class GenerationMetrics(Evaluation):
         reference = F.reference_features(self.dataset_of(run), self.reference_split, resolution=run.resolution,
                                          channels=run.channels, n=reference_n, extractor=F.DEFAULT_EXTRACTOR,
                                          device=d.device)
-        num_classes = run.state["num_classes"]
+        conditions = generation_conditions(run.state, self.dataset_of(run), self.reference_split, self.n_samples,
+                                           d.device)
         extra = {"tokenizer_run": str(run.tokenizer_path), "tokenizer_preset": run.tokenizer_state["preset"],
                  "reference_split": self.reference_split, "reference_n": reference_n}
         out = []
         for suffix, sampler, names in self.passes():
             metrics = build_metrics(names)
             keep_images = self.npz is not None and suffix == ""
-            images = _stream_samples(run, sampler, self.n_samples, num_classes, self.seed, self.batch_size, d,
-                                     metrics, keep_images)
+            images = _stream_samples(run, sampler, conditions, self.seed, self.batch_size, d, metrics, keep_images)
             if images is not None and d.is_main:
-                save_adm_npz(self.npz, images, (torch.arange(self.n_samples) % num_classes).numpy())
+                save_adm_npz(self.npz, images, conditions.labels.numpy())
             for m in metrics:
                 m.reference = reference
             # the evaluation's sampler; *_nocfg names say the pass ran it with cfg_scale 1
-            row_extra = extra | sampler_record(self.sampler, self.seed, self.n_samples, num_classes)
+            row_extra = extra | sampler_record(self.sampler, self.seed, conditions)
             out += [Measurement(v.name + suffix, v.value, v.higher_is_better, self.n_samples, v.protocol,
                                 v.feature_extractor, reason=v.reason, extra=row_extra | {"metric_source": v.source})
                     for v in metric_values(metrics)]
@@ -106,15 +113,24 @@ def evaluate_generator_and_record(checkpoint, store: ResultsStore, *, run_id: st
     return record(run, [evaluation], store, d, skip_recorded=skip_if_recorded)
 
 
+def generation_conditions(state: dict, dataset: str, split: str, n: int, device) -> SampleConditions:
+    """What a generator run's evaluation samples are conditioned on: class-balanced labels, or the
+    reference images' captions for a text-conditioned run."""
+    encoder = run_text_encoder(state)
+    if encoder is None:
+        return class_balanced(n, state["num_classes"])
+    return reference_prompts(dataset, split, n, encoder, device)
+
+
 @torch.no_grad()
-def _stream_samples(run: LoadedRun, sampler: SamplerConfig, n: int, num_classes: int, seed: int, batch_size: int,
-                    d: Dist, metrics, keep_images: bool):
+def _stream_samples(run: LoadedRun, sampler: SamplerConfig, conditions: SampleConditions, seed: int,
+                    batch_size: int, d: Dist, metrics, keep_images: bool):
     """Feed every batch of samples to ``metrics`` (features computed once per batch); the uint8 images in
     sample order (rank 0) when ``keep_images``."""
     image_parts = []
-    for rows, _, images, _ in sample_batches(run.model, run.tokenizer, n, num_classes, sampler, seed=seed,
-                                             batch_size=batch_size, d=d):
-        batch = EvalBatch(samples=images, image_ids=torch.arange(rows.start, rows.stop))
+    for rows, _, images, labels in sample_batches(run.model, run.tokenizer, conditions, sampler, seed=seed,
+                                                  batch_size=batch_size, d=d):
+        batch = EvalBatch(samples=images, labels=labels, image_ids=torch.arange(rows.start, rows.stop))
         for m in metrics:
             m.update(batch)
         if keep_images:
@@ -123,19 +139,54 @@ def _stream_samples(run: LoadedRun, sampler: SamplerConfig, n: int, num_classes:
     return np.concatenate([p[1] for p in image_parts]) if keep_images else None
 
 
-def sample_to_npz(checkpoint, out: Path, *, n: int, sampler: SamplerConfig, seed: int = 0,
-                  batch_size: int = 100, device: str = "auto") -> Path:
-    """Class-balanced samples of a generator checkpoint as an ADM-format .npz (rank 0 writes)."""
+def sample_to_npz(checkpoint, out: Path, *, n: int | None, sampler: SamplerConfig, seed: int = 0,
+                  batch_size: int = 100, device: str = "auto", prompts: list[str] | None = None,
+                  prompts_file: Path | None = None) -> tuple[Path, int]:
+    """Samples of a generator checkpoint as an ADM-format .npz (rank 0 writes): class-balanced, or for a
+    text-conditioned run one per prompt (sample i: prompt i mod P; ``n`` None: P samples), the
+    reference captions without ``prompts``. Returns (path, number of samples)."""
     d = setup(device)
     generator, state, tokenizer, _, _ = load_pair(checkpoint, d.device)
+    conditions = sampling_conditions(state, n, prompts, prompts_file, d.device)
     parts = [(rows.start, to_uint8_hwc(images))
-             for rows, _, images, _ in sample_batches(generator, tokenizer, n, state["num_classes"], sampler,
+             for rows, _, images, _ in sample_batches(generator, tokenizer, conditions, sampler,
                                                        seed=seed, batch_size=batch_size, d=d)]
     parts = _gather_sorted(parts, d)
     if d.is_main:
-        save_adm_npz(Path(out), np.concatenate([p for _, p in parts]),
-                     (torch.arange(n) % state["num_classes"]).numpy())
-    return Path(out)
+        save_adm_npz(Path(out), np.concatenate([p for _, p in parts]), conditions.labels.numpy(),
+                     conditions.prompts)
+    return Path(out), len(conditions)
+
+
+def sampling_conditions(state: dict, n: int | None, prompts: list[str] | None, prompts_file: Path | None,
+                        device) -> SampleConditions:
+    """The conditions of ``vqbench sample``: see ``sample_to_npz``."""
+    encoder = run_text_encoder(state)
+    if prompts is not None and encoder is None:
+        raise VQBenchError(f"--prompts {prompts_file}: this generator is class-conditional (trained on "
+                           f"{state['data']['dataset']}); prompts need a run trained on a captioned dataset")
+    if prompts is not None:
+        n = n or len(prompts)
+        return prompted([prompts[i % len(prompts)] for i in range(n)], encoder, f"prompt i mod {len(prompts)} of "
+                        f"{prompts_file}", device=device)
+    if encoder is not None:
+        return reference_prompts(state["data"]["dataset"], "train", n or DEFAULT_SAMPLES, encoder, device)
+    return class_balanced(n or DEFAULT_SAMPLES, state["num_classes"])
+
+
+def read_prompts(path: Path) -> list[str]:
+    """One prompt per line (blank lines skipped); a one-line error naming the file otherwise."""
+    from harness.core.io import file_error
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise VQBenchError(file_error(e, path, "read the prompts from")) from None
+    except UnicodeDecodeError:
+        raise VQBenchError(f"--prompts {path} is not UTF-8 text; give one prompt per line") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise VQBenchError(f"--prompts {path} holds no prompt; give one prompt per line")
+    return prompts
 
 
 def _gather_sorted(parts: list, d: Dist) -> list:

@@ -68,9 +68,9 @@ def generator_config(preset: str):
     return GENERATORS.get(preset)()
 
 
-def build_generator(preset: str, overrides: dict[str, str], tokenizer, num_classes: int,
+def build_generator(preset: str, overrides: dict[str, str], tokenizer, conditioning: Conditioning,
                     device: str | torch.device | None = None) -> tuple[object, Generator]:
-    """(config, generator) for ``preset`` on ``tokenizer``'s layout, class-conditional.
+    """(config, generator) for ``preset`` on ``tokenizer``'s layout, conditioned as ``conditioning`` says.
 
     A layout kind the preset's family does not declare is rejected by ``Generator.__init__``.
     """
@@ -78,7 +78,6 @@ def build_generator(preset: str, overrides: dict[str, str], tokenizer, num_class
     cfg = apply_overrides(default, overrides)
     layout = tokenizer.layout
     codebook = tokenizer_codebook(tokenizer)
-    conditioning = Conditioning("class", num_classes=num_classes)
     def build():
         return cfg.build(layout, conditioning, codebook)
     if device is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from harness.core import checkpoint as ckpt
-from harness.core.contracts import Generator, Tokenizer
+from harness.core.contracts import Conditioning, Generator, Tokenizer
 from harness.core.errors import VQBenchError
 from harness.models.catalog import build_generator, build_tokenizer, load_all
 
@@ -68,7 +68,7 @@ def load_generator(checkpoint: str | Path, tokenizer, device: torch.device | str
         raise VQBenchError(f"checkpoint {path} is not a generator checkpoint (kind={state.get('kind')!r})")
     overrides = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v)
                  for k, v in state["model_config"].items()}
-    _, model = build_generator(state["preset"], overrides, tokenizer, state["num_classes"])
+    _, model = build_generator(state["preset"], overrides, tokenizer, run_conditioning(state))
     prefix = "ema." if use_ema and any(k.startswith("ema.") for k in weights) else "model."
     check_finite(path, weights, prefix)
     try:
@@ -77,6 +77,18 @@ def load_generator(checkpoint: str | Path, tokenizer, device: torch.device | str
         raise VQBenchError(f"checkpoint {path} does not match generator {state['preset']!r} on this "
                            f"tokenizer ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), state, path
+
+
+def run_conditioning(state: dict) -> Conditioning:
+    """The condition a generator run was trained on (runs written before text conditioning: class)."""
+    record = dict(state.get("conditioning") or {"kind": "class", "num_classes": state["num_classes"]})
+    record.pop("text_encoder", None)
+    return Conditioning(**record)
+
+
+def run_text_encoder(state: dict) -> str | None:
+    """The text encoder a text-conditioned generator run embedded its captions with (None: not text)."""
+    return (state.get("conditioning") or {}).get("text_encoder")
 
 
 def load_pair(checkpoint, device):

@@ -49,6 +49,7 @@ class MiniLMTextEncoder(nn.Module):
                                 MINILM_SHA256, what="the minilm-l6 text encoder", install=MINILM_INSTALL)
         folder = weights.parent
         transformers = _optional("transformers", "transformers", "the minilm-l6 text encoder")
+        transformers.utils.logging.disable_progress_bar()      # no "Loading weights" bar per run
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.model = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
         self.model.eval().requires_grad_(False)

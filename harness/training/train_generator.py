@@ -5,13 +5,19 @@ checkpoint: ``token_data``), then a generator preset is built on that tokenizer'
 and trained with AdamW, warm-up + cosine/constant LR, gradient clipping and optional EMA; one
 process or many under ``torchrun`` (DDP). Condition dropout for classifier-free guidance lives in
 each generator's ``loss``. Generators with a two-stage recipe (CAR on a pretrained LM:
-``set_stage``) train stage I for ``stage1_steps`` steps, then stage II.
+``set_stage``) train stage I for ``stage1_steps`` steps at peak LR ``stage1_lr``, then stage II at ``lr``.
+
+The condition follows the dataset: a captioned dataset (``captions(indices)``, e.g.
+``fashion-mnist-captions``) trains a text-conditioned generator on the pooled embeddings of the frozen
+``text_encoder`` (cached beside the token cache: ``text_conditions``; one caption per image and step,
+picked with a (seed, step) generator); any other dataset trains a class-conditional one.
 
 Checkpoints have the tokenizer loop's format (``kind: "generator"``) and the same exact-resume rule:
 the batch at step s is a pure function of (seed, s) and RNG states are saved.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +25,8 @@ from typing import Literal
 
 import torch
 
-from harness.core.arguments import NON_NEGATIVE_INT
+from harness.core.arguments import NON_NEGATIVE, NON_NEGATIVE_INT
+from harness.core.contracts import Conditioning
 from harness.core.config import apply_overrides, config_hash, split_overrides, to_dict
 from harness.core.distributed import setup
 from harness.core.results import package_versions
@@ -32,6 +39,7 @@ from harness.training.optim import (OptimizerConfig, adamw, build_ema, chain_pos
                                     optimizer_step, set_lr)
 from harness.training.runtime import (FiniteGuard, autocast, build_device, check_n_train, check_start,
                                       follow_rank0_rng, place, wrap_ddp)
+from harness.training.text_conditions import TextConditions, caption_conditions, has_captions, text_cache
 from harness.training.token_data import num_classes_of, token_cache, tokenize_split
 
 
@@ -43,9 +51,12 @@ class GeneratorTrainConfig(OptimizerConfig):
     weight_decay: float = 0.05
     precision: Literal["fp32", "bf16"] = "fp32"
     stage1_steps: int = 0                # two-stage generators (CAR on a pretrained LM): frozen-backbone steps
+    # stage I's peak LR (0: lr). CAR App. E gives each stage its own LR; the values are blank in our copy
+    stage1_lr: float = 0.0
+    text_encoder: str = "minilm-l6"      # captioned datasets: the frozen encoder of the captions
 
     def __post_init__(self):
-        check_settings(self, {"stage1_steps": NON_NEGATIVE_INT})
+        check_settings(self, {"stage1_steps": NON_NEGATIVE_INT, "stage1_lr": NON_NEGATIVE})
         chain_post_init(GeneratorTrainConfig, self)
 
 
@@ -59,9 +70,12 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
     dataset = dataset or tok_state["data"]["dataset"]
     model_over, train_over = split_overrides(list(overrides), generator_config(preset), GeneratorTrainConfig())
     tc = apply_overrides(GeneratorTrainConfig(), train_over)
-    num_classes = num_classes_of(dataset)
+    text = (caption_conditions(dataset, n_train, tc.text_encoder, text_cache(tok_path, dataset, n_train,
+                                                                              tc.text_encoder), d)
+            if has_captions(dataset) else None)
+    conditioning = text.conditioning if text is not None else Conditioning("class", num_classes_of(dataset))
     torch.manual_seed(tc.seed)
-    cfg, model = build_generator(preset, model_over, tokenizer, num_classes, device=build_device(d, tc))
+    cfg, model = build_generator(preset, model_over, tokenizer, conditioning, device=build_device(d, tc))
     follow_rank0_rng(d)
     run_dir = Path(run_dir)
     data_info = {"dataset": dataset, "split": "train", "n_train": n_train,
@@ -69,7 +83,7 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
                  "tokenizer_config_hash": tok_state["config_hash"], "tokenizer_step": tok_state["step"]}
     run_info = {"kind": "generator", "preset": preset, "family": model.family,
                 "model_config": to_dict(cfg), "train_config": to_dict(tc), "data": data_info,
-                "num_classes": num_classes,
+                "num_classes": conditioning.num_classes, "conditioning": conditioning_record(conditioning, text),
                 "config_hash": (config_hash(cfg, tc) + f"-{dataset}-{n_train or 'all'}"
                                 + f"-tok{tok_state['config_hash']}@{tok_state['step']}"),
                 "world_size": d.world_size, "package_versions": package_versions()}
@@ -87,10 +101,18 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
         indices, labels = tokenize_split(tokenizer, dataset, "train", n_train,
                                          token_cache(tok_path, dataset, n_train), d)
         del tokenizer
-        return _train(model, indices, labels, tc, train_state, start, ckpts, run_dir, d, progress)
+        return _train(model, indices, labels, text, tc, train_state, start, ckpts, run_dir, d, progress)
 
 
-def _train(model, indices: torch.Tensor, labels: torch.Tensor, tc: GeneratorTrainConfig,
+def conditioning_record(conditioning: Conditioning, text: TextConditions | None) -> dict:
+    """What a checkpoint records of its condition (``checkpoints.run_conditioning`` reads it back)."""
+    record = dataclasses.asdict(conditioning)
+    if text is not None:
+        record["text_encoder"] = text.encoder
+    return record
+
+
+def _train(model, indices: torch.Tensor, labels: torch.Tensor, text: TextConditions | None, tc: GeneratorTrainConfig,
            train_state: TrainingState, start: int, ckpts: RunCheckpoints, run_dir: Path, d, progress: bool) -> Path:
     opt, ema = train_state.optimizers["g"], train_state.ema
     two_stage = tc.stage1_steps > 0 and hasattr(model, "set_stage")
@@ -109,10 +131,11 @@ def _train(model, indices: torch.Tensor, labels: torch.Tensor, tc: GeneratorTrai
                 # DDP fixes its parameter set at construction: rewrap when the trainable set changes
                 # (FSDP takes each step's trainable set as it is)
                 wrapped = wrap_ddp(model, d, tc, find_unused_parameters=True)
-            lr = lr_at(step, tc)
+            lr = lr_at(step, tc) * (tc.stage1_lr / tc.lr if stage == 1 and tc.stage1_lr else 1.0)
             set_lr((opt,), lr)
             rows = order.indices(step)
-            x, y = indices[rows].to(d.device), labels[rows].to(d.device)
+            cond = labels[rows] if text is None else text.pick(torch.as_tensor(rows), tc.seed, step)
+            x, y = indices[rows].to(d.device), cond.to(d.device)
             with autocast(tc.precision, d):
                 loss = wrapped(x, y)          # Generator.forward is its loss
             guard.loss("generator loss", loss, {"loss": loss})

@@ -13,6 +13,8 @@ Specs come from ``--detector`` / ``--clip`` or ``$VQBENCH_GENEVAL_DETECTOR`` / `
 Test doubles, for synthetic scenes only (``scenes.py``): ``GroundTruthSceneBackend`` reads a
 scene's objects from its JSON sidecar instead of detecting them; ``PaletteColorDouble`` names the
 palette colour covering most of a crop, exact for the flat colours those scenes are drawn with.
+For any image, ``NothingDetectedDouble`` detects nothing (every prompt fails): it tests the chain from
+a generator's samples to scores (`vqbench geneval generate` -> `vqbench eval geneval`), never quality.
 """
 from __future__ import annotations
 
@@ -198,6 +200,16 @@ class GroundTruthSceneBackend:
         return [Detection(o.label, o.score, o.box, shape_mask(o, image.size)) for o in read_sidecar(sidecar)]
 
 
+class NothingDetectedDouble:
+    """TEST DOUBLE detector: finds no object in any image, so every GenEval prompt fails and every task
+    accuracy is 0. For testing the plumbing on generated images; it measures nothing."""
+
+    name = "nothing-detected-double"
+
+    def detect(self, image: Image.Image, path: Path) -> list[Detection]:
+        return []
+
+
 class PaletteColorDouble:
     """TEST DOUBLE colour classifier: the palette colour (``scenes.PALETTE``) covering the most pixels
     of a crop, ignoring anything else (such as the grey masked background). Exact on the flat
@@ -221,6 +233,8 @@ def build_detector(spec: str | None, device: str = "auto") -> Detector:
     spec = spec or os.environ.get(DETECTOR_ENV, "")
     if spec == GroundTruthSceneBackend.name:
         return GroundTruthSceneBackend()
+    if spec == NothingDetectedDouble.name:
+        return NothingDetectedDouble()
     kind, _, path = spec.partition(":")
     if not spec:
         raise MissingWeightsError(f"GenEval needs an object detector you provide: {DETECTOR_USAGE}")
@@ -244,7 +258,7 @@ def check_specs(detector: str | None, clip: str | None) -> None:
     detector = detector or os.environ.get(DETECTOR_ENV, "")
     clip = clip or os.environ.get(CLIP_ENV, "")
     missing = []
-    if detector != GroundTruthSceneBackend.name:
+    if detector not in (GroundTruthSceneBackend.name, NothingDetectedDouble.name):
         kind, _, path = detector.partition(":")
         if detector and kind not in TorchvisionMaskRCNN.ARCHS:
             raise VQBenchError(f"unknown GenEval detector {kind!r}: use {DETECTOR_USAGE}")

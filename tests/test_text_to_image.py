@@ -1,0 +1,172 @@
+"""Text-to-image: text-conditioned training on captioned data (AR, CAR, masked), sampling from prompts,
+CAR's two-stage recipe on a local causal LM, and GenEval from prompts to scores.
+
+Stated before running:
+- Training on a captioned dataset builds a text-conditioned generator (its checkpoint records the
+  encoder and width); each step's condition is the embedding of one of the image's own captions, the
+  same for the same (seed, step).
+- The caption embeddings are cached once per (dataset, n, encoder) and embedded again when the
+  captions change.
+- CAR's stage I leaves the pretrained backbone exactly as loaded and trains at ``stage1_lr``; stage II
+  changes the backbone and trains at ``lr``.
+- `vqbench geneval generate` writes GenEval's layout (4 images per prompt), a rerun keeps complete
+  folders, and `vqbench eval geneval` scores them (test-double judge: all accuracies 0, 4 images each).
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from harness.cli import main
+from harness.core import checkpoint as ckpt
+from harness.core.distributed import Dist
+from harness.core.results import ResultsStore
+from harness.data.captions import fashion_mnist_captions_of
+from harness.data.datasets import open_dataset
+from harness.models.checkpoints import run_conditioning
+from harness.models.text_encoders import build_text_encoder
+from harness.training import text_conditions as tc
+from harness.training.train_generator import train_generator
+from harness.training.train_tokenizer import train_tokenizer
+
+DATA = "fashion-mnist-captions"
+N = 48
+TOKENIZER = ["steps=2", "batch_size=8", "perceptual_weight=0", "disc_weight=0", "ckpt_every=2"]
+GENERATOR = ["steps=3", "batch_size=8", "ckpt_every=3"]
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokenizers")
+    for preset in ("vq-tiny", "cvq-tiny"):
+        train_tokenizer(preset, root / preset, overrides=TOKENIZER, dataset=DATA, n_train=N, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return build_text_encoder("minilm-l6")
+
+
+def test_each_step_conditions_on_one_of_the_images_own_captions(tmp_path, encoder):
+    cache = tmp_path / "text.safetensors"
+    conditions = tc.caption_conditions(DATA, N, "minilm-l6", cache, Dist())
+    labels = open_dataset(DATA, "train", n=N).labels
+    assert conditions.embeddings.shape[1] == 384 and conditions.conditioning.kind == "text"
+    assert len(conditions.offsets) == N + 1 and int(conditions.offsets[-1]) == 4 * N
+    images = torch.arange(N)
+    picked = conditions.pick(images, seed=0, step=5)
+    assert torch.equal(picked, conditions.pick(images, seed=0, step=5))        # a pure function of (seed, step)
+    assert not torch.equal(picked, conditions.pick(images, seed=0, step=6))
+    for i in (0, 7, N - 1):
+        own = encoder.encode(list(fashion_mnist_captions_of(int(labels[i]))))
+        assert (own - picked[i]).abs().amax(-1).min() < 1e-4, i        # one of its own captions
+    # reused while the captions are the same; embedded again for another encoder name
+    stamp = cache.stat().st_mtime_ns
+    assert torch.equal(tc.caption_conditions(DATA, N, "minilm-l6", cache, Dist()).embeddings, conditions.embeddings)
+    assert cache.stat().st_mtime_ns == stamp
+    assert tc._read(cache, "minilm-l6", "another-captions-hash") is None
+
+
+@pytest.mark.parametrize("preset,tokenizer", [("ar-tiny", "vq-tiny"), ("masked-tiny", "vq-tiny"),
+                                              ("car-tiny", "cvq-tiny")])
+def test_training_on_captions_builds_a_text_conditioned_generator(preset, tokenizer, tokenizers, tmp_path, capsys):
+    run = tmp_path / preset
+    train_generator(preset, tokenizers / tokenizer, run, overrides=GENERATOR, dataset=DATA, n_train=N,
+                    progress=False)
+    state = ckpt.load_state(ckpt.resolve(run))
+    assert state["conditioning"] == {"kind": "text", "num_classes": 0, "text_dim": 384, "text_encoder": "minilm-l6"}
+    assert run_conditioning(state).text_dim == 384
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a photo of a sandal\n\na photo of a bag\n")
+    assert main(["sample", str(run), "--prompts", str(prompts), "--n", "3", "--out", str(tmp_path / "s.npz"),
+                 "--cfg-scale", "2", "--device", "cpu"]) == 0
+    saved = np.load(tmp_path / "s.npz")
+    assert saved["arr_0"].shape == (3, 16, 16, 3) and saved["arr_1"].tolist() == [-1, -1, -1]
+    assert saved["prompts"].tolist() == ["a photo of a sandal", "a photo of a bag", "a photo of a sandal"]
+
+
+def test_prompts_are_refused_by_a_class_conditional_generator(tokenizers, tmp_path, capsys):
+    run = tmp_path / "class"
+    train_generator("ar-tiny", tokenizers / "vq-tiny", run, overrides=GENERATOR, dataset="fashion-mnist", n_train=N,
+                    progress=False)
+    assert run_conditioning(ckpt.load_state(ckpt.resolve(run))).kind == "class"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a photo of a sandal\n")
+    assert main(["sample", str(run), "--prompts", str(prompts), "--out", str(tmp_path / "s.npz")]) == 2
+    assert "class-conditional" in capsys.readouterr().err and not (tmp_path / "s.npz").exists()
+    assert main(["geneval", "generate", str(run), "--out", str(tmp_path / "g")]) == 2
+    assert "captioned dataset" in capsys.readouterr().err
+
+
+def _tiny_causal_lm(folder):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 num_key_value_heads=2, vocab_size=50, max_position_embeddings=128)).save_pretrained(folder)
+    return {k: v.clone() for k, v in load_file(folder / "model.safetensors").items()}
+
+
+def _lr_log(run) -> dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return {e.step: e.value for e in events.Scalars("train/lr")}
+
+
+def test_car_two_stage_recipe_on_a_local_causal_lm(tokenizers, tmp_path):
+    lm = _tiny_causal_lm(tmp_path / "lm")
+    run = tmp_path / "car"
+    train_generator("car-tiny", tokenizers / "cvq-tiny", run, dataset=DATA, n_train=N, progress=False,
+                    overrides=[f"backbone=hf:{tmp_path / 'lm'}", "stage1_steps=2", "stage1_lr=1e-2", "lr=1e-3",
+                               "lr_schedule=constant", "steps=3", "batch_size=8", "ckpt_every=1", "log_every=1"])
+
+    def weights(step):
+        return ckpt.load(run / "checkpoints" / f"step_{step:08d}")[0]
+
+    def backbone(w):   # the decoder's tensors, named as in the LM's file
+        return {"model." + k[len("model.backbone.decoder."):]: v for k, v in w.items()
+                if k.startswith("model.backbone.decoder.")}
+
+    start = {k: v for k, v in lm.items() if k.startswith("model.")}
+    after_1, after_2 = backbone(weights(2)), backbone(weights(3))     # the ends of stage I and of stage II
+    assert after_1.keys() == start.keys()
+    assert all(torch.equal(after_1[k], start[k]) for k in start), "stage I moved the frozen backbone"
+    assert any(not torch.equal(after_2[k], start[k]) for k in start), "stage II left the backbone untouched"
+    assert _lr_log(run) == pytest.approx({1: 1e-2, 2: 1e-2, 3: 1e-3})
+
+
+def test_geneval_generate_then_eval_is_one_chain(tokenizers, tmp_path, capsys):
+    run = tmp_path / "ar"
+    train_generator("ar-tiny", tokenizers / "vq-tiny", run, overrides=GENERATOR, dataset=DATA, n_train=N,
+                    progress=False)
+    assert main(["geneval-prompts", "--out", str(tmp_path / "prompts")]) == 0
+    records = (tmp_path / "prompts" / "evaluation_metadata.jsonl").read_text().splitlines()
+    subset = tmp_path / "subset.jsonl"
+    subset.write_text("\n".join(records[:2] + records[-1:]) + "\n")      # single-object and colour-attribute
+    samples = tmp_path / "samples"
+    argv = ["geneval", "generate", str(run), "--out", str(samples), "--metadata", str(subset), "--cfg-scale", "2",
+            "--prompts-per-batch", "2", "--device", "cpu"]
+    assert main(argv) == 0
+    assert "3 prompt folders written" in capsys.readouterr().out
+    folders = sorted(p.name for p in samples.iterdir())
+    assert folders == ["00000", "00001", "00002"]
+    for k, line in zip(folders, records[:2] + records[-1:]):
+        assert json.loads((samples / k / "metadata.jsonl").read_text()) == json.loads(line)
+        assert sorted(p.name for p in (samples / k / "samples").iterdir()) == [f"{i:04d}.png" for i in range(4)]
+    # a rerun after losing one image rewrites only that prompt, with the same pixels as before
+    lost = samples / "00002" / "samples" / "0001.png"
+    before = lost.read_bytes()
+    kept = (samples / "00000" / "samples" / "0000.png").stat().st_mtime_ns
+    lost.unlink()
+    assert main(argv) == 0
+    assert "1 prompt folders written" in capsys.readouterr().out and lost.read_bytes() == before
+    assert (samples / "00000" / "samples" / "0000.png").stat().st_mtime_ns == kept
+    store = tmp_path / "results.jsonl"
+    assert main(["eval", "geneval", str(samples), "--detector", "nothing-detected-double", "--clip", "palette-double",
+                 "--results", str(store), "--model", "ar-tiny", "--quiet"]) == 0
+    rows = {r["metric"]: r for r in ResultsStore(store).records()}
+    assert rows["geneval"]["n_images"] == 12 and rows["geneval"]["value"] == 0.0
+    assert rows["geneval_single_object"]["n_images"] == 8 and rows["geneval_color_attr"]["n_images"] == 4
