@@ -11,12 +11,13 @@ import torch.distributed as dist
 from harness.core.contracts import EvalBatch, Metric, TokenLayout
 from harness.core.registry import METRICS
 from harness.evaluation import features as F
+from harness.evaluation.classifier import prompt_classifier
 from harness.evaluation.pipeline import build_metrics
 
 N = 6
 LAYOUT = TokenLayout.constant(16, 8, position_kind="spatial", grid=(4, 4))
 BATCH_FIELDS = {"real", "reconstruction", "samples", "indices", "labels", "layout", "image_ids"}
-EXTERNAL_INPUTS = {"reference"}        # set on the metric by the evaluation, not carried by batches
+EXTERNAL_INPUTS = {"reference", "classifier"}    # set on the metric by the evaluation, not carried by batches
 
 
 def _images(seed: int) -> torch.Tensor:
@@ -33,8 +34,11 @@ def inputs():
     # the pipeline shares one Inception pass per batch through feature_memo; computed once here
     feats = {f: extractor.features(x) for f, x in (("real", real), ("reconstruction", recon), ("samples", samples))}
     indices = torch.randint(0, 8, (N, 16), generator=torch.Generator().manual_seed(3))
+    # prompt_accuracy's judge: the real classifier recipe, briefly trained on procedural images of this size
+    classifier = prompt_classifier("procedural", 32, 3, n_train=64, epochs=1, n_test=32, cache=False)
     return {"real": real, "reconstruction": recon, "samples": samples, "indices": indices,
-            "labels": torch.arange(N) % 3, "feats": feats, "reference": extractor.features(_images(4))}
+            "labels": torch.arange(N) % 3, "feats": feats, "reference": extractor.features(_images(4)),
+            "classifier": classifier}
 
 
 def _batch(inputs, rows: slice) -> EvalBatch:
@@ -48,8 +52,8 @@ def _batch(inputs, rows: slice) -> EvalBatch:
 
 def _run(name: str, inputs, splits) -> tuple[Metric, dict]:
     metric, = build_metrics([name])
-    if "reference" in metric.requires:
-        metric.reference = inputs["reference"]
+    for name in EXTERNAL_INPUTS & metric.requires:
+        setattr(metric, name, inputs[name])
     for rows in splits:
         metric.update(_batch(inputs, rows))
     metric.sync()
@@ -59,7 +63,7 @@ def _run(name: str, inputs, splits) -> tuple[Metric, dict]:
 def test_every_registered_metric_is_covered():
     names = set(METRICS.names())
     assert {"psnr", "ssim", "lpips", "rfid", "codebook_usage", "unique_ratio", "entropy_cliff",
-            "gfid", "gkid", "precision", "recall", "inception_score"} <= names
+            "gfid", "gkid", "precision", "recall", "inception_score", "prompt_accuracy"} <= names
 
 
 @pytest.mark.parametrize("name", METRICS.names())

@@ -371,6 +371,15 @@ def load_state(path: Path) -> dict:
         if not isinstance(value, kind) or isinstance(value, bool):
             json_type = {str: "string", dict: "object", int: "integer"}[kind]
             raise VQBenchError(f"checkpoint file {file} lacks {key!r} or it is not a JSON {json_type}; {fix}")
+    conditioning = state.get("conditioning")       # generators since text conditioning; absent: class
+    if conditioning is not None and not (
+            isinstance(conditioning, dict) and conditioning.get("kind") in ("class", "text", "none")
+            and all(isinstance(conditioning.get(k, 0), int) and not isinstance(conditioning.get(k, 0), bool)
+                    for k in ("num_classes", "text_dim"))
+            and isinstance(conditioning.get("text_encoder", ""), str)
+            and set(conditioning) <= {"kind", "num_classes", "text_dim", "text_encoder"}):
+        raise VQBenchError(f"checkpoint file {file} has a malformed 'conditioning' entry (expected kind class, "
+                           f"text or none with integer num_classes/text_dim and a text_encoder name); {fix}")
     files = state.get("files")
     if state.get("format", SHARDED_FORMAT) != SHARDED_FORMAT:
         raise VQBenchError(f"checkpoint file {file} has format {state['format']!r}; vqbench writes "

@@ -31,8 +31,9 @@ from harness.evaluation.pipeline import build_metrics, metric_outputs, metric_va
 from harness.evaluation.recording import Evaluation, LoadedRun, Measurement, load_run, record, register_evaluation
 from harness.models.checkpoints import load_pair, run_text_encoder
 
-UNGUIDED_METRICS = ("gfid", "gkid")
-DEFAULT_SAMPLES = 1000     # what the unguided pass of a guided sampler measures (*_nocfg)
+# what the unguided pass of a guided sampler measures (*_nocfg)
+UNGUIDED_METRICS = ("gfid", "gkid", "prompt_accuracy")
+DEFAULT_SAMPLES = 1000                  # `vqbench sample` without --n or --prompts
 
 
 @register_evaluation
@@ -83,8 +84,13 @@ class GenerationMetrics(Evaluation):
         extra = {"tokenizer_run": str(run.tokenizer_path), "tokenizer_preset": run.tokenizer_state["preset"],
                  "reference_split": self.reference_split, "reference_n": reference_n}
         out = []
+        classifier = None
         for suffix, sampler, names in self.passes():
             metrics = build_metrics(names)
+            for m in metrics:
+                if "classifier" in m.requires:
+                    classifier = classifier or _shared_classifier(self.dataset_of(run), run, d)
+                    m.classifier = classifier
             keep_images = self.npz is not None and suffix == ""
             images = _stream_samples(run, sampler, conditions, self.seed, self.batch_size, d, metrics, keep_images)
             if images is not None and d.is_main:
@@ -111,6 +117,15 @@ def evaluate_generator_and_record(checkpoint, store: ResultsStore, *, run_id: st
     evaluation = GenerationMetrics(sampler, n_samples, tuple(metrics), reference_split, reference_n, seed,
                                    unguided, batch_size, npz)
     return record(run, [evaluation], store, d, skip_recorded=skip_if_recorded)
+
+
+def _shared_classifier(dataset: str, run: LoadedRun, d: Dist):
+    """The dataset's prompt classifier: rank 0 trains and caches it, the other ranks then read it."""
+    from harness.core.distributed import barrier
+    from harness.evaluation.classifier import prompt_classifier
+    classifier = prompt_classifier(dataset, run.resolution, run.channels, device=d.device) if d.is_main else None
+    barrier(d)
+    return classifier or prompt_classifier(dataset, run.resolution, run.channels, device=d.device)
 
 
 def generation_conditions(state: dict, dataset: str, split: str, n: int, device) -> SampleConditions:

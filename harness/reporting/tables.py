@@ -57,8 +57,11 @@ PROTOCOL_NOTES = {
     "vtbench": "VTBench's code: PSNR from the MSE over the whole set, 11x11 Gaussian SSIM",
     "vqgan-lc": "VQGAN-LC's code: PSNR on the Y channel, piq SSIM",
     "adm": "generation metrics as the ADM evaluator: Inception pool3 features of class-balanced samples "
-           "against the reference split (the training split); N samples; *_nocfg without guidance; sampler "
-           "settings in each row's extra",
+           "(text-conditioned runs: one per caption of the reference images) against the reference split (the "
+           "training split); N samples; *_nocfg without guidance; sampler settings in each row's extra",
+    "prompt-classifier": "prompt accuracy: share of samples a small CNN trained on the dataset assigns to the "
+                         "class of their prompt (chance: 1 / classes); the judge and its test accuracy are "
+                         "the feature extractor; *_nocfg without guidance",
     "geneval": "GenEval's rules (detections > 0.3, 0.9 for counting, position margin 0.1, CLIP colour); "
                "the judge is the feature extractor",
 }
