@@ -9,9 +9,13 @@ Stated before running:
   captions change.
 - CAR's stage I leaves the pretrained backbone exactly as loaded and trains at ``stage1_lr``; stage II
   changes the backbone and trains at ``lr``.
+- Per-token conditions are each caption's token states, zero-padded to the longest caption's length.
+- Each family (AR, CAR, masked), conditioned on real prompt embeddings (pooled or per token), learns one
+  token sequence per prompt and samples each back greedily from its own prompt.
 - `vqbench geneval generate` writes GenEval's layout (4 images per prompt), a rerun keeps complete
   folders, and `vqbench eval geneval` scores them (test-double judge: all accuracies 0, 4 images each).
 """
+import dataclasses
 import json
 
 import numpy as np
@@ -21,12 +25,14 @@ from safetensors.torch import load_file
 
 from harness.cli import main
 from harness.core import checkpoint as ckpt
+from harness.core.contracts import Conditioning, SamplerConfig, TokenLayout
 from harness.core.distributed import Dist
+from harness.core.registry import GENERATORS
 from harness.core.results import ResultsStore
 from harness.data.captions import fashion_mnist_captions_of
 from harness.data.datasets import open_dataset
 from harness.models.checkpoints import run_conditioning
-from harness.models.text_encoders import build_text_encoder
+from harness.models.text_encoders import build_text_encoder, condition_embeddings
 from harness.training import text_conditions as tc
 from harness.training.train_generator import train_generator
 from harness.training.train_tokenizer import train_tokenizer
@@ -52,7 +58,7 @@ def encoder():
 
 def test_each_step_conditions_on_one_of_the_images_own_captions(tmp_path, encoder):
     cache = tmp_path / "text.safetensors"
-    conditions = tc.caption_conditions(DATA, N, "minilm-l6", cache, Dist())
+    conditions = tc.caption_conditions(DATA, N, "minilm-l6", "pooled", cache, Dist())
     labels = open_dataset(DATA, "train", n=N).labels
     assert conditions.embeddings.shape[1] == 384 and conditions.conditioning.kind == "text"
     assert len(conditions.offsets) == N + 1 and int(conditions.offsets[-1]) == 4 * N
@@ -65,9 +71,24 @@ def test_each_step_conditions_on_one_of_the_images_own_captions(tmp_path, encode
         assert (own - picked[i]).abs().amax(-1).min() < 1e-4, i        # one of its own captions
     # reused while the captions are the same; embedded again for another encoder name
     stamp = cache.stat().st_mtime_ns
-    assert torch.equal(tc.caption_conditions(DATA, N, "minilm-l6", cache, Dist()).embeddings, conditions.embeddings)
-    assert cache.stat().st_mtime_ns == stamp
-    assert tc._read(cache, "minilm-l6", "another-captions-hash") is None
+    again = tc.caption_conditions(DATA, N, "minilm-l6", "pooled", cache, Dist())
+    assert torch.equal(again.embeddings, conditions.embeddings) and cache.stat().st_mtime_ns == stamp
+    digest = tc.captions_hash(open_dataset(DATA, "train", n=N).captions(range(N)))
+    assert tc._read(cache, "minilm-l6", "pooled", digest) is not None
+    assert tc._read(cache, "minilm-l6", "pooled", "another-captions-hash") is None
+    assert tc._read(cache, "minilm-l6", "tokens", digest) is None
+
+
+def test_token_states_are_zero_padded_to_the_longest_caption(encoder):
+    texts = ["a bag", "a black-and-white picture of a pair of trousers"]
+    states, mask = encoder.encode_tokens(texts)
+    lengths = mask.sum(1).tolist()
+    out = condition_embeddings(encoder, texts, None)
+    assert out.shape == (2, max(lengths), 384)
+    assert torch.allclose(out[1], states[1], atol=1e-5)
+    assert torch.allclose(out[0, :lengths[0]], states[0, :lengths[0]], atol=1e-5) and not out[0, lengths[0]:].any()
+    assert condition_embeddings(encoder, texts, 4).shape == (2, 4, 384)          # a trained L truncates
+    assert torch.allclose(condition_embeddings(encoder, texts, 0), encoder.encode(texts), atol=1e-6)
 
 
 @pytest.mark.parametrize("preset,tokenizer", [("ar-tiny", "vq-tiny"), ("masked-tiny", "vq-tiny"),
@@ -77,7 +98,8 @@ def test_training_on_captions_builds_a_text_conditioned_generator(preset, tokeni
     train_generator(preset, tokenizers / tokenizer, run, overrides=GENERATOR, dataset=DATA, n_train=N,
                     progress=False)
     state = ckpt.load_state(ckpt.resolve(run))
-    assert state["conditioning"] == {"kind": "text", "num_classes": 0, "text_dim": 384, "text_encoder": "minilm-l6"}
+    assert state["conditioning"] == {"kind": "text", "num_classes": 0, "text_dim": 384, "text_encoder": "minilm-l6",
+                                     "text_tokens": 0}
     assert run_conditioning(state).text_dim == 384
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a photo of a sandal\n\na photo of a bag\n")
@@ -86,6 +108,21 @@ def test_training_on_captions_builds_a_text_conditioned_generator(preset, tokeni
     saved = np.load(tmp_path / "s.npz")
     assert saved["arr_0"].shape == (3, 16, 16, 3) and saved["arr_1"].tolist() == [-1, -1, -1]
     assert saved["prompts"].tolist() == ["a photo of a sandal", "a photo of a bag", "a photo of a sandal"]
+
+
+def test_per_token_text_states_as_the_condition(tokenizers, tmp_path):
+    run = tmp_path / "tokens"
+    train_generator("car-tiny", tokenizers / "cvq-tiny", run, overrides=GENERATOR + ["text_condition=tokens"],
+                    dataset=DATA, n_train=N, progress=False)
+    record = ckpt.load_state(ckpt.resolve(run))["conditioning"]
+    encoder = build_text_encoder("minilm-l6")
+    longest = max(int(encoder.encode_tokens([c])[1].sum()) for label in range(10)
+                  for c in fashion_mnist_captions_of(label))
+    assert record["text_tokens"] == longest and record["text_dim"] == 384
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a bag\n" + "a very long prompt " * 10 + "\n")      # shorter and longer than trained
+    assert main(["sample", str(run), "--prompts", str(prompts), "--out", str(tmp_path / "s.npz"), "--device", "cpu"]) == 0
+    assert np.load(tmp_path / "s.npz")["arr_0"].shape == (2, 16, 16, 3)
 
 
 def test_prompts_are_refused_by_a_class_conditional_generator(tokenizers, tmp_path, capsys):
@@ -170,3 +207,28 @@ def test_geneval_generate_then_eval_is_one_chain(tokenizers, tmp_path, capsys):
     rows = {r["metric"]: r for r in ResultsStore(store).records()}
     assert rows["geneval"]["n_images"] == 12 and rows["geneval"]["value"] == 0.0
     assert rows["geneval_single_object"]["n_images"] == 8 and rows["geneval_color_attr"]["n_images"] == 4
+
+
+@pytest.mark.parametrize("preset", ["ar-tiny", "car-tiny", "masked-tiny"])
+@pytest.mark.parametrize("tokens", [0, None], ids=["pooled", "tokens"])
+def test_each_family_learns_one_sequence_per_prompt(preset, tokens, encoder):
+    """The prompt, not chance, picks the sequence: three sequences learned from three real prompt
+    embeddings come back by greedy sampling, each from its own prompt (1 in 16^5 by chance)."""
+    prompts = ["a photo of a sandal", "a photo of a bag", "a small grayscale image of a dress"]
+    cond = condition_embeddings(encoder, prompts, tokens)
+    layout = TokenLayout.constant(5, 16, position_kind="channel" if preset == "car-tiny" else "spatial",
+                                  **({} if preset == "car-tiny" else {"grid": (1, 5)}))
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(GENERATORS.get(preset)(), class_dropout=0.0)
+    model = cfg.build(layout, Conditioning("text", text_dim=384),
+                      **({"codebook": torch.randn(16, 8)} if preset == "car-tiny" else {}))
+    targets = torch.randint(0, 16, (3, 5), generator=torch.Generator().manual_seed(3))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(150):
+        opt.zero_grad()
+        model.loss(targets, cond).backward()
+        opt.step()
+    model.eval()
+    greedy = model.sample(3, cond, sampler=SamplerConfig(temperature=0.0))
+    assert torch.equal(greedy, targets)

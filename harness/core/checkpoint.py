@@ -375,9 +375,9 @@ def load_state(path: Path) -> dict:
     if conditioning is not None and not (
             isinstance(conditioning, dict) and conditioning.get("kind") in ("class", "text", "none")
             and all(isinstance(conditioning.get(k, 0), int) and not isinstance(conditioning.get(k, 0), bool)
-                    for k in ("num_classes", "text_dim"))
+                    for k in ("num_classes", "text_dim", "text_tokens"))
             and isinstance(conditioning.get("text_encoder", ""), str)
-            and set(conditioning) <= {"kind", "num_classes", "text_dim", "text_encoder"}):
+            and set(conditioning) <= {"kind", "num_classes", "text_dim", "text_encoder", "text_tokens"}):
         raise VQBenchError(f"checkpoint file {file} has a malformed 'conditioning' entry (expected kind class, "
                            f"text or none with integer num_classes/text_dim and a text_encoder name); {fix}")
     files = state.get("files")

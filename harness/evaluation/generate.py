@@ -58,19 +58,21 @@ def class_balanced(n: int, num_classes: int) -> SampleConditions:
 
 
 @torch.no_grad()
-def prompted(prompts: list[str], text_encoder: str, source: str, labels: torch.Tensor | None = None,
+def prompted(prompts: list[str], text: tuple[str, int], source: str, labels: torch.Tensor | None = None,
              device: torch.device | str = "cpu") -> SampleConditions:
-    """Sample i conditioned on ``prompts[i]``, embedded by ``text_encoder`` (the generator's own)."""
-    from harness.models.text_encoders import build_text_encoder
+    """Sample i conditioned on ``prompts[i]``, embedded as the generator was trained: ``text`` is
+    (text encoder, text tokens) of the run (``checkpoints.run_text_condition``)."""
+    from harness.models.text_encoders import build_text_encoder, condition_embeddings
     if not prompts:
         raise VQBenchError("no prompts to sample from")
-    encoder = build_text_encoder(text_encoder).to(device)
-    cond = torch.cat([encoder.encode(prompts[s:s + 256]).float().cpu() for s in range(0, len(prompts), 256)])
+    encoder_name, tokens = text
+    encoder = build_text_encoder(encoder_name).to(device)
+    cond = condition_embeddings(encoder, list(prompts), tokens)
     labels = torch.full((len(prompts),), UNKNOWN_CLASS) if labels is None else labels.long()
     return SampleConditions(cond, labels, tuple(prompts), source)
 
 
-def reference_prompts(dataset: str, split: str, n: int, text_encoder: str,
+def reference_prompts(dataset: str, split: str, n: int, text: tuple[str, int],
                       device: torch.device | str = "cpu") -> SampleConditions:
     """The prompts a text-conditioned generator is evaluated on: sample i takes caption ``i mod m_i`` of
     image ``i mod len`` of the reference images (``open_dataset(dataset, split, n=n)``, the images its
@@ -83,7 +85,7 @@ def reference_prompts(dataset: str, split: str, n: int, text_encoder: str,
     images = torch.arange(n) % len(ds)
     prompts = [caps[i % len(caps)] for i, caps in enumerate(ds.captions(images))]
     labels = ds.labels_at(images) if ds.num_classes else None
-    return prompted(prompts, text_encoder, f"caption i mod its count of {ds.name} {split} image i mod {len(ds)} "
+    return prompted(prompts, text, f"caption i mod its count of {ds.name} {split} image i mod {len(ds)} "
                     "(the reference images)", labels, device)
 
 

@@ -29,7 +29,7 @@ from harness.evaluation.generate import (SampleConditions, class_balanced, promp
 from harness.evaluation.metrics.fidelity import GENERATION_METRICS
 from harness.evaluation.pipeline import build_metrics, metric_outputs, metric_values
 from harness.evaluation.recording import Evaluation, LoadedRun, Measurement, load_run, record, register_evaluation
-from harness.models.checkpoints import load_pair, run_text_encoder
+from harness.models.checkpoints import load_pair, run_text_condition
 
 # what the unguided pass of a guided sampler measures (*_nocfg)
 UNGUIDED_METRICS = ("gfid", "gkid", "prompt_accuracy")
@@ -131,10 +131,10 @@ def _shared_classifier(dataset: str, run: LoadedRun, d: Dist):
 def generation_conditions(state: dict, dataset: str, split: str, n: int, device) -> SampleConditions:
     """What a generator run's evaluation samples are conditioned on: class-balanced labels, or the
     reference images' captions for a text-conditioned run."""
-    encoder = run_text_encoder(state)
-    if encoder is None:
+    text = run_text_condition(state)
+    if text is None:
         return class_balanced(n, state["num_classes"])
-    return reference_prompts(dataset, split, n, encoder, device)
+    return reference_prompts(dataset, split, n, text, device)
 
 
 @torch.no_grad()
@@ -176,16 +176,16 @@ def sample_to_npz(checkpoint, out: Path, *, n: int | None, sampler: SamplerConfi
 def sampling_conditions(state: dict, n: int | None, prompts: list[str] | None, prompts_file: Path | None,
                         device) -> SampleConditions:
     """The conditions of ``vqbench sample``: see ``sample_to_npz``."""
-    encoder = run_text_encoder(state)
-    if prompts is not None and encoder is None:
+    text = run_text_condition(state)
+    if prompts is not None and text is None:
         raise VQBenchError(f"--prompts {prompts_file}: this generator is class-conditional (trained on "
                            f"{state['data']['dataset']}); prompts need a run trained on a captioned dataset")
     if prompts is not None:
         n = n or len(prompts)
-        return prompted([prompts[i % len(prompts)] for i in range(n)], encoder, f"prompt i mod {len(prompts)} of "
+        return prompted([prompts[i % len(prompts)] for i in range(n)], text, f"prompt i mod {len(prompts)} of "
                         f"{prompts_file}", device=device)
-    if encoder is not None:
-        return reference_prompts(state["data"]["dataset"], "train", n or DEFAULT_SAMPLES, encoder, device)
+    if text is not None:
+        return reference_prompts(state["data"]["dataset"], "train", n or DEFAULT_SAMPLES, text, device)
     return class_balanced(n or DEFAULT_SAMPLES, state["num_classes"])
 
 

@@ -82,13 +82,16 @@ def load_generator(checkpoint: str | Path, tokenizer, device: torch.device | str
 def run_conditioning(state: dict) -> Conditioning:
     """The condition a generator run was trained on (runs written before text conditioning: class)."""
     record = dict(state.get("conditioning") or {"kind": "class", "num_classes": state["num_classes"]})
-    record.pop("text_encoder", None)
-    return Conditioning(**record)
+    return Conditioning(**{k: v for k, v in record.items() if k not in ("text_encoder", "text_tokens")})
 
 
-def run_text_encoder(state: dict) -> str | None:
-    """The text encoder a text-conditioned generator run embedded its captions with (None: not text)."""
-    return (state.get("conditioning") or {}).get("text_encoder")
+def run_text_condition(state: dict) -> tuple[str, int] | None:
+    """(text encoder, text tokens) of a text-conditioned generator run: the encoder its captions were
+    embedded with and the number of per-token states it takes (0: one pooled embedding); None: not text."""
+    record = state.get("conditioning") or {}
+    if "text_encoder" not in record:
+        return None
+    return record["text_encoder"], int(record.get("text_tokens", 0))
 
 
 def load_pair(checkpoint, device):

@@ -128,6 +128,31 @@ TEXT_ENCODERS.add("openclip", OpenCLIPTextEncoder, takes_argument=True,
                   description="openclip:<arch>:<weights file> - an open_clip text tower you provide")
 
 
+@torch.no_grad()
+def condition_embeddings(encoder: nn.Module, texts: list[str], tokens: int | None = 0,
+                         batch_size: int = 256) -> torch.Tensor:
+    """What a text-conditioned generator takes as the condition of each text (float32, on the CPU).
+
+    ``tokens == 0``: the pooled embedding, N x dim. Otherwise the per-token states (``encode_tokens``),
+    N x L x width, padding positions all-zero; L = ``tokens`` (longer texts truncated), or the longest
+    text's length when ``tokens`` is None (training fixes it; sampling reuses the trained L)."""
+    if tokens == 0:
+        return torch.cat([encoder.encode(texts[s:s + batch_size]).float().cpu()
+                          for s in range(0, len(texts), batch_size)])
+    parts = []
+    for s in range(0, len(texts), batch_size):
+        states, mask = encoder.encode_tokens(texts[s:s + batch_size])
+        parts.append((states.float() * mask.unsqueeze(-1)).cpu())
+    length = tokens or max(p.shape[1] for p in parts)
+    out = torch.zeros(len(texts), length, parts[0].shape[-1])
+    row = 0
+    for p in parts:
+        keep = min(length, p.shape[1])
+        out[row:row + len(p), :keep] = p[:, :keep]
+        row += len(p)
+    return out
+
+
 def build_text_encoder(spec: str) -> nn.Module:
     """``name`` or ``name:argument`` -> a frozen text encoder with ``dim``, ``encode``, ``encode_tokens``."""
     return TEXT_ENCODERS.build_from_spec(spec)

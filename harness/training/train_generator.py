@@ -9,8 +9,9 @@ each generator's ``loss``. Generators with a two-stage recipe (CAR on a pretrain
 
 The condition follows the dataset: a captioned dataset (``captions(indices)``, e.g.
 ``fashion-mnist-captions``) trains a text-conditioned generator on the pooled embeddings of the frozen
-``text_encoder`` (cached beside the token cache: ``text_conditions``; one caption per image and step,
-picked with a (seed, step) generator); any other dataset trains a class-conditional one.
+``text_encoder`` (``text_condition=tokens``: its per-token states, one prefix token each), cached beside
+the token cache (``text_conditions``; one caption per image and step, picked with a (seed, step)
+generator); any other dataset trains a class-conditional one.
 
 Checkpoints have the tokenizer loop's format (``kind: "generator"``) and the same exact-resume rule:
 the batch at step s is a pure function of (seed, s) and RNG states are saved.
@@ -54,6 +55,7 @@ class GeneratorTrainConfig(OptimizerConfig):
     # stage I's peak LR (0: lr). CAR App. E gives each stage its own LR; the values are blank in our copy
     stage1_lr: float = 0.0
     text_encoder: str = "minilm-l6"      # captioned datasets: the frozen encoder of the captions
+    text_condition: Literal["pooled", "tokens"] = "pooled"   # one pooled embedding, or every token's state
 
     def __post_init__(self):
         check_settings(self, {"stage1_steps": NON_NEGATIVE_INT, "stage1_lr": NON_NEGATIVE})
@@ -70,8 +72,8 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
     dataset = dataset or tok_state["data"]["dataset"]
     model_over, train_over = split_overrides(list(overrides), generator_config(preset), GeneratorTrainConfig())
     tc = apply_overrides(GeneratorTrainConfig(), train_over)
-    text = (caption_conditions(dataset, n_train, tc.text_encoder, text_cache(tok_path, dataset, n_train,
-                                                                              tc.text_encoder), d)
+    text = (caption_conditions(dataset, n_train, tc.text_encoder, tc.text_condition,
+                               text_cache(tok_path, dataset, n_train, tc.text_encoder, tc.text_condition), d)
             if has_captions(dataset) else None)
     conditioning = text.conditioning if text is not None else Conditioning("class", num_classes_of(dataset))
     torch.manual_seed(tc.seed)
@@ -108,7 +110,7 @@ def conditioning_record(conditioning: Conditioning, text: TextConditions | None)
     """What a checkpoint records of its condition (``checkpoints.run_conditioning`` reads it back)."""
     record = dataclasses.asdict(conditioning)
     if text is not None:
-        record["text_encoder"] = text.encoder
+        record |= {"text_encoder": text.encoder, "text_tokens": text.tokens}
     return record
 
 

@@ -22,7 +22,7 @@ from harness.core.errors import VQBenchError
 from harness.evaluation.generate import batch_seed, prompted, to_uint8_hwc
 from harness.evaluation.geneval.prompts import (IMAGES_PER_PROMPT, generate_metadata, read_metadata,
                                                 sample_folder, write_prompt_folder)
-from harness.models.checkpoints import load_pair, run_text_encoder
+from harness.models.checkpoints import load_pair, run_text_condition
 
 
 def _complete(samples_dir: Path, index: int, record: dict, images_per_prompt: int) -> bool:
@@ -41,11 +41,14 @@ def generate_geneval_samples(checkpoint, out_dir: Path, *, metadata: Path | None
     records = read_metadata(metadata) if metadata is not None else generate_metadata()
     d = setup(device)
     generator, state, tokenizer, _, _ = load_pair(checkpoint, d.device)
-    encoder = run_text_encoder(state)
-    if encoder is None:
+    text = run_text_condition(state)
+    if text is None:
         raise VQBenchError(f"{checkpoint} is a class-conditional generator (trained on "
                            f"{state['data']['dataset']}); GenEval needs one trained on a captioned dataset")
     out_dir = Path(out_dir)
+    todo_any = [p for p in range(len(records)) if not _complete(out_dir, p, records[p], images_per_prompt)]
+    # every prompt embedded once (a chunk's rows are sliced from it)
+    conditions = prompted([r["prompt"] for r in records], text, "GenEval prompts", device=d.device) if todo_any else None
     written = skipped = 0
     for chunk in shard_batches(len(records), prompts_per_batch, d):
         todo = [p for p in chunk if not _complete(out_dir, p, records[p], images_per_prompt)]
@@ -53,10 +56,9 @@ def generate_geneval_samples(checkpoint, out_dir: Path, *, metadata: Path | None
         if not todo:
             continue
         # the whole chunk is sampled (its generator state covers every row), its complete folders kept
-        prompts = [records[p]["prompt"] for p in chunk for _ in range(images_per_prompt)]
-        conditions = prompted(prompts, encoder, "GenEval prompts", device=d.device)
+        cond = conditions.cond[chunk.start:chunk.stop].repeat_interleave(images_per_prompt, dim=0).to(d.device)
         g = torch.Generator(device=d.device).manual_seed(batch_seed(seed, chunk.start // prompts_per_batch))
-        idx = generator.sample(len(prompts), conditions.cond.to(d.device), sampler=sampler, generator=g)
+        idx = generator.sample(len(cond), cond, sampler=sampler, generator=g)
         images = to_uint8_hwc(tokenizer.decode(idx).clamp(-1, 1))
         for k, p in enumerate(chunk):
             if p in todo:
