@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(N x H x W x 3 uint8) and arr_1 (labels; -1 where no class is known). A "
                                    "class-conditional generator draws labels i mod num_classes; a text-conditioned "
                                    "one draws sample i from prompt i mod P of --prompts (the npz then also holds "
-                                   "'prompts'), or without it from the captions of its training images.")
+                                   "'prompts'), or without it from the captions of training-split images.")
     p.add_argument("checkpoint", type=Path, help="a generator run folder or step_* folder")
     p.add_argument("--n", type=positive_int, default=None,
                    help="number of samples (default: one per prompt with --prompts, else 1000)")
@@ -536,8 +536,11 @@ def cmd_geneval(args) -> int:
                                                 sampler=_sampler(args), seed=args.seed,
                                                 prompts_per_batch=args.prompts_per_batch,
                                                 images_per_prompt=args.images_per_prompt, device=args.device)
-    kept = f" ({skipped} already complete, kept)" if skipped else ""
-    print(f"{written} prompt folders written to {args.out}{kept}; score them with `vqbench eval geneval {args.out}`")
+    from harness.core.distributed import is_main_process
+    if is_main_process():
+        kept = f" ({skipped} already complete, kept)" if skipped else ""
+        print(f"{written} prompt folders written to {args.out}{kept}; score them with "
+              f"`vqbench eval geneval {args.out}`")
     return 0
 
 

@@ -27,6 +27,7 @@ from harness.cli import main
 from harness.core import checkpoint as ckpt
 from harness.core.contracts import Conditioning, SamplerConfig, TokenLayout
 from harness.core.distributed import Dist
+from harness.core.errors import VQBenchError
 from harness.core.registry import GENERATORS
 from harness.core.results import ResultsStore
 from harness.data.captions import fashion_mnist_captions_of
@@ -77,6 +78,10 @@ def test_each_step_conditions_on_one_of_the_images_own_captions(tmp_path, encode
     assert tc._read(cache, "minilm-l6", "pooled", digest) is not None
     assert tc._read(cache, "minilm-l6", "pooled", "another-captions-hash") is None
     assert tc._read(cache, "minilm-l6", "tokens", digest) is None
+    fewer = tc.caption_conditions(DATA, N - 8, "minilm-l6", "pooled", cache, Dist())   # other captions, same file
+    assert len(fewer.offsets) == N - 8 + 1 and cache.stat().st_mtime_ns != stamp
+    with pytest.raises(VQBenchError, match="delete the token cache"):
+        tc.check_covers(fewer, N, tmp_path / "tokens.safetensors", DATA)
 
 
 def test_token_states_are_zero_padded_to_the_longest_caption(encoder):
@@ -188,7 +193,7 @@ def test_geneval_generate_then_eval_is_one_chain(tokenizers, tmp_path, capsys):
             "--prompts-per-batch", "2", "--device", "cpu"]
     assert main(argv) == 0
     assert "3 prompt folders written" in capsys.readouterr().out
-    folders = sorted(p.name for p in samples.iterdir())
+    folders = sorted(p.name for p in samples.iterdir() if p.is_dir())
     assert folders == ["00000", "00001", "00002"]
     for k, line in zip(folders, records[:2] + records[-1:]):
         assert json.loads((samples / k / "metadata.jsonl").read_text()) == json.loads(line)
@@ -201,28 +206,40 @@ def test_geneval_generate_then_eval_is_one_chain(tokenizers, tmp_path, capsys):
     assert main(argv) == 0
     assert "1 prompt folders written" in capsys.readouterr().out and lost.read_bytes() == before
     assert (samples / "00000" / "samples" / "0000.png").stat().st_mtime_ns == kept
+    # the folder is this generator's at these settings: another scale would mix two sets of images
+    assert main(argv[:-4] + ["--cfg-scale", "3", "--prompts-per-batch", "2", "--device", "cpu"]) == 2
+    assert "generated with other settings (sampler" in capsys.readouterr().err
+    (samples / "00001" / "metadata.jsonl").write_bytes(b"\xff not json")      # damaged: written again
+    assert main(argv) == 0 and "1 prompt folders written" in capsys.readouterr().out
     store = tmp_path / "results.jsonl"
     assert main(["eval", "geneval", str(samples), "--detector", "nothing-detected-double", "--clip", "palette-double",
-                 "--results", str(store), "--model", "ar-tiny", "--quiet"]) == 0
+                 "--results", str(store), "--quiet"]) == 0
     rows = {r["metric"]: r for r in ResultsStore(store).records()}
+    made = json.loads((samples / "generation.json").read_text())
+    assert rows["geneval"]["model"] == rows["geneval"]["preset"] == "ar-tiny" and rows["geneval"]["seed"] == 0
+    assert rows["geneval"]["config_hash"] == made["config_hash"] and made["sampler"]["cfg_scale"] == 2.0
     assert rows["geneval"]["n_images"] == 12 and rows["geneval"]["value"] == 0.0
     assert rows["geneval_single_object"]["n_images"] == 8 and rows["geneval_color_attr"]["n_images"] == 4
 
 
-@pytest.mark.parametrize("preset", ["ar-tiny", "car-tiny", "masked-tiny"])
+@pytest.mark.parametrize("preset", ["ar-tiny", "car-tiny", "masked-tiny", "far-tiny"])
 @pytest.mark.parametrize("tokens", [0, None], ids=["pooled", "tokens"])
 def test_each_family_learns_one_sequence_per_prompt(preset, tokens, encoder):
     """The prompt, not chance, picks the sequence: three sequences learned from three real prompt
     embeddings come back by greedy sampling, each from its own prompt (1 in 16^5 by chance)."""
     prompts = ["a photo of a sandal", "a photo of a bag", "a small grayscale image of a dress"]
     cond = condition_embeddings(encoder, prompts, tokens)
-    layout = TokenLayout.constant(5, 16, position_kind="channel" if preset == "car-tiny" else "spatial",
-                                  **({} if preset == "car-tiny" else {"grid": (1, 5)}))
+    if preset == "far-tiny":       # two sub-codes of 16 per position (FQGAN-Dual's layout, 5 positions)
+        layout = TokenLayout.constant(5, 16, num_factors=2, grid=(1, 5))
+    else:
+        layout = TokenLayout.constant(5, 16, position_kind="channel" if preset == "car-tiny" else "spatial",
+                                      **({} if preset == "car-tiny" else {"grid": (1, 5)}))
     torch.manual_seed(0)
     cfg = dataclasses.replace(GENERATORS.get(preset)(), class_dropout=0.0)
     model = cfg.build(layout, Conditioning("text", text_dim=384),
                       **({"codebook": torch.randn(16, 8)} if preset == "car-tiny" else {}))
-    targets = torch.randint(0, 16, (3, 5), generator=torch.Generator().manual_seed(3))
+    shape = (3, 5, 2) if preset == "far-tiny" else (3, 5)
+    targets = torch.randint(0, 16, shape, generator=torch.Generator().manual_seed(3))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(150):
@@ -232,3 +249,26 @@ def test_each_family_learns_one_sequence_per_prompt(preset, tokens, encoder):
     model.eval()
     greedy = model.sample(3, cond, sampler=SamplerConfig(temperature=0.0))
     assert torch.equal(greedy, targets)
+
+
+def test_prompt_accuracy_of_real_images_is_the_classifiers_test_accuracy():
+    """Stated: fed the test images themselves with their true labels, prompt accuracy equals the judge's
+    own test accuracy, which is far above chance; samples of prompts with no class give NaN and a reason."""
+    from harness.core.contracts import EvalBatch
+    from harness.evaluation.classifier import prompt_classifier
+    from harness.evaluation.pipeline import build_metrics
+    judge = prompt_classifier("fashion-mnist", 28, 1, n_train=2000, epochs=1, n_test=500, cache=False)
+    assert judge.test_accuracy > 0.5                                           # chance: 0.1
+    test = open_dataset("fashion-mnist", "test", resolution=28, channels=1, n=500)
+    metric, = build_metrics(["prompt_accuracy"])
+    metric.classifier = judge
+    for start in (0, 200):                                                     # two batches stream into one value
+        images, labels = test.batch(torch.arange(start, start + 200 if start == 0 else 500))
+        metric.update(EvalBatch(samples=images, labels=labels))
+    assert metric.compute()["prompt_accuracy"] == pytest.approx(judge.test_accuracy, abs=1e-12)
+    assert "test accuracy" in metric.feature_extractor
+    unknown, = build_metrics(["prompt_accuracy"])
+    unknown.classifier = judge
+    unknown.update(EvalBatch(samples=images, labels=torch.full((len(images),), -1)))
+    value = unknown.compute()["prompt_accuracy"]
+    assert value != value and unknown.reasons["prompt_accuracy"]

@@ -372,14 +372,10 @@ def load_state(path: Path) -> dict:
             json_type = {str: "string", dict: "object", int: "integer"}[kind]
             raise VQBenchError(f"checkpoint file {file} lacks {key!r} or it is not a JSON {json_type}; {fix}")
     conditioning = state.get("conditioning")       # generators since text conditioning; absent: class
-    if conditioning is not None and not (
-            isinstance(conditioning, dict) and conditioning.get("kind") in ("class", "text", "none")
-            and all(isinstance(conditioning.get(k, 0), int) and not isinstance(conditioning.get(k, 0), bool)
-                    for k in ("num_classes", "text_dim", "text_tokens"))
-            and isinstance(conditioning.get("text_encoder", ""), str)
-            and set(conditioning) <= {"kind", "num_classes", "text_dim", "text_encoder", "text_tokens"}):
-        raise VQBenchError(f"checkpoint file {file} has a malformed 'conditioning' entry (expected kind class, "
-                           f"text or none with integer num_classes/text_dim and a text_encoder name); {fix}")
+    if conditioning is not None and not _valid_conditioning(conditioning):
+        raise VQBenchError(f"checkpoint file {file} has a malformed 'conditioning' entry (expected kind class "
+                           f"with num_classes >= 1, or text with text_dim >= 1, a text_encoder name and "
+                           f"text_tokens >= 0); {fix}")
     files = state.get("files")
     if state.get("format", SHARDED_FORMAT) != SHARDED_FORMAT:
         raise VQBenchError(f"checkpoint file {file} has format {state['format']!r}; vqbench writes "
@@ -395,6 +391,20 @@ def load_state(path: Path) -> dict:
         raise VQBenchError(f"checkpoint file {file} has a malformed 'files' entry (expected the sha256 of "
                            f"{' and '.join(TENSOR_FILES)}); {fix}")
     return state
+
+
+def _valid_conditioning(c) -> bool:
+    def count(key, least):
+        v = c.get(key, 0)
+        return isinstance(v, int) and not isinstance(v, bool) and v >= least
+    if not isinstance(c, dict) or not set(c) <= {"kind", "num_classes", "text_dim", "text_encoder", "text_tokens"}:
+        return False
+    if c.get("kind") == "class":
+        return count("num_classes", 1) and "text_encoder" not in c
+    if c.get("kind") == "text":
+        return (count("text_dim", 1) and count("text_tokens", 0) and isinstance(c.get("text_encoder"), str)
+                and bool(c["text_encoder"]))
+    return c.get("kind") == "none"
 
 
 def _read_tensors(path: Path, name: str, recorded: dict | None) -> dict:

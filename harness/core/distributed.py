@@ -85,6 +85,11 @@ def all_true(flag: bool, d: Dist | None = None) -> bool:
     return bool(t.item())
 
 
+def collective_device(d: Dist) -> torch.device:
+    """Where ``d``'s collectives take their tensors (NCCL: this process's GPU; gloo: the CPU)."""
+    return d.device if d.device.type == "cuda" else torch.device("cpu")
+
+
 def _collective_device() -> torch.device:
     """Where the running group's collectives take their tensors (NCCL: this process's GPU)."""
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")

@@ -85,6 +85,7 @@ EXTRA_SCHEMA = {
     "sample_seed": "generation: sampling seed", "n_samples": "generation: samples",
     "class_balanced": "generation: labels i mod C", "samples_per_class": "generation: samples per class",
     "conditions": "generation: what each sample was conditioned on (class labels or which prompts)",
+    "generated_by": "geneval: what `vqbench geneval generate` recorded of the samples (checkpoint, sampler, seed)",
     "distinct_prompts": "generation (text-conditioned): the number of distinct prompts sampled",
 }
 

@@ -5,7 +5,8 @@ Recipe (fixed, part of the cache key): two 3x3 conv layers (32 and 64 channels, 
 a linear layer; AdamW (lr 2e-3, weight decay 1e-4), batch 128, ``EPOCHS`` epochs over the first
 ``N_TRAIN`` training images (the dataset's seeded subset), torch seed 0, inputs at the generator's
 resolution and channels. Its accuracy on the test split is measured once and travels with it: a
-prompt accuracy is only as good as its judge, and the rows record both. The trained weights are cached
+prompt accuracy is only as good as its judge, and the rows record both (an image folder without a test
+folder serves its one folder as every split, so there that accuracy is on training images). The trained weights are cached
 under ``$VQBENCH_CACHE/classifiers/`` by (dataset, resolution, channels, recipe), so every evaluation
 of a suite shares one classifier.
 """
@@ -82,7 +83,9 @@ def prompt_classifier(dataset: str, resolution: int, channels: int, *, n_train: 
     if not train.num_classes:
         raise VQBenchError(f"prompt accuracy needs a labelled dataset; {dataset!r} declares no classes")
     path = cache_dir() / "classifiers" / f"{_key(dataset, resolution, channels, n_train, epochs)}.safetensors"
-    model = SmallCNN(channels, resolution, train.num_classes)
+    with torch.random.fork_rng(devices=[]):      # a seeded init that leaves the caller's RNG untouched
+        torch.manual_seed(RECIPE["seed"])
+        model = SmallCNN(channels, resolution, train.num_classes)
     if cache and path.is_file():
         try:
             with safe_open(str(path), "pt") as f:
@@ -102,7 +105,6 @@ def prompt_classifier(dataset: str, resolution: int, channels: int, *, n_train: 
 
 def _fit(model: SmallCNN, train, epochs: int, device) -> None:
     g = torch.Generator().manual_seed(RECIPE["seed"])
-    torch.manual_seed(RECIPE["seed"])
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=RECIPE["lr"], weight_decay=RECIPE["weight_decay"])
     for _ in range(epochs):

@@ -23,6 +23,7 @@ from harness.core.contracts import Generator, SamplerConfig, Tokenizer
 from harness.core.distributed import Dist, shard_batches
 from harness.core.errors import VQBenchError
 from harness.core.io import write_atomic
+from harness.models.checkpoints import TextCondition
 
 UNKNOWN_CLASS = -1
 
@@ -58,25 +59,25 @@ def class_balanced(n: int, num_classes: int) -> SampleConditions:
 
 
 @torch.no_grad()
-def prompted(prompts: list[str], text: tuple[str, int], source: str, labels: torch.Tensor | None = None,
+def prompted(prompts: list[str], text: TextCondition, source: str, labels: torch.Tensor | None = None,
              device: torch.device | str = "cpu") -> SampleConditions:
-    """Sample i conditioned on ``prompts[i]``, embedded as the generator was trained: ``text`` is
-    (text encoder, text tokens) of the run (``checkpoints.run_text_condition``)."""
+    """Sample i conditioned on ``prompts[i]``, embedded as the generator was trained (``text``: the run's
+    ``checkpoints.run_text_condition``)."""
     from harness.models.text_encoders import build_text_encoder, condition_embeddings
     if not prompts:
         raise VQBenchError("no prompts to sample from")
-    encoder_name, tokens = text
-    encoder = build_text_encoder(encoder_name).to(device)
-    cond = condition_embeddings(encoder, list(prompts), tokens)
+    encoder = build_text_encoder(text.encoder).to(device)
+    cond = condition_embeddings(encoder, list(prompts), text.tokens)
     labels = torch.full((len(prompts),), UNKNOWN_CLASS) if labels is None else labels.long()
     return SampleConditions(cond, labels, tuple(prompts), source)
 
 
-def reference_prompts(dataset: str, split: str, n: int, text: tuple[str, int],
+def reference_prompts(dataset: str, split: str, n: int, text: TextCondition,
                       device: torch.device | str = "cpu") -> SampleConditions:
     """The prompts a text-conditioned generator is evaluated on: sample i takes caption ``i mod m_i`` of
-    image ``i mod len`` of the reference images (``open_dataset(dataset, split, n=n)``, the images its
-    samples are compared with), and that image's class where the dataset has classes."""
+    image ``i mod len`` of ``open_dataset(dataset, split, n=n)`` (for n = the number of reference images,
+    the evaluation's default, exactly the images its samples are compared with), and that image's class
+    where the dataset has classes."""
     from harness.data.datasets import open_dataset
     ds = open_dataset(dataset, split, n=n)
     if not hasattr(ds, "captions"):

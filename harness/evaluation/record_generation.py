@@ -27,6 +27,7 @@ from harness.core.results import ResultsStore
 from harness.evaluation.generate import (SampleConditions, class_balanced, prompted, reference_prompts,
                                          sample_batches, sampler_record, save_adm_npz, to_uint8_hwc)
 from harness.evaluation.metrics.fidelity import GENERATION_METRICS
+from harness.core.registry import METRICS
 from harness.evaluation.pipeline import build_metrics, metric_outputs, metric_values
 from harness.evaluation.recording import Evaluation, LoadedRun, Measurement, load_run, record, register_evaluation
 from harness.models.checkpoints import load_pair, run_text_condition
@@ -76,9 +77,11 @@ class GenerationMetrics(Evaluation):
     def measure(self, run: LoadedRun, d: Dist, todo: set) -> list[Measurement]:
         from harness.evaluation import features as F
         reference_n = self.reference_n or self.n_samples
+        # Inception features of the reference images only when a metric compares with them
+        needs_reference = any("reference" in METRICS.get(n).requires for n in self.metrics)
         reference = F.reference_features(self.dataset_of(run), self.reference_split, resolution=run.resolution,
                                          channels=run.channels, n=reference_n, extractor=F.DEFAULT_EXTRACTOR,
-                                         device=d.device)
+                                         device=d.device) if needs_reference else None
         conditions = generation_conditions(run.state, self.dataset_of(run), self.reference_split, self.n_samples,
                                            d.device)
         extra = {"tokenizer_run": str(run.tokenizer_path), "tokenizer_preset": run.tokenizer_state["preset"],
@@ -94,9 +97,10 @@ class GenerationMetrics(Evaluation):
             keep_images = self.npz is not None and suffix == ""
             images = _stream_samples(run, sampler, conditions, self.seed, self.batch_size, d, metrics, keep_images)
             if images is not None and d.is_main:
-                save_adm_npz(self.npz, images, conditions.labels.numpy())
+                save_adm_npz(self.npz, images, conditions.labels.numpy(), conditions.prompts)
             for m in metrics:
-                m.reference = reference
+                if "reference" in m.requires:
+                    m.reference = reference
             # the evaluation's sampler; *_nocfg names say the pass ran it with cfg_scale 1
             row_extra = extra | sampler_record(self.sampler, self.seed, conditions)
             out += [Measurement(v.name + suffix, v.value, v.higher_is_better, self.n_samples, v.protocol,
@@ -120,11 +124,18 @@ def evaluate_generator_and_record(checkpoint, store: ResultsStore, *, run_id: st
 
 
 def _shared_classifier(dataset: str, run: LoadedRun, d: Dist):
-    """The dataset's prompt classifier: rank 0 trains and caches it, the other ranks then read it."""
-    from harness.core.distributed import barrier
+    """The dataset's prompt classifier: rank 0 trains and caches it, the other ranks then read it (an
+    error on rank 0 stops every rank)."""
+    from harness.core.distributed import all_true
     from harness.evaluation.classifier import prompt_classifier
-    classifier = prompt_classifier(dataset, run.resolution, run.channels, device=d.device) if d.is_main else None
-    barrier(d)
+    classifier = error = None
+    if d.is_main:
+        try:
+            classifier = prompt_classifier(dataset, run.resolution, run.channels, device=d.device)
+        except VQBenchError as e:
+            error = e
+    if not all_true(error is None, d):
+        raise error or VQBenchError(f"rank 0 could not build the prompt classifier of {dataset} (its error is above)")
     return classifier or prompt_classifier(dataset, run.resolution, run.channels, device=d.device)
 
 

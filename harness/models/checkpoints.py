@@ -6,6 +6,7 @@ its weights (the EMA copy when there is one) are loaded into it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -85,13 +86,19 @@ def run_conditioning(state: dict) -> Conditioning:
     return Conditioning(**{k: v for k, v in record.items() if k not in ("text_encoder", "text_tokens")})
 
 
-def run_text_condition(state: dict) -> tuple[str, int] | None:
-    """(text encoder, text tokens) of a text-conditioned generator run: the encoder its captions were
-    embedded with and the number of per-token states it takes (0: one pooled embedding); None: not text."""
+class TextCondition(NamedTuple):
+    """How a text-conditioned run embeds a text: its encoder, and the number of per-token states it
+    takes (0: one pooled embedding)."""
+    encoder: str
+    tokens: int
+
+
+def run_text_condition(state: dict) -> TextCondition | None:
+    """The ``TextCondition`` a generator run was trained with; None for class- or unconditional runs."""
     record = state.get("conditioning") or {}
-    if "text_encoder" not in record:
+    if record.get("kind") != "text":
         return None
-    return record["text_encoder"], int(record.get("text_tokens", 0))
+    return TextCondition(record["text_encoder"], int(record.get("text_tokens", 0)))
 
 
 def load_pair(checkpoint, device):

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from harness.core.contracts import Conditioning
-from harness.core.distributed import Dist, all_true, barrier
+from harness.core.distributed import Dist, all_true
 from harness.core.errors import VQBenchError, error_text
 from harness.core.io import write_atomic
 from harness.data.datasets import open_dataset
@@ -36,6 +36,7 @@ class TextConditions:
     offsets: torch.Tensor         # N + 1 int64: image i's captions are caption_rows[offsets[i]:offsets[i+1]]
     caption_rows: torch.Tensor    # int64 rows of ``embeddings``
     encoder: str
+    captions_sha256: str
 
     @property
     def tokens(self) -> int:
@@ -49,8 +50,9 @@ class TextConditions:
     def pick(self, images: torch.Tensor, seed: int, step: int) -> torch.Tensor:
         """One caption embedding per image (len(images) x D), uniformly among its captions."""
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        draw = torch.rand(len(self.offsets) - 1, generator=g)[images]     # one draw per image of the split
         first, counts = self.offsets[images], self.offsets[images + 1] - self.offsets[images]
-        choice = (torch.rand(len(images), generator=g) * counts).long().clamp(max=counts - 1)
+        choice = (draw * counts).long().clamp(max=counts - 1)
         return self.embeddings[self.caption_rows[first + choice]]
 
 
@@ -74,26 +76,44 @@ def caption_conditions(dataset: str, n: int | None, encoder: str, mode: str, cac
     (``pooled`` or ``tokens``); rank 0 encodes and writes the cache, the others read it."""
     ds = open_dataset(dataset, "train", n=n)
     captions = ds.captions(range(len(ds)))
-    digest = captions_hash(captions)
+    digest = captions_hash(captions)       # also part of the run's config hash (train_generator)
     fresh = _read(cache, encoder, mode, digest) if cache.exists() else None
     if all_true(fresh is not None, d):
         return fresh
+    error = None
     if d.is_main:
-        from harness.models.text_encoders import build_text_encoder, condition_embeddings
-        distinct = sorted({c for caps in captions for c in caps})
-        row_of = {c: i for i, c in enumerate(distinct)}
-        text_encoder = build_text_encoder(encoder).to(d.device)
-        embeddings = condition_embeddings(text_encoder, distinct, 0 if mode == "pooled" else None, ENCODE_BATCH)
-        offsets = torch.tensor([0] + [len(caps) for caps in captions]).cumsum(0)
-        rows = torch.tensor([row_of[c] for caps in captions for c in caps], dtype=torch.int64)
-        tensors = {"embeddings": embeddings.contiguous(), "offsets": offsets, "caption_rows": rows}
-        meta = {"encoder": encoder, "mode": mode, "captions_sha256": digest}
-        write_atomic(cache, lambda p: save_file(tensors, str(p), metadata=meta))
-    barrier(d)
+        try:
+            _embed_and_write(captions, encoder, mode, digest, cache, d)
+        except VQBenchError as e:          # every rank stops, not only rank 0 (the others would wait)
+            error = e
+    if not all_true(error is None, d):
+        raise error or VQBenchError("rank 0 could not embed the captions (its error is printed above)")
     out = _read(cache, encoder, mode, digest)
     if out is None:
         raise VQBenchError(f"text cache {cache} was just written but does not match its captions; delete it")
     return out
+
+
+def _embed_and_write(captions: list[tuple[str, ...]], encoder: str, mode: str, digest: str, cache: Path,
+                     d: Dist) -> None:
+    from harness.models.text_encoders import build_text_encoder, condition_embeddings
+    distinct = sorted({c for caps in captions for c in caps})
+    row_of = {c: i for i, c in enumerate(distinct)}
+    text_encoder = build_text_encoder(encoder).to(d.device)
+    embeddings = condition_embeddings(text_encoder, distinct, 0 if mode == "pooled" else None, ENCODE_BATCH)
+    offsets = torch.tensor([0] + [len(caps) for caps in captions]).cumsum(0)
+    rows = torch.tensor([row_of[c] for caps in captions for c in caps], dtype=torch.int64)
+    tensors = {"embeddings": embeddings.contiguous(), "offsets": offsets, "caption_rows": rows}
+    meta = {"encoder": encoder, "mode": mode, "captions_sha256": digest}
+    write_atomic(cache, lambda p: save_file(tensors, str(p), metadata=meta))
+
+
+def check_covers(text: TextConditions, n_images: int, token_cache: Path, dataset: str) -> None:
+    """The captions and the token cache must describe the same images (a folder that gained or lost
+    images since its tokens were cached would otherwise pair images with other images' captions)."""
+    if len(text.offsets) - 1 != n_images:
+        raise VQBenchError(f"{dataset} has captions for {len(text.offsets) - 1} images but the token cache "
+                           f"{token_cache} holds {n_images}; delete the token cache and the split is encoded again")
 
 
 def _read(cache: Path, encoder: str, mode: str, digest: str) -> TextConditions | None:
@@ -107,4 +127,4 @@ def _read(cache: Path, encoder: str, mode: str, digest: str) -> TextConditions |
                            "captions are embedded again") from None
     if meta.get("encoder") != encoder or meta.get("mode") != mode or meta.get("captions_sha256") != digest:
         return None
-    return TextConditions(data["embeddings"], data["offsets"], data["caption_rows"], encoder)
+    return TextConditions(data["embeddings"], data["offsets"], data["caption_rows"], encoder, digest)

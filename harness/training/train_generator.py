@@ -28,6 +28,7 @@ import torch
 
 from harness.core.arguments import NON_NEGATIVE, NON_NEGATIVE_INT
 from harness.core.contracts import Conditioning
+from harness.core.errors import VQBenchError
 from harness.core.config import apply_overrides, config_hash, split_overrides, to_dict
 from harness.core.distributed import setup
 from harness.core.results import package_versions
@@ -40,7 +41,8 @@ from harness.training.optim import (OptimizerConfig, adamw, build_ema, chain_pos
                                     optimizer_step, set_lr)
 from harness.training.runtime import (FiniteGuard, autocast, build_device, check_n_train, check_start,
                                       follow_rank0_rng, place, wrap_ddp)
-from harness.training.text_conditions import TextConditions, caption_conditions, has_captions, text_cache
+from harness.training.text_conditions import (TextConditions, caption_conditions, check_covers, has_captions,
+                                              text_cache)
 from harness.training.token_data import num_classes_of, token_cache, tokenize_split
 
 
@@ -59,6 +61,8 @@ class GeneratorTrainConfig(OptimizerConfig):
 
     def __post_init__(self):
         check_settings(self, {"stage1_steps": NON_NEGATIVE_INT, "stage1_lr": NON_NEGATIVE})
+        if self.stage1_lr and not self.stage1_steps:
+            raise VQBenchError(f"--set stage1_lr={self.stage1_lr}: stage I has no steps; set stage1_steps too")
         chain_post_init(GeneratorTrainConfig, self)
 
 
@@ -78,6 +82,8 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
     conditioning = text.conditioning if text is not None else Conditioning("class", num_classes_of(dataset))
     torch.manual_seed(tc.seed)
     cfg, model = build_generator(preset, model_over, tokenizer, conditioning, device=build_device(d, tc))
+    if tc.stage1_steps and not hasattr(model, "set_stage"):
+        raise VQBenchError(f"--set stage1_steps={tc.stage1_steps}: {preset} has no two-stage recipe (CAR has)")
     follow_rank0_rng(d)
     run_dir = Path(run_dir)
     data_info = {"dataset": dataset, "split": "train", "n_train": n_train,
@@ -87,7 +93,8 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
                 "model_config": to_dict(cfg), "train_config": to_dict(tc), "data": data_info,
                 "num_classes": conditioning.num_classes, "conditioning": conditioning_record(conditioning, text),
                 "config_hash": (config_hash(cfg, tc) + f"-{dataset}-{n_train or 'all'}"
-                                + f"-tok{tok_state['config_hash']}@{tok_state['step']}"),
+                                + f"-tok{tok_state['config_hash']}@{tok_state['step']}"
+                                + (f"-captions{text.captions_sha256}" if text is not None else "")),
                 "world_size": d.world_size, "package_versions": package_versions()}
     with RunCheckpoints(run_dir, run_info, "preset, --set values, data and tokenizer checkpoint", resume,
                         d, sharded=tc.parallel == "fsdp") as ckpts:
@@ -100,8 +107,10 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
         check_start(start, tc.steps, ckpts.latest)
         if start == tc.steps:              # a finished run resumed: nothing left to train
             return ckpts.latest
-        indices, labels = tokenize_split(tokenizer, dataset, "train", n_train,
-                                         token_cache(tok_path, dataset, n_train), d)
+        tokens_file = token_cache(tok_path, dataset, n_train)
+        indices, labels = tokenize_split(tokenizer, dataset, "train", n_train, tokens_file, d)
+        if text is not None:
+            check_covers(text, len(indices), tokens_file, dataset)
         del tokenizer
         return _train(model, indices, labels, text, tc, train_state, start, ckpts, run_dir, d, progress)
 

@@ -28,8 +28,10 @@ def build_eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=None,
                    help="results store (.jsonl): one row per task accuracy plus the overall score")
     p.add_argument("--run-id", default=None, help="row label (default: the samples folder's name)")
-    p.add_argument("--model", default="", help="the generator that made the samples (recorded in the rows)")
-    p.add_argument("--seed", type=non_negative_int, default=None, help="the sampling seed (recorded in the rows)")
+    p.add_argument("--model", default="", help="the generator that made the samples (recorded in the rows; "
+                                               "default: the preset in SAMPLES_DIR/generation.json)")
+    p.add_argument("--seed", type=non_negative_int, default=None,
+                   help="the sampling seed (recorded in the rows; default: the one in SAMPLES_DIR/generation.json)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -59,6 +61,7 @@ def run_eval(argv: list[str]) -> int:
     from harness.core.io import write_atomic
     from harness.core.results import ResultsStore, make_rows, now
     from harness.evaluation.geneval.backends import build_color_classifier, build_detector, check_specs, describe
+    from harness.evaluation.geneval.generate import read_manifest
     from harness.evaluation.geneval.prompts import find_samples, prompt_set_id
     from harness.evaluation.geneval.scoring import ScoringRules, evaluate_samples, format_summary, load_image, summarize
 
@@ -82,17 +85,19 @@ def run_eval(argv: list[str]) -> int:
         print(f"per-image results: {args.out}; summary: {summary_path}")
     if args.results:
         first = load_image(next(path for p in prompts for path in p.images))
-        run = {"run_id": args.run_id or args.samples.resolve().name, "kind": "generator", "model": args.model,
-               "preset": "", "config_hash": "", "dataset": "geneval",
-               "split": prompt_set_id([p.metadata for p in prompts]),
-               "resolution": max(first.size), "seed": args.seed, "started_at": started}
+        made = read_manifest(args.samples) or {}          # written by `vqbench geneval generate`
+        run = {"run_id": args.run_id or args.samples.resolve().name, "kind": "generator",
+               "model": args.model or made.get("preset", ""), "preset": made.get("preset", ""),
+               "config_hash": made.get("config_hash", ""), "dataset": "geneval",
+               "split": prompt_set_id([p.metadata for p in prompts]), "resolution": max(first.size),
+               "seed": args.seed if args.seed is not None else made.get("seed"), "started_at": started}
         metrics = {"geneval": summary.overall} | {f"geneval_{t}": a for t, a in summary.task_accuracy.items()}
         n_images = {"geneval": summary.n_images} | {f"geneval_{t}": n for t, n in summary.task_images.items()}
         extra = {"judge": judge, "rules": asdict(rules), "n_prompts": summary.n_prompts,
                  "images_per_prompt": summary.images_per_prompt, "images_correct": summary.images_correct,
                  "prompts_correct": summary.prompts_correct,
                  "note": "GenEval's reference judge is mmdet Mask2Former (Swin-S) + OpenAI CLIP ViT-L/14; "
-                         "compare numbers only across rows with the same judge"}
+                         "compare numbers only across rows with the same judge"} | ({"generated_by": made} if made else {})
         rows = make_rows(run, metrics, {m: True for m in metrics}, "geneval", n_images=n_images,
                          feature_extractor=judge, extra=extra)
         ResultsStore(args.results).replace_run(run["run_id"], rows, where={"dataset": "geneval"})
