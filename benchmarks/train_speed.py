@@ -7,8 +7,11 @@ i.e. a step past ``disc_start``) and each generator family's fmnist preset at
 ``DEFAULT_GENERATORS`` pairs it with, times
 
 - the **real loop**: ``train_tokenizer`` / the generator loop (``train_generator._train``) run in-process
-  for N1 and N2 steps; step time = (T(N2) - T(N1)) / (N2 - N1), which removes start-up (data set, LPIPS
-  load, the final checkpoint). The median interval between steps in the N2 run is shown too;
+  for N2 steps, each step's end stamped; step time = (end of step N2 - end of step N1) / (N2 - N1), which
+  leaves out start-up (data set, LPIPS load), the first N1 steps (warm-up) and the final checkpoint. The
+  median interval between steps is shown too. (Until 2026-11-30 it was (T(N2) - T(N1)) / (N2 - N1) over
+  two runs, which start-up noise could drive below zero at --quick's few steps; the committed
+  ``results/train_speed_cpu.md`` of 2026-11-30 was measured that way at 20 and 60 steps.);
 - the **floor**: the same networks and losses, forward + backward + clip + AdamW (tokenizer and
   discriminator) in a minimal hand-written loop on one fixed batch: no data indexing, no guard, no
   logging, no checkpoint. Loop overhead = real / floor - 1 (target: under 10 %);
@@ -137,11 +140,12 @@ def recording(module):
 
 
 def real_loop(run, n1: int, n2: int) -> tuple[float, float]:
-    """(ms per step from T(n2) - T(n1), median ms between consecutive steps of the n2 run)."""
-    t1 = run(n1)[0]
-    t2, stamps = run(n2)
+    """(ms per step from the end of step n1 to the end of step n2 of one n2-step run, median ms between
+    consecutive steps of that run). One run: a difference of two runs' wall times carries their start-up
+    noise and can come out negative."""
+    _, stamps = run(n2)                 # stamps[k]: the end of step k + 1
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    return 1e3 * (t2 - t1) / (n2 - n1), 1e3 * statistics.median(gaps[1:] or gaps)
+    return 1e3 * (stamps[n2 - 1] - stamps[n1 - 1]) / (n2 - n1), 1e3 * statistics.median(gaps[1:] or gaps)
 
 
 # ----------------------------------------------------------------------------- tokenizers
@@ -277,7 +281,7 @@ def tokenizer_row(preset: str, train: tuple[str, ...], dataset: str, steps: tupl
     flops = count_flops(fwd_bwd)
     del model, disc, loss_fn, opt_g, opt_d, ema
 
-    # the real loop, in-process, at two step counts
+    # the real loop, in-process
     def run(n: int):
         with recording(tt) as stamps:
             a = now()
@@ -459,7 +463,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", default=None, help="comma-separated tokenizer and/or generator presets "
                                                    "(default: the five tokenizer and four generator families)")
-    p.add_argument("--steps", default=None, help="two step counts N1,N2 for the real loop (default 20,60; quick 3,7)")
+    p.add_argument("--steps", default=None, help="the real loop: N2 steps, timed from the end of step N1 "
+                                                 "(N1,N2; default 20,60; quick 3,7)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per part (default 5; quick 3)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 3; quick 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
