@@ -212,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.evaluation.geneval.cli import add_prompts_parser
     add_prompts_parser(sub)
 
+    p = sub.add_parser("published", help="the numbers the seed papers publish (baselines/published.jsonl)",
+                       description="List published numbers, one per line: model, paper and table, setting, "
+                                   "metric, value and the protocol it was measured with.")
+    p.add_argument("--paper", default=None, help="cvq-car, masked-channel, fqgan or vcq")
+    p.add_argument("--metric", default=None, help="e.g. rfid, psnr, gfid, geneval")
+    p.add_argument("--model", default=None, help="models whose name contains this text (case-insensitive)")
+    p.add_argument("--file", type=Path, default=None, help="another file of the same format")
+
     p = sub.add_parser("geneval", help="GenEval: `geneval generate GEN_RUN --out DIR` samples its prompts "
                                        "(score them with `vqbench eval geneval DIR`)")
     geneval = p.add_subparsers(dest="geneval_command", required=True, metavar="SUBCOMMAND", parser_class=Parser)
@@ -530,6 +538,22 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_published(args) -> int:
+    from harness.reporting.published import METRIC_DIRECTIONS, PAPERS, load_published, select
+    for flag, value, allowed in (("--paper", args.paper, PAPERS), ("--metric", args.metric, METRIC_DIRECTIONS)):
+        if value is not None and value not in allowed:
+            raise VQBenchError(f"{flag} {value!r}: choose from {', '.join(allowed)}")
+    rows = select(load_published(args.file), paper=args.paper, metric=args.metric, model=args.model)
+    for r in rows:
+        setting = ", ".join(x for x in (r.dataset, f"{r.resolution}px" if r.resolution else "",
+                                        f"{r.tokens} tokens" if r.tokens else "", f"K={r.codebook}" if r.codebook else "",
+                                        r.parameters or "", f"cfg {r.cfg:g}" if r.cfg is not None else "") if x)
+        print(f"{r.model:<32} {r.metric:<16} {r.value:>9g}  {r.paper} {r.table} ({setting}) [{r.protocol}]"
+              + (f"  {r.note}" if r.note else ""))
+    print(f"{len(rows)} published numbers")
+    return 0
+
+
 def cmd_geneval(args) -> int:
     from harness.evaluation.geneval.generate import generate_geneval_samples
     written, skipped = generate_geneval_samples(args.checkpoint, args.out, metadata=args.metadata,
@@ -551,7 +575,8 @@ def cmd_geneval_prompts(args) -> int:
 
 COMMANDS = {"analyze": cmd_analyze, "consolidate": cmd_consolidate, "list": cmd_list, "params": cmd_params, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
             "progressive": cmd_progressive, "probe": cmd_probe,
-            "run": cmd_run, "report": cmd_report, "geneval-prompts": cmd_geneval_prompts, "geneval": cmd_geneval}
+            "run": cmd_run, "report": cmd_report, "geneval-prompts": cmd_geneval_prompts, "geneval": cmd_geneval,
+            "published": cmd_published}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -206,7 +206,7 @@ def read_prompts(path: Path) -> list[str]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
-        raise VQBenchError(file_error(e, path, "read the prompts from")) from None
+        raise file_error(e, f"--prompts {path}", "read the prompts from") from None
     except UnicodeDecodeError:
         raise VQBenchError(f"--prompts {path} is not UTF-8 text; give one prompt per line") from None
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
