@@ -95,3 +95,16 @@ def test_checksum_mismatch_names_the_file():
     with pytest.raises(VQBenchError, match="alex.pth.*sha256"):
         packaged_file("lpips", rel, "lpips", "0" * 64)
     assert packaged_file("lpips", rel, "lpips", SOURCES["alex"][3]).name == "alex.pth"
+
+
+def test_rows_of_upsampled_images_name_their_own_protocol():
+    """28 px images are scored after upsampling, so the metric's rows say lpips-upsampled-64; 32 px ones
+    are LPIPS at their own size (canonical)."""
+    from harness.core.contracts import EvalBatch
+    from harness.evaluation.pipeline import build_metrics, metric_values
+    for side, protocol in ((28, "lpips-upsampled-64"), (32, "canonical")):
+        x = torch.rand(2, 1, side, side) * 2 - 1
+        metric, = build_metrics(["lpips"])
+        metric.update(EvalBatch(real=x, reconstruction=x.flip(-1)))
+        value, = metric_values([metric])
+        assert value.protocol == protocol and value.value > 0

@@ -62,6 +62,8 @@ PROTOCOL_NOTES = {
     "prompt-classifier": "prompt accuracy: share of samples a small CNN trained on the dataset assigns to the "
                          "class of their prompt (chance: 1 / classes); the judge and its test accuracy are "
                          "the feature extractor; *_nocfg without guidance",
+    "lpips-upsampled-64": "LPIPS of images under 32 px, bilinearly upsampled to a 64-px short side first "
+                          "(AlexNet cannot see below 31 px): not comparable with LPIPS at native size",
     "geneval": "GenEval's rules (detections > 0.3, 0.9 for counting, position margin 0.1, CLIP colour); "
                "the judge is the feature extractor",
 }

@@ -3,7 +3,9 @@
 ``lpips`` uses the AlexNet backbone (the paper's recommended metric), ``lpips-vgg`` VGG16 (the one
 usually taken as a loss); both are ``harness.models.lpips.LPIPS``: official v0.1 heads, torchvision ImageNet
 backbones, inputs in [-1, 1] (1 channel repeated to 3), and images under 32 px a side bilinearly
-upsampled to a 64-px short side (AlexNet cannot see below 31 px; README "Evaluation protocol").
+upsampled to a 64-px short side (AlexNet cannot see below 31 px; README "Evaluation protocol"). Such
+values are not LPIPS at the images' own size, so their rows carry the protocol ``lpips-upsampled-64``;
+from 32 px up the protocol is the canonical one.
 The value is the mean over images of the per-image distance; states are a float64 (sum, count), so
 DDP sums give the single-process value.
 """
@@ -15,8 +17,11 @@ import torch
 
 from harness.core.contracts import EvalBatch, Metric
 from harness.core.errors import VQBenchError
-from harness.models.lpips import load_lpips
+from harness.models.lpips import SMALL_SIDE, UPSAMPLED_SIDE, load_lpips
 from harness.core.registry import METRICS
+
+
+UPSAMPLED_PROTOCOL = f"lpips-upsampled-{UPSAMPLED_SIDE}"
 
 
 class _LPIPSMetric(Metric):
@@ -32,6 +37,8 @@ class _LPIPSMetric(Metric):
     @torch.no_grad()
     def update(self, batch: EvalBatch) -> None:
         real = batch.real.float()
+        if min(real.shape[-2:]) < SMALL_SIDE:        # scored after upsampling: say so in the rows
+            self.protocol = UPSAMPLED_PROTOCOL
         lpips = load_lpips(self.net).to(real.device)
         d = lpips(real, batch.reconstruction.float().clamp(-1, 1))
         self.total = self.total + d.double().sum().cpu()
