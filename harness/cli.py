@@ -212,6 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.evaluation.geneval.cli import add_prompts_parser
     add_prompts_parser(sub)
 
+    p = sub.add_parser("import", help="a released tokenizer checkpoint as a vqbench run (llamagen-vq16, llamagen-vq8)",
+                       description="Map a released checkpoint's state dict onto the matching preset and write a "
+                                   "vqbench tokenizer run (evaluate it with `vqbench eval RUN_DIR`, train generators "
+                                   "on it with --tokenizer RUN_DIR). Nothing is downloaded: give the file.")
+    p.add_argument("name", help="llamagen-vq16 (vq_ds16_c2i.pt) or llamagen-vq8 (vq_ds8_c2i.pt)")
+    p.add_argument("file", type=Path, help="the released checkpoint file")
+    p.add_argument("--out", type=Path, required=True, help="the new run folder")
+    p.add_argument("--weights", default="model", choices=("model", "ema"),
+                   help="which state dict of the file (LlamaGen's scripts load 'model')")
+    p.add_argument("--dataset", default="imagenet", help="the dataset the run evaluates on by default")
+
     p = sub.add_parser("published", help="the numbers the seed papers publish (baselines/published.jsonl)",
                        description="List published numbers, one per line: model, paper and table, setting, "
                                    "metric, value and the protocol it was measured with.")
@@ -538,6 +549,13 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from harness.models.released import RELEASED, import_released
+    path = import_released(args.name, args.file, args.out, weights=args.weights, dataset=args.dataset)
+    print(f"{args.name} imported as {RELEASED[args.name].preset}: {path}")
+    return 0
+
+
 def cmd_published(args) -> int:
     from harness.reporting.published import METRIC_DIRECTIONS, PAPERS, load_published, select
     for flag, value, allowed in (("--paper", args.paper, PAPERS), ("--metric", args.metric, METRIC_DIRECTIONS)):
@@ -576,7 +594,7 @@ def cmd_geneval_prompts(args) -> int:
 COMMANDS = {"analyze": cmd_analyze, "consolidate": cmd_consolidate, "list": cmd_list, "params": cmd_params, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
             "progressive": cmd_progressive, "probe": cmd_probe,
             "run": cmd_run, "report": cmd_report, "geneval-prompts": cmd_geneval_prompts, "geneval": cmd_geneval,
-            "published": cmd_published}
+            "published": cmd_published, "import": cmd_import}
 
 if __name__ == "__main__":
     sys.exit(main())

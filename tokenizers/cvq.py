@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from harness.core.contracts import TokenLayout, Tokenizer, TokenizerOutput
-from harness.models.nn import crop_to, encoder_decoder, latent_side
+from harness.models.nn import DownsamplePadding, crop_to, encoder_decoder, latent_side
 from harness.models.quantizers.channel import ChannelQuantizer
 from harness.core.registry import TOKENIZERS
 
@@ -50,6 +50,7 @@ class CVQConfig:
     gan_tau: float = 0.0           # sigmoid smoothness of the per-k GAN weight; 0 -> C / 8
     resampler: bool = False        # variable-resolution resampling around the lookup (App. D)
     resample_side: int = 0         # fixed side of the resampled map; 0 -> the native latent side
+    downsample_padding: DownsamplePadding = "symmetric"    # or taming's "right-bottom" (harness.models.nn)
 
     def build(self) -> "CVQTokenizer":
         return CVQTokenizer(self)
@@ -63,7 +64,7 @@ class CVQTokenizer(Tokenizer):
         self.cfg = cfg
         self.encoder, self.decoder = encoder_decoder(cfg, cfg.num_tokens)    # one latent channel per token
         self.down = 2 ** (len(cfg.ch_mult) - 1)
-        side = latent_side(cfg.resolution, cfg.ch_mult)
+        side = latent_side(cfg.resolution, cfg.ch_mult, cfg.downsample_padding)
         if cfg.resampler:
             side = cfg.resample_side or side
             self.resample_in = Resampler(cfg.num_tokens, side * side)

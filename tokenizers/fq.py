@@ -59,7 +59,7 @@ class FQTokenizer(Tokenizer):
         self.quantizers = FactorizedQuantizer(cfg.num_factors, cfg.codebook_size, cfg.codebook_dim, cfg.beta,
                                               cfg.l2_norm, cfg.disentangle_weight)
         self.post_quant_proj = nn.Conv2d(cfg.num_factors * cfg.codebook_dim, cfg.z_channels, 1)
-        side = latent_side(cfg.resolution, cfg.ch_mult)
+        side = latent_side(cfg.resolution, cfg.ch_mult, cfg.downsample_padding)
         self.grid = (side, side)
         self.layout = TokenLayout.constant(side * side, cfg.codebook_size, num_factors=cfg.num_factors,
                                            position_kind="spatial", grid=self.grid)

@@ -53,10 +53,10 @@ def vq_fmnist() -> VQConfig:
 @TOKENIZERS.register("vq-f16-imagenet", family="vq", scale="paper", paper_params=72e6,
                      description="LlamaGen VQ-16: 16x16 tokens at 256x256, K=16384, dim 8 (72M)")
 def vq_f16_imagenet() -> VQConfig:
-    return VQConfig()
+    return VQConfig(downsample_padding="right-bottom")       # LlamaGen's encoder pads right and bottom
 
 
 @TOKENIZERS.register("vq-f8-imagenet", family="vq", scale="paper",
                      description="LlamaGen VQ-8: 32x32 tokens at 256x256, K=16384, dim 8")
 def vq_f8_imagenet() -> VQConfig:
-    return VQConfig(ch_mult=(1, 2, 2, 4))
+    return VQConfig(ch_mult=(1, 2, 2, 4), downsample_padding="right-bottom")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from harness.core.contracts import TokenLayout, Tokenizer, TokenizerOutput
-from harness.models.nn import crop_to, encoder_decoder, latent_side
+from harness.models.nn import DownsamplePadding, crop_to, encoder_decoder, latent_side
 from harness.models.quantizers.base import Quantizer
 
 
@@ -29,6 +29,8 @@ class ConvBackbone:
     norm_groups: int = 32
     attention: bool = True
     codebook_dim: int = 8
+    # "right-bottom": taming's / LlamaGen's downsampling (released LlamaGen weights need it)
+    downsample_padding: DownsamplePadding = "symmetric"
 
 
 # Backbone sizes shared by the conv tokenizers' presets: tiny (16x16 gray, 8x8 tokens, for tests) and
@@ -47,7 +49,7 @@ class ConvTokenizer(Tokenizer):
         self.quant_proj = nn.Conv2d(cfg.z_channels, cfg.codebook_dim, 1)
         self.post_quant_proj = nn.Conv2d(cfg.codebook_dim, cfg.z_channels, 1)
         self.quantizer = self.make_quantizer(cfg)
-        side = latent_side(cfg.resolution, cfg.ch_mult)
+        side = latent_side(cfg.resolution, cfg.ch_mult, cfg.downsample_padding)
         self.grid = (side, side)
         self.layout = TokenLayout.constant(side * side, self.quantizer.codebook_size,
                                            num_factors=self.quantizer.num_factors,

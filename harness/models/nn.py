@@ -7,6 +7,8 @@ lowest-resolution level (LlamaGen's VQ-16 layout, which its 72M parameters count
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,11 +52,27 @@ def mid_block(channels: int, groups: int, attention: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+DownsamplePadding = Literal["symmetric", "right-bottom"]
+
+
+class RightBottomPaddedConv(nn.Conv2d):
+    """3x3 stride-2 convolution of the input padded by one pixel on the right and bottom only, as
+    taming-transformers' and LlamaGen's encoders downsample (a plain conv with padding 1 pads every side
+    and samples a grid shifted by one pixel). The same parameters as ``nn.Conv2d`` (state-dict keys too)."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, channels, 3, stride=2, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, (0, 1, 0, 1)))
+
+
 class Encoder(nn.Module):
     """Image -> feature map downsampled by 2 ** (len(ch_mult) - 1)."""
 
     def __init__(self, in_channels: int, ch: int, ch_mult: tuple[int, ...], num_res_blocks: int,
-                 z_channels: int, groups: int = 32, attention: bool = True):
+                 z_channels: int, groups: int = 32, attention: bool = True,
+                 downsample_padding: DownsamplePadding = "symmetric"):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
         layers, cin = [], ch
@@ -66,7 +84,8 @@ class Encoder(nn.Module):
                 if attention and level == len(ch_mult) - 1:
                     layers.append(AttnBlock(cin, groups))
             if level != len(ch_mult) - 1:
-                layers.append(nn.Conv2d(cin, cin, 3, stride=2, padding=1))
+                layers.append(nn.Conv2d(cin, cin, 3, stride=2, padding=1) if downsample_padding == "symmetric"
+                              else RightBottomPaddedConv(cin))
         self.down = nn.Sequential(*layers)
         self.mid = mid_block(cin, groups, attention)
         self.norm_out = norm(cin, groups)
@@ -114,11 +133,12 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
-def latent_side(resolution: int, ch_mult: tuple[int, ...]) -> int:
-    """Side of the encoder's output grid: stride-2 convs with padding 1 round up at every level."""
+def latent_side(resolution: int, ch_mult: tuple[int, ...], downsample_padding: DownsamplePadding = "symmetric") -> int:
+    """Side of the encoder's output grid: stride-2 convs with padding 1 round up at every level, with
+    right-bottom padding they round down."""
     side = resolution
     for _ in range(len(ch_mult) - 1):
-        side = (side + 1) // 2
+        side = (side + 1) // 2 if downsample_padding == "symmetric" else side // 2
     return side
 
 
@@ -126,7 +146,8 @@ def encoder_decoder(cfg, z_channels: int) -> tuple[Encoder, Decoder]:
     """The VQGAN encoder/decoder pair a conv-tokenizer config describes."""
     common = dict(ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=cfg.num_res_blocks, z_channels=z_channels,
                   groups=cfg.norm_groups, attention=cfg.attention)
-    return Encoder(cfg.in_channels, **common), Decoder(cfg.in_channels, **common)
+    return (Encoder(cfg.in_channels, **common, downsample_padding=cfg.downsample_padding),
+            Decoder(cfg.in_channels, **common))
 
 
 def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
