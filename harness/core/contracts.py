@@ -252,6 +252,7 @@ class Metric:
         self._states: dict[str, torch.Tensor] = {}
         self._defaults: dict[str, torch.Tensor] = {}
         self.reasons: dict[str, str] = {}   # value name -> why ``compute`` returned NaN for it
+        self.value_extra: dict[str, dict] = {}   # value name -> facts its row records in ``extra`` (set by compute)
 
     def add_state(self, name: str, default: torch.Tensor) -> None:
         self._defaults[name] = default.clone()

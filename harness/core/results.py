@@ -85,6 +85,8 @@ EXTRA_SCHEMA = {
     "sample_seed": "generation: sampling seed", "n_samples": "generation: samples",
     "class_balanced": "generation: labels i mod C", "samples_per_class": "generation: samples per class",
     "conditions": "generation: what each sample was conditioned on (class labels or which prompts)",
+    "kid_subset_size": "KID: images per subset used (the protocol's 1000, or N when N is smaller)",
+    "kid_subset_shrunk": "KID: true when N forced the subsets below 1000 images (they overlap; the std understates)",
     "generated_by": "geneval: what `vqbench geneval generate` recorded of the samples (checkpoint, sampler, seed)",
     "distinct_prompts": "generation (text-conditioned): the number of distinct prompts sampled",
 }

@@ -6,7 +6,7 @@ sharded evaluation equals the single-process one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,6 +25,7 @@ class MetricValue:
     source: str          # the registry name of the metric that emitted it
     feature_extractor: str = ""
     reason: str = ""     # why the value is NaN, when it is
+    extra: dict = field(default_factory=dict)   # facts of this value for its row (e.g. KID's subset size)
 
 
 
@@ -72,5 +73,5 @@ def metric_values(metrics: list[Metric]) -> list[MetricValue]:
         m.sync()
         for name, value in m.compute().items():
             values.append(MetricValue(name, float(value), m.higher_is_better[name], m.protocol, m.source,
-                                      m.feature_extractor, m.reasons.get(name, "")))
+                                      m.feature_extractor, m.reasons.get(name, ""), m.value_extra.get(name, {})))
     return values

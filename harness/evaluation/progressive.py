@@ -129,7 +129,8 @@ class ProgressiveCurves(Evaluation):
                                       progress=self.progress)
         extra = {"k_total": model.prefix_total, "unit": model.prefix_unit}
         return [Measurement(PREFIX + v.name, v.value, v.higher_is_better, len(ds), v.protocol,
-                            v.feature_extractor, k=k, reason=v.reason, extra=extra | {"metric_source": v.source})
+                            v.feature_extractor, k=k, reason=v.reason,
+                            extra=extra | {"metric_source": v.source} | v.extra)
                 for k, vals in values.items() for v in vals]
 
 

@@ -35,7 +35,7 @@ class ReconstructionMetrics(Evaluation):
         values = evaluate_tokenizer(run.model, ds, build_metrics(self.metrics), self.batch_size, d,
                                     progress=self.progress)
         return [Measurement(v.name, v.value, v.higher_is_better, len(ds), v.protocol, v.feature_extractor,
-                            reason=v.reason, extra={"metric_source": v.source}) for v in values]
+                            reason=v.reason, extra={"metric_source": v.source} | v.extra) for v in values]
 
 
 def evaluate_and_record(checkpoint, store: ResultsStore, *, run_id: str | None, dataset: str | None,

@@ -104,7 +104,8 @@ class GenerationMetrics(Evaluation):
             # the evaluation's sampler; *_nocfg names say the pass ran it with cfg_scale 1
             row_extra = extra | sampler_record(self.sampler, self.seed, conditions)
             out += [Measurement(v.name + suffix, v.value, v.higher_is_better, self.n_samples, v.protocol,
-                                v.feature_extractor, reason=v.reason, extra=row_extra | {"metric_source": v.source})
+                                v.feature_extractor, reason=v.reason,
+                                extra=row_extra | {"metric_source": v.source} | v.extra)
                     for v in metric_values(metrics)]
         return out
 

@@ -133,6 +133,14 @@ def footnotes(df: pd.DataFrame) -> list[str]:
     for protocol in dict.fromkeys(long["protocol"]):
         where = "canonical (columns naming no protocol)" if protocol == CANONICAL else f"[{protocol}]"
         notes.append(f"{where}: {PROTOCOL_NOTES.get(protocol, 'see harness/evaluation/metrics')}.")
+    if spread_columns(wide_table(df)):
+        notes.append("±: the metric's own spread: KID's standard deviation over its 100 subsets, IS's over its "
+                     "10 splits (the *_std rows of the store).")
+    shrunk = sorted({int(e["kid_subset_size"]) for e in (row_extra(r) for _, r in long.iterrows())
+                     if e.get("kid_subset_shrunk")})
+    if shrunk:
+        notes.append(f"KID with N below its 1,000-image subsets: subsets of {', '.join(map(str, shrunk))} images, "
+                     "drawn from the same N images, so they overlap and the ± understates the uncertainty.")
     return notes
 
 
@@ -162,22 +170,45 @@ def _decimals(values: pd.Series) -> int:
     return min(6, max(0, 3 - math.floor(math.log10(magnitudes.median()))))
 
 
+def spread_columns(wide: pd.DataFrame) -> dict[str, str]:
+    """``{value column: its std column}``: a metric ``X_std`` (KID over its subsets, IS over its splits)
+    is shown as ``± std`` beside ``X`` of the same protocol instead of as a column of its own."""
+    columns = set(_metric_columns(wide))
+    pairs = {}
+    for c in columns:
+        name, rest = c.split(" ", 1)
+        if "_std" in name and (base := f"{name.replace('_std', '', 1)} {rest}") in columns:
+            pairs[base] = c
+    return pairs
+
+
 def _cells(wide: pd.DataFrame, missing: str, bold, escape=str) -> list[list[str]]:
-    """Display strings, the best value per metric column wrapped by ``bold``; key (text) cells go
-    through ``escape`` (numbers need none)."""
+    """Display strings, the best value per metric column wrapped by ``bold``, ``± std`` after a value
+    that has one (``spread_columns``, whose std columns are not shown); key (text) cells go through
+    ``escape`` (numbers need none)."""
+    spreads = spread_columns(wide)
     columns = {}
     for c in wide.columns:
+        if c in spreads.values():
+            continue
         if c not in KEY_COLUMNS:
             values = pd.to_numeric(wide[c], errors="coerce").astype(float)
             d = _decimals(values)
             shown = [None if not math.isfinite(v) else round(v, d) for v in values]
             present = [v for v in shown if v is not None]
             best = (max if c.endswith(UP) else min)(present) if len(present) >= 2 else None
-            columns[c] = [missing if v is None else bold(f"{v:.{d}f}") if v == best else f"{v:.{d}f}"
-                          for v in shown]
+            spread = (pd.to_numeric(wide[spreads[c]], errors="coerce").astype(float) if c in spreads
+                      else pd.Series(math.nan, index=wide.index))
+            columns[c] = [missing if v is None else (bold(f"{v:.{d}f}") if v == best else f"{v:.{d}f}")
+                          + (f" ± {sd:.{d}f}" if math.isfinite(sd) else "") for v, sd in zip(shown, spread)]
         else:
             columns[c] = [escape(_key_text(v)) for v in wide[c]]
     return [list(row) for row in zip(*columns.values())]
+
+
+def _shown_columns(wide: pd.DataFrame) -> list[str]:
+    hidden = set(spread_columns(wide).values())
+    return [c for c in wide.columns if c not in hidden]
 
 
 def _key_text(v) -> str:
@@ -214,8 +245,9 @@ def to_markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "no results yet\n"
     wide = _display(df)
-    head = "| " + " | ".join(md_escape(c) for c in wide.columns) + " |"
-    sep = "|" + "|".join("---" if c in KEY_COLUMNS else "---:" for c in wide.columns) + "|"
+    shown = _shown_columns(wide)
+    head = "| " + " | ".join(md_escape(c) for c in shown) + " |"
+    sep = "|" + "|".join("---" if c in KEY_COLUMNS else "---:" for c in shown) + "|"
     body = ["| " + " | ".join(row) + " |"
             for row in _cells(wide, _MISSING["md"], lambda s: f"**{s}**", md_escape)]
     return "\n".join([LEGEND, "", head, sep, *body, "", *map(_md_note, footnotes(df))]) + "\n"
@@ -244,10 +276,11 @@ def to_latex(df: pd.DataFrame) -> str:
     if df.empty:
         return "% no results yet\n"
     wide = _display(df)
+    shown = _shown_columns(wide)
     n_keys = len(wide.columns) - len(_metric_columns(wide))
     lines = [f"% {tex_escape(note)}" for note in [LEGEND, *footnotes(df)]]
-    lines += [r"\begin{tabular}{" + "l" * n_keys + "r" * (len(wide.columns) - n_keys) + "}", r"\toprule",
-              " & ".join(_tex_cell(c) for c in wide.columns) + r" \\", r"\midrule"]
+    lines += [r"\begin{tabular}{" + "l" * n_keys + "r" * (len(shown) - n_keys) + "}", r"\toprule",
+              " & ".join(_tex_cell(c) for c in shown) + r" \\", r"\midrule"]
     for row in _cells(wide, _MISSING["tex"], lambda s: r"\textbf{" + s + "}", _tex_cell):
         lines.append(" & ".join(row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]

@@ -136,6 +136,13 @@ def kid_from_features(features_1, features_2, *, subsets: int = KID_SUBSETS, sub
     return float(mmds.mean()), float(mmds.std())
 
 
+def kid_record(n1: int, n2: int, subset_size: int = KID_SUBSET_SIZE) -> dict:
+    """What a KID row records of its subsets: the size used, and whether N forced it below the
+    protocol's (then the subsets overlap heavily and the std understates the uncertainty)."""
+    used = min(subset_size, n1, n2)
+    return {"kid_subset_size": used, "kid_subset_shrunk": used < subset_size}
+
+
 # --------------------------------------------------------------- precision / recall
 def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None] - 2 * a @ b.T).clamp_min(0)
@@ -194,6 +201,8 @@ def generation_fidelity(sample_features: InceptionFeatures, reference_features: 
                         kid_subset_size: int = KID_SUBSET_SIZE, k: int = PRC_NEIGHBORHOOD,
                         is_splits: int = IS_SPLITS, seed: int = SEED) -> dict[str, tuple[float, str]]:
     """``{name: (value, reason)}`` for the wanted ``metrics`` of generated samples against a reference set
+    (KID and IS also give their standard deviation over subsets / splits, ``gkid_std`` and
+    ``inception_score_std``)
     (the training split: ``harness.evaluation.features.reference_features``), both from the same extractor. The
     reason is "" unless the value is NaN (IS without the Inception classifier)."""
     unknown = set(metrics) - set(GENERATION_METRICS)
@@ -204,14 +213,17 @@ def generation_fidelity(sample_features: InceptionFeatures, reference_features: 
     if "gfid" in metrics:
         out["gfid"] = (fid_from_features(r, s), "")
     if "gkid" in metrics:
-        out["gkid"] = (kid_from_features(s, r, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)[0], "")
+        mean, std = kid_from_features(s, r, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
+        out["gkid"], out["gkid_std"] = (mean, ""), (std, "")
     if "precision" in metrics or "recall" in metrics:
         precision, recall = precision_recall(r, s, k)
         out.update({m: (v, "") for m, v in (("precision", precision), ("recall", recall)) if m in metrics})
     if "inception_score" in metrics:
-        out["inception_score"] = ((inception_score(sample_features.logits, is_splits, seed)[0], "")
-                                  if sample_features.logits is not None
-                                  else (math.nan, classifier_unavailable_reason()))
+        if sample_features.logits is not None:
+            mean, std = inception_score(sample_features.logits, is_splits, seed)
+            out["inception_score"], out["inception_score_std"] = (mean, ""), (std, "")
+        else:
+            out["inception_score"] = out["inception_score_std"] = (math.nan, classifier_unavailable_reason())
     return out
 
 
@@ -306,12 +318,14 @@ class _InceptionMetric(Metric):
 class ReconstructionFID(_InceptionMetric):
     name = "rfid"
     requires = frozenset({"real", "reconstruction"})
-    higher_is_better = {"rfid": False, "rkid": False}
+    higher_is_better = {"rfid": False, "rkid": False, "rkid_std": False}
 
     def compute(self) -> dict[str, float]:
         real, recon = self.features("real").pool3, self.features("reconstruction").pool3
         # KID's subset draws: reconstructions as set 1, reals as set 2 (torch-fidelity's input1/input2)
-        return {"rfid": fid_from_features(real, recon), "rkid": kid_from_features(recon, real)[0]}
+        mean, std = kid_from_features(recon, real)
+        self.value_extra = dict.fromkeys(("rkid", "rkid_std"), kid_record(len(recon), len(real)))
+        return {"rfid": fid_from_features(real, recon), "rkid": mean, "rkid_std": std}
 
 
 @METRICS.register("precision-recall", description="precision and recall (k=3, Kynkaanniemi et al.) of "
@@ -332,14 +346,15 @@ class ReconstructionIS(_InceptionMetric):
     name = "inception-score"
     requires = frozenset({"reconstruction"})
     fields = ("reconstruction",)
-    higher_is_better = {"inception_score": True}
+    higher_is_better = {"inception_score": True, "inception_score_std": False}
 
     def compute(self) -> dict[str, float]:
         feats = self.features(self.fields[0])
         if feats.logits is None:
-            self.reasons["inception_score"] = classifier_unavailable_reason()
-            return {"inception_score": math.nan}
-        return {"inception_score": inception_score(feats.logits)[0]}
+            self.reasons = dict.fromkeys(self.higher_is_better, classifier_unavailable_reason())
+            return dict.fromkeys(self.higher_is_better, math.nan)
+        mean, std = inception_score(feats.logits)
+        return {"inception_score": mean, "inception_score_std": std}
 
 
 # --------------------------------------------------------------- generation metrics (samples vs a reference set)
@@ -357,7 +372,11 @@ class _GenerationMetric(_InceptionMetric):
     def compute(self) -> dict[str, float]:
         if self.reference is None:
             raise VQBenchError(f"metric {self.name!r} compares samples with reference images; none were given")
-        out = generation_fidelity(self.features("samples"), self.reference, tuple(self.higher_is_better))
+        samples = self.features("samples")
+        out = generation_fidelity(samples, self.reference, (self.name,))
+        out = {name: out[name] for name in self.higher_is_better}
+        if self.name == "gkid":
+            self.value_extra = dict.fromkeys(out, kid_record(len(samples.pool3), len(self.reference.pool3)))
         self.reasons = {name: reason for name, (_, reason) in out.items() if reason}
         return {name: value for name, (value, _) in out.items()}
 
@@ -371,7 +390,7 @@ class GenerationFID(_GenerationMetric):
 @METRICS.register("gkid", description="gKID (100 subsets of min(1000, N)) between samples and the reference split")
 class GenerationKID(_GenerationMetric):
     name = "gkid"
-    higher_is_better = {"gkid": False}
+    higher_is_better = {"gkid": False, "gkid_std": False}
 
 
 @METRICS.register("precision", description="precision (k=3, Kynkaanniemi et al.) of samples against the reference split")

@@ -1,0 +1,60 @@
+"""Uncertainty on the Inception metrics (issue #12 item 3, first part).
+
+Stated before running:
+- rKID, gKID and IS come with their own spread rows (rkid_std, gkid_std, inception_score_std): the
+  std over KID's subsets / IS's splits, equal to what kid_from_features / inception_score return;
+- a KID row records the subset size it used, and says when N forced it below the protocol's 1000;
+- tables show such a value as ``mean ± std`` and hide the std column; a shrunk KID gets a footnote.
+"""
+import pytest
+import torch
+
+from harness.core.contracts import EvalBatch
+from harness.core.results import make_rows
+from harness.evaluation import features as F
+from harness.evaluation.metrics.fidelity import inception_score, kid_from_features
+from harness.evaluation.pipeline import build_metrics, metric_values
+from harness.reporting.tables import footnotes, to_markdown, wide_table
+
+
+def _features(n, seed, shift=0.0):
+    g = torch.Generator().manual_seed(seed)
+    return F.InceptionFeatures(torch.randn(n, 64, generator=g) + shift, torch.randn(n, 1008, generator=g))
+
+
+def test_kid_and_is_report_their_spread_and_the_subset_size_they_used():
+    samples, reference = _features(40, 0), _features(50, 1, 0.3)
+    gkid, score = build_metrics(["gkid", "inception_score"])
+    gkid.reference = reference
+    memo = {(F.EXTRACTOR_NAME, "samples"): samples}
+    for m in (gkid, score):
+        m.update(EvalBatch(samples=torch.zeros(40, 1, 8, 8), image_ids=torch.arange(40), feature_memo=memo))
+    values = {v.name: v for v in metric_values([gkid, score])}
+    mean, std = kid_from_features(samples.pool3, reference.pool3)
+    assert values["gkid"].value == pytest.approx(mean) and values["gkid_std"].value == pytest.approx(std) and std > 0
+    assert values["gkid"].extra == {"kid_subset_size": 40, "kid_subset_shrunk": True} == values["gkid_std"].extra
+    is_mean, is_std = inception_score(samples.logits)
+    assert values["inception_score"].value == pytest.approx(is_mean)
+    assert values["inception_score_std"].value == pytest.approx(is_std) and is_std > 0
+
+
+def _generator_rows(run_id, gkid, gkid_std, n=150, shrunk=True):
+    run = {"run_id": run_id, "kind": "generator", "model": "ar", "preset": "ar-fmnist", "config_hash": "h",
+           "dataset": "fmnist", "split": "train", "resolution": 28, "seed": 0, "started_at": "t0"}
+    extra = {"kid_subset_size": n, "kid_subset_shrunk": shrunk}
+    return make_rows(run, {"gkid": gkid, "gkid_std": gkid_std, "gfid": 100.0},
+                     {"gkid": False, "gkid_std": False, "gfid": False}, "adm", n_images=n, extra=extra)
+
+
+def test_tables_show_mean_plus_minus_std_and_flag_a_shrunk_kid():
+    import pandas as pd
+    df = pd.DataFrame(_generator_rows("a", 0.1234, 0.0111) + _generator_rows("b", 0.2000, 0.0222))
+    md = to_markdown(df)
+    assert "**0.1234** ± 0.0111" in md and "| 0.2000 ± 0.0222 |" in md          # the best is bold, not its spread
+    header = md.splitlines()[2]
+    assert "gkid [adm]" in header and "gkid_std" not in header             # the spread is not its own column
+    assert "gkid_std [adm] ↓" in wide_table(df).columns                     # the CSV keeps it
+    notes = " ".join(footnotes(df))
+    assert "±: the metric's own spread" in notes and "subsets of 150 images" in notes
+    full = pd.DataFrame(_generator_rows("c", 0.1, 0.01, n=1000, shrunk=False))
+    assert "understates" not in " ".join(footnotes(full))
