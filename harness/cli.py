@@ -221,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="the new run folder")
     p.add_argument("--weights", default="model", choices=("model", "ema"),
                    help="which state dict of the file (LlamaGen's scripts load 'model')")
-    p.add_argument("--dataset", default="imagenet", help="the dataset the run evaluates on by default")
+    p.add_argument("--dataset", required=True,
+                   help="the dataset the run evaluates on by default, e.g. imagefolder:/data/imagenet (its "
+                        "val/ folder is LlamaGen's rFID split: --split val)")
 
     p = sub.add_parser("published", help="the numbers the seed papers publish (baselines/published.jsonl)",
                        description="List published numbers, one per line: model, paper and table, setting, "

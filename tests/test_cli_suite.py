@@ -49,7 +49,8 @@ def test_tiny_suite_runs_resumes_and_reports(tmp_path, capsys):
     assert all(r["n_images"] == 64 for r in evaluation + probe) and all(r["n_images"] == 32 for r in curve)
     assert sorted(json.loads(r["extra"])["k"] for r in curve) == [1, 2, 4, 8, 16, 32, 64]
     assert {r["metric"] for r in probe} >= {"probe_top1_k1", "probe_top1_all"}
-    assert {r["metric"] for r in gen} == {"gfid", "gkid", "gfid_nocfg", "gkid_nocfg"}
+    assert {r["metric"] for r in gen} == {"gfid", "gkid", "gkid_std", "gfid_nocfg", "gkid_nocfg", "gkid_std_nocfg"}
+    assert "± " in text                                    # gKID with its spread
     assert all(r["n_images"] == 16 and r["feature_extractor"] and json.loads(r["extra"])["sampler"]["cfg_scale"]
                == 2.0 for r in gen)
     assert "## Generators" in text and "gfid [adm] ↓" in text and "probe_top1_k1 ↑" in text

@@ -386,6 +386,6 @@ def test_ddp_rfid_equals_single_process(tmp_path, cli_env):
                            capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         results[label] = json.loads((tmp_path / f"{label}.json").read_text())
-    assert set(results["single"]) == {"rfid", "rkid", "precision", "recall"}
+    assert set(results["single"]) == {"rfid", "rkid", "rkid_std", "precision", "recall"}
     for k, v in results["single"].items():
         assert results["ddp"][k] == pytest.approx(v, rel=1e-6, abs=1e-9), k

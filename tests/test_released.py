@@ -80,16 +80,24 @@ def test_imported_weights_compute_what_llamagen_computes():
 
 
 def test_import_refuses_bad_files_in_one_line(tmp_path):
-    rc, _, err = run_main(["import", "llamagen-vq16", tmp_path / "absent.pt", "--out", tmp_path / "run"])
+    def imported(file, *more):
+        return run_main(["import", "llamagen-vq16", tmp_path / file, "--out", tmp_path / "run",
+                         "--dataset", "procedural", *more])
+    rc, _, err = imported("absent.pt")
     assert rc == 2 and "absent.pt does not exist" in err
     (tmp_path / "text.pt").write_text("not a checkpoint")
-    rc, _, err = run_main(["import", "llamagen-vq16", tmp_path / "text.pt", "--out", tmp_path / "run"])
+    rc, _, err = imported("text.pt")
     assert rc == 2 and "is not a PyTorch checkpoint vqbench can read safely" in err
+    (tmp_path / "empty.pt").write_bytes(b"")
+    rc, _, err = imported("empty.pt")
+    assert rc == 2 and err.count("\n") == 1 and "empty.pt is not a PyTorch checkpoint" in err
     torch.save({"model": {"encoder.conv_in.weight": torch.zeros(1)}}, tmp_path / "other.pt")
-    rc, _, err = run_main(["import", "llamagen-vq16", tmp_path / "other.pt", "--out", tmp_path / "run"])
+    rc, _, err = imported("other.pt")
     assert rc == 2 and "is not llamagen-vq16 (vq-f16-imagenet)" in err and "weights missing" in err
     rc, _, err = run_main(["import", "llamagen-vq16", tmp_path / "other.pt", "--out", tmp_path / "run",
-                           "--weights", "ema"])
+                           "--dataset", "imagenet"])
+    assert rc == 2 and "imagenet" in err and "unknown" in err.lower()
+    rc, _, err = imported("other.pt", "--weights", "ema")
     assert rc == 2 and "has no 'ema' state dict (dict entries: model)" in err
     assert not (tmp_path / "run").exists()
 
@@ -102,15 +110,44 @@ def test_a_full_size_import_is_a_run_that_eval_reads(tmp_path):
     g = torch.Generator().manual_seed(0)
     weights = {k: torch.randn(s, generator=g) * 0.02 for k, s in shapes.items()}
     torch.save({"model": weights, "args": argparse.Namespace(vq_model="VQ-16")}, tmp_path / "vq_ds16_c2i.pt")
-    rc, out, err = run_main(["import", "llamagen-vq16", tmp_path / "vq_ds16_c2i.pt", "--out", tmp_path / "run"])
+    rc, out, err = run_main(["import", "llamagen-vq16", tmp_path / "vq_ds16_c2i.pt", "--out", tmp_path / "run",
+                             "--dataset", "procedural"])
     assert rc == 0, err
     from harness.models.checkpoints import load_tokenizer
     model, state, _ = load_tokenizer(tmp_path / "run")
     assert state["imported_from"]["name"] == "llamagen-vq16" and state["preset"] == "vq-f16-imagenet"
     converted = RELEASED["llamagen-vq16"].convert(weights)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in converted.items())
-    rc, out, err = run_main(["eval", tmp_path / "run", "--results", tmp_path / "r.jsonl", "--dataset", "procedural",
+    rc, out, err = run_main(["eval", tmp_path / "run", "--results", tmp_path / "r.jsonl",
                              "--n-eval", "2", "--batch-size", "2", "--metrics", "psnr", "--device", "cpu"])
     assert rc == 0, err
-    rc, _, err = run_main(["import", "llamagen-vq16", tmp_path / "vq_ds16_c2i.pt", "--out", tmp_path / "run"])
+    rc, _, err = run_main(["import", "llamagen-vq16", tmp_path / "vq_ds16_c2i.pt", "--out", tmp_path / "run",
+                           "--dataset", "procedural"])
     assert rc == 2 and "already holds checkpoints" in err
+
+
+def test_right_bottom_padding_needs_a_divisible_resolution():
+    from harness.core.errors import VQBenchError
+    with pytest.raises(VQBenchError, match="divisible by 16"):
+        build_tokenizer("vq-f16-imagenet", {"resolution": "250"}, device="meta")
+
+
+def test_checkpoints_written_before_the_padding_option_load_with_symmetric_padding(tmp_path):
+    """A vq-f16-imagenet checkpoint whose model_config predates downsample_padding was trained with
+    padding on every side; it must not silently load with the preset's new right-bottom padding."""
+    from harness.core import checkpoint as ckpt
+    from harness.core.config import to_dict
+    from harness.models.checkpoints import load_tokenizer
+    from harness.models.nn import RightBottomPaddedConv
+    small = {"resolution": "32", "ch": "32", "ch_mult": "1,1,2", "z_channels": "32", "codebook_size": "64",
+             "downsample_padding": "symmetric"}
+    cfg, model = build_tokenizer("vq-f16-imagenet", small)
+    old_config = {k: v for k, v in to_dict(cfg).items() if k != "downsample_padding"}
+    state = {"kind": "tokenizer", "preset": "vq-f16-imagenet", "model_config": old_config,
+             "train_config": {"seed": 0}, "data": {"dataset": "procedural"}, "config_hash": "old", "step": 1}
+    ckpt.save(tmp_path / "checkpoints", 1, {f"model.{k}": v for k, v in model.state_dict().items()}, {}, state)
+    loaded, _, _ = load_tokenizer(tmp_path)
+    assert not any(isinstance(m, RightBottomPaddedConv) for m in loaded.modules())
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded(x).indices, model.eval()(x).indices)

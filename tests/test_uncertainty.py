@@ -58,3 +58,14 @@ def test_tables_show_mean_plus_minus_std_and_flag_a_shrunk_kid():
     assert "±: the metric's own spread" in notes and "subsets of 150 images" in notes
     full = pd.DataFrame(_generator_rows("c", 0.1, 0.01, n=1000, shrunk=False))
     assert "understates" not in " ".join(footnotes(full))
+
+
+def test_a_spread_pairs_with_its_value_whatever_their_directions():
+    """IS is higher-is-better and its std is not: they still pair (the arrow is not part of the match)."""
+    import pandas as pd
+    run = {"run_id": "r", "kind": "generator", "model": "ar", "preset": "ar-fmnist", "config_hash": "h",
+           "dataset": "fmnist", "split": "train", "resolution": 28, "seed": 0, "started_at": "t0"}
+    rows = make_rows(run, {"inception_score": 3.25, "inception_score_std": 0.5},
+                     {"inception_score": True, "inception_score_std": False}, "adm", n_images=150)
+    md = to_markdown(pd.DataFrame(rows))
+    assert "3.250 ± 0.500" in md and "inception_score_std" not in md.splitlines()[2]

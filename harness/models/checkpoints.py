@@ -5,6 +5,7 @@ its weights (the EMA copy when there is one) are loaded into it.
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -13,7 +14,7 @@ import torch
 from harness.core import checkpoint as ckpt
 from harness.core.contracts import Conditioning, Generator, Tokenizer
 from harness.core.errors import VQBenchError
-from harness.models.catalog import build_generator, build_tokenizer, load_all
+from harness.models.catalog import build_generator, build_tokenizer, load_all, tokenizer_config
 
 
 def state_part(weights: dict, prefix: str) -> dict:
@@ -48,6 +49,10 @@ def load_tokenizer(checkpoint: str | Path, device: torch.device | str = "cpu",
     load_all()
     overrides = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v)
                  for k, v in state["model_config"].items()}
+    # written before downsample_padding existed: every encoder then padded all sides (the LlamaGen presets
+    # have since switched to right-bottom, which would silently shift such a checkpoint's grid)
+    if "downsample_padding" in {f.name for f in fields(tokenizer_config(state["preset"]))}:
+        overrides.setdefault("downsample_padding", "symmetric")
     _, model = build_tokenizer(state["preset"], overrides)
     prefix = "ema." if use_ema and any(k.startswith("ema.") for k in weights) else "model."
     check_finite(path, weights, prefix)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.core.errors import VQBenchError
+
 
 def norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(groups, channels), channels, eps=1e-6)
@@ -136,8 +138,13 @@ class Decoder(nn.Module):
 def latent_side(resolution: int, ch_mult: tuple[int, ...], downsample_padding: DownsamplePadding = "symmetric") -> int:
     """Side of the encoder's output grid: stride-2 convs with padding 1 round up at every level, with
     right-bottom padding they round down."""
+    levels = len(ch_mult) - 1
+    if downsample_padding != "symmetric" and resolution % 2 ** levels:
+        # the encoder would drop the last rows, and the decoder's output could not be cropped back
+        raise VQBenchError(f"downsample_padding={downsample_padding} needs a resolution divisible by "
+                           f"{2 ** levels} ({levels} downsamplings), not {resolution}")
     side = resolution
-    for _ in range(len(ch_mult) - 1):
+    for _ in range(levels):
         side = (side + 1) // 2 if downsample_padding == "symmetric" else side // 2
     return side
 

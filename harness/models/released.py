@@ -10,7 +10,8 @@ writes a vqbench tokenizer run that `vqbench eval` and generator training read l
   ``post_quant_conv`` -> ``post_quant_proj``, ``quantize.embedding`` -> ``quantizer.embedding``;
   ``quantize.codebook_used`` (a training-time usage buffer) is dropped. Both presets downsample as
   LlamaGen does (right-bottom padding, ``harness.models.nn.RightBottomPaddedConv``) and look codes up
-  l2-normalised (``codebook_l2_norm``), so the imported model computes what LlamaGen's does.
+  l2-normalised (their ``l2_norm``, LlamaGen's ``codebook_l2_norm``), so the imported model computes
+  what LlamaGen's does.
   LlamaGen's scripts load ``checkpoint["model"]`` (its tokenizer demo prefers ``"ema"``): ``--weights``.
 
 Verified offline (tests/test_released.py): the full key and shape list of each released model (built
@@ -120,8 +121,9 @@ def read_released(path: Path, weights: str) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:                       # unpickling or format errors of many kinds
-        raise VQBenchError(f"{path} is not a PyTorch checkpoint vqbench can read safely ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:160]})") from None
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise VQBenchError(f"{path} is not a PyTorch checkpoint vqbench can read safely ({type(e).__name__}"
+                           + (f": {first})" if first else ")")) from None
     if not isinstance(data, dict):
         raise VQBenchError(f"{path} holds a {type(data).__name__}, not a checkpoint dict")
     if all(isinstance(v, torch.Tensor) for v in data.values()):
@@ -142,8 +144,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def import_released(name: str, path: Path, out_dir: Path, *, weights: str = "model",
-                    dataset: str = "imagenet") -> Path:
+def import_released(name: str, path: Path, out_dir: Path, *, weights: str, dataset: str) -> Path:
     """Write ``out_dir`` as a vqbench tokenizer run holding the released weights; returns its checkpoint."""
     from harness.core import checkpoint as ckpt
     from harness.core.config import to_dict
@@ -153,6 +154,8 @@ def import_released(name: str, path: Path, out_dir: Path, *, weights: str = "mod
         raise VQBenchError(f"unknown released tokenizer {name!r}; choose from {', '.join(RELEASED)}")
     if weights not in ("model", "ema"):
         raise VQBenchError(f"--weights {weights!r}: use model or ema")
+    from harness.core.registry import DATASETS
+    DATASETS.get(dataset.partition(":")[0])          # an unknown name fails here, naming the choices
     released = RELEASED[name]
     out_dir = Path(out_dir)
     if (out_dir / "checkpoints").exists():

@@ -86,9 +86,12 @@ def _labelled(df: pd.DataFrame) -> pd.DataFrame:
     labels = pd.Series("", index=df.index, dtype=object)
     # which facts went into the header (per row), so the footnotes leave them out
     df["n_split"] = df["fe_split"] = False
+    # a value and its spread (X, X_std) split their columns alike, so they stay a pair (spread_columns)
+    family = df["metric"].str.replace("_std", "", n=1, regex=False)
     for (metric, protocol, higher), group in df.groupby(["metric", "protocol", "higher_is_better"], sort=False):
-        split_n = group["n_images"].nunique(dropna=False) > 1
-        split_fe = group["feature_extractor"].nunique() > 1
+        kin = df[(family == family[group.index[0]]) & (df["protocol"] == protocol)]
+        split_n = kin["n_images"].nunique(dropna=False) > 1
+        split_fe = kin["feature_extractor"].nunique() > 1
         df.loc[group.index, ["n_split", "fe_split"]] = [split_n, split_fe]
         for i, r in group.iterrows():
             details = ((f"N={r['n_images']}",) if split_n else ()) + \
@@ -117,6 +120,8 @@ def footnotes(df: pd.DataFrame) -> list[str]:
     long = _labelled(df)
     shared = _shared_context(long)
     notes = ["Every row: " + ", ".join(f"{k} {v}" for k, v in shared.items()) + "."] if shared else []
+    hidden = set(spread_columns(wide_table(df)).values())      # shown as ± beside their values
+    long = long[~long["column"].isin(hidden)]
     columns = list(dict.fromkeys(long["column"]))
     for fact, split, title in (("n_images", "n_split", "N (images evaluated)"),
                                ("feature_extractor", "fe_split", "Features")):
@@ -173,16 +178,19 @@ def _decimals(values: pd.Series) -> int:
 def spread_columns(wide: pd.DataFrame) -> dict[str, str]:
     """``{value column: its std column}``: a metric ``X_std`` (KID over its subsets, IS over its splits)
     is shown as ``± std`` beside ``X`` of the same protocol instead of as a column of its own."""
-    columns = set(_metric_columns(wide))
+    def unarrowed(label: str) -> str:            # a spread's direction need not be its value's
+        return label.rsplit(" ", 1)[0]
+    by_label = {unarrowed(c): c for c in _metric_columns(wide)}
     pairs = {}
-    for c in columns:
-        name, rest = c.split(" ", 1)
-        if "_std" in name and (base := f"{name.replace('_std', '', 1)} {rest}") in columns:
+    for label, c in by_label.items():
+        name, _, rest = label.partition(" ")
+        base = by_label.get(f"{name.replace('_std', '', 1)} {rest}".strip())
+        if "_std" in name and base is not None and base != c:
             pairs[base] = c
     return pairs
 
 
-def _cells(wide: pd.DataFrame, missing: str, bold, escape=str) -> list[list[str]]:
+def _cells(wide: pd.DataFrame, missing: str, bold, escape=str, pm: str = "±") -> list[list[str]]:
     """Display strings, the best value per metric column wrapped by ``bold``, ``± std`` after a value
     that has one (``spread_columns``, whose std columns are not shown); key (text) cells go through
     ``escape`` (numbers need none)."""
@@ -200,7 +208,7 @@ def _cells(wide: pd.DataFrame, missing: str, bold, escape=str) -> list[list[str]
             spread = (pd.to_numeric(wide[spreads[c]], errors="coerce").astype(float) if c in spreads
                       else pd.Series(math.nan, index=wide.index))
             columns[c] = [missing if v is None else (bold(f"{v:.{d}f}") if v == best else f"{v:.{d}f}")
-                          + (f" ± {sd:.{d}f}" if math.isfinite(sd) else "") for v, sd in zip(shown, spread)]
+                          + (f" {pm} {sd:.{d}f}" if math.isfinite(sd) else "") for v, sd in zip(shown, spread)]
         else:
             columns[c] = [escape(_key_text(v)) for v in wide[c]]
     return [list(row) for row in zip(*columns.values())]
@@ -281,7 +289,7 @@ def to_latex(df: pd.DataFrame) -> str:
     lines = [f"% {tex_escape(note)}" for note in [LEGEND, *footnotes(df)]]
     lines += [r"\begin{tabular}{" + "l" * n_keys + "r" * (len(shown) - n_keys) + "}", r"\toprule",
               " & ".join(_tex_cell(c) for c in shown) + r" \\", r"\midrule"]
-    for row in _cells(wide, _MISSING["tex"], lambda s: r"\textbf{" + s + "}", _tex_cell):
+    for row in _cells(wide, _MISSING["tex"], lambda s: r"\textbf{" + s + "}", _tex_cell, pm=r"$\pm$"):
         lines.append(" & ".join(row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

@@ -44,6 +44,10 @@ class _LPIPSMetric(Metric):
         self.total = self.total + d.double().sum().cpu()
         self.count = self.count + d.numel()
 
+    def reset(self) -> None:
+        super().reset()
+        self.__dict__.pop("protocol", None)          # back to the class's canonical until images are seen
+
     def compute(self) -> dict[str, float]:
         if int(self.count) == 0:
             raise VQBenchError(f"metric {self.name!r} saw no images")
