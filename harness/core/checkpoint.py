@@ -122,10 +122,10 @@ def save_sharded(ckpt_root: Path, step: int, tree: dict, state: dict) -> Path:
     worked. The folder must be on a file system every process sees (one machine's disk, or a shared
     one across nodes)."""
     import torch.distributed.checkpoint as dcp
-    from harness.core.distributed import in_process_group, is_main_process
+    from harness.core.distributed import in_process_group, is_main_process, on_main_then_all
     main = is_main_process()
     tmp, final = _paths(ckpt_root, step)
-    _together(lambda: _begin(ckpt_root, step), main, f"cannot prepare the checkpoint folder {tmp}")
+    on_main_then_all(lambda: _begin(ckpt_root, step), main, f"cannot prepare the checkpoint folder {tmp}")
     _dcp(lambda: dcp.save(tree, checkpoint_id=tmp / SHARDED_DIR, no_dist=not in_process_group()),
          f"writing the sharded checkpoint {tmp} failed ({{error}}); free space or fix the run folder, then "
          "resume from the last checkpoint")
@@ -134,7 +134,7 @@ def save_sharded(ckpt_root: Path, step: int, tree: dict, state: dict) -> Path:
         files = {f"{SHARDED_DIR}/{f.name}": file_sha256(f) for f in sorted((tmp / SHARDED_DIR).iterdir())}
         _commit(ckpt_root, tmp, final, {**state, "format": SHARDED_FORMAT, "files": files})
     # the agreement ends the save on every process together: none reads ``latest`` before it names this one
-    _together(commit, main, f"cannot finish the checkpoint {final}")
+    on_main_then_all(commit, main, f"cannot finish the checkpoint {final}")
     return final
 
 
@@ -148,20 +148,6 @@ def _dcp(call, failure: str):
             return call()
     except _checkpoint_errors() as e:
         raise VQBenchError(failure.replace("{error}", _first_line(e))) from None   # paths may hold braces
-
-
-def _together(work, main: bool, what: str) -> None:
-    """Run ``work`` on the main process; every process raises if it failed there (none is left waiting
-    in a collective for a process that stopped)."""
-    from harness.core.distributed import all_true
-    failure = None
-    if main:
-        try:
-            work()
-        except (OSError, VQBenchError) as e:
-            failure = e if isinstance(e, VQBenchError) else VQBenchError(f"{what} ({error_text(e)})")
-    if not all_true(failure is None):
-        raise failure or VQBenchError(f"{what} on the main process (its error says why)")
 
 
 def _checkpoint_errors() -> tuple[type[BaseException], ...]:
@@ -272,9 +258,9 @@ def load_sharded(path: Path, make_tree) -> dict:
     ``sharded_listing`` and filled in place from the checkpoint. Collective when several processes run:
     the main process verifies the files, then all read."""
     import torch.distributed.checkpoint as dcp
-    from harness.core.distributed import in_process_group, is_main_process
+    from harness.core.distributed import in_process_group, is_main_process, on_main_then_all
     path = Path(path)
-    _together(lambda: _verify_sharded(path, load_state(path)), is_main_process(),
+    on_main_then_all(lambda: _verify_sharded(path, load_state(path)), is_main_process(),
               f"cannot verify the checkpoint {path}")
     tree = make_tree(sharded_listing(path))
     _dcp(lambda: dcp.load(tree, checkpoint_id=path / SHARDED_DIR, no_dist=not in_process_group()),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from harness.core.errors import VQBenchError
+from harness.core.errors import VQBenchError, error_text
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,21 @@ def barrier(d: Dist | None = None) -> None:
     """Wait for every process of the running group (one process: return at once)."""
     if d.enabled if d is not None else is_multi_process():
         dist.barrier()
+
+
+def on_main_then_all(work, main: bool, what: str, d: Dist | None = None):
+    """Run ``work`` on the main process and return its result there (None on the others); if it failed,
+    every process raises (none is left waiting in a collective for a process that stopped). ``d`` None:
+    the running process group, if any."""
+    failure = result = None
+    if main:
+        try:
+            result = work()
+        except (OSError, VQBenchError) as e:
+            failure = e if isinstance(e, VQBenchError) else VQBenchError(f"{what} ({error_text(e)})")
+    if not all_true(failure is None, d):
+        raise failure or VQBenchError(f"{what} on the main process (its error says why)")
+    return result
 
 
 def all_true(flag: bool, d: Dist | None = None) -> bool:

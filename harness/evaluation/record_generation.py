@@ -127,17 +127,12 @@ def evaluate_generator_and_record(checkpoint, store: ResultsStore, *, run_id: st
 def _shared_classifier(dataset: str, run: LoadedRun, d: Dist):
     """The dataset's prompt classifier: rank 0 trains and caches it, the other ranks then read it (an
     error on rank 0 stops every rank)."""
-    from harness.core.distributed import all_true
+    from harness.core.distributed import on_main_then_all
     from harness.evaluation.classifier import prompt_classifier
-    classifier = error = None
-    if d.is_main:
-        try:
-            classifier = prompt_classifier(dataset, run.resolution, run.channels, device=d.device)
-        except VQBenchError as e:
-            error = e
-    if not all_true(error is None, d):
-        raise error or VQBenchError(f"rank 0 could not build the prompt classifier of {dataset} (its error is above)")
-    return classifier or prompt_classifier(dataset, run.resolution, run.channels, device=d.device)
+    def build():
+        return prompt_classifier(dataset, run.resolution, run.channels, device=d.device)
+    return (on_main_then_all(build, d.is_main, f"cannot build the prompt classifier of {dataset}", d)
+            or build())
 
 
 def generation_conditions(state: dict, dataset: str, split: str, n: int, device) -> SampleConditions:

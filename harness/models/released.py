@@ -22,7 +22,6 @@ LlamaGen's code, stored in tests/data). Only a run on the real weights can show 
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,19 +135,12 @@ def read_released(path: Path, weights: str) -> dict[str, torch.Tensor]:
     return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def import_released(name: str, path: Path, out_dir: Path, *, weights: str, dataset: str) -> Path:
     """Write ``out_dir`` as a vqbench tokenizer run holding the released weights; returns its checkpoint."""
     from harness.core import checkpoint as ckpt
     from harness.core.config import to_dict
     from harness.core.results import package_versions
+    from harness.core.weights import file_sha256
     from harness.models.catalog import build_tokenizer, load_all
     if name not in RELEASED:
         raise VQBenchError(f"unknown released tokenizer {name!r}; choose from {', '.join(RELEASED)}")

@@ -120,7 +120,8 @@ def footnotes(df: pd.DataFrame) -> list[str]:
     long = _labelled(df)
     shared = _shared_context(long)
     notes = ["Every row: " + ", ".join(f"{k} {v}" for k, v in shared.items()) + "."] if shared else []
-    hidden = set(spread_columns(wide_table(df)).values())      # shown as ± beside their values
+    spreads = spread_columns(wide_table(df))
+    hidden = set(spreads.values())                              # shown as ± beside their values
     long = long[~long["column"].isin(hidden)]
     columns = list(dict.fromkeys(long["column"]))
     for fact, split, title in (("n_images", "n_split", "N (images evaluated)"),
@@ -138,7 +139,7 @@ def footnotes(df: pd.DataFrame) -> list[str]:
     for protocol in dict.fromkeys(long["protocol"]):
         where = "canonical (columns naming no protocol)" if protocol == CANONICAL else f"[{protocol}]"
         notes.append(f"{where}: {PROTOCOL_NOTES.get(protocol, 'see harness/evaluation/metrics')}.")
-    if spread_columns(wide_table(df)):
+    if spreads:
         notes.append("±: the metric's own spread: KID's standard deviation over its 100 subsets, IS's over its "
                      "10 splits (the *_std rows of the store).")
     shrunk = sorted({int(e["kid_subset_size"]) for e in (row_extra(r) for _, r in long.iterrows())

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from harness.core.contracts import Conditioning
-from harness.core.distributed import Dist, all_true
+from harness.core.distributed import Dist, all_true, on_main_then_all
 from harness.core.errors import VQBenchError, error_text
 from harness.core.io import write_atomic
 from harness.data.datasets import open_dataset
@@ -80,14 +80,8 @@ def caption_conditions(dataset: str, n: int | None, encoder: str, mode: str, cac
     fresh = _read(cache, encoder, mode, digest) if cache.exists() else None
     if all_true(fresh is not None, d):
         return fresh
-    error = None
-    if d.is_main:
-        try:
-            _embed_and_write(captions, encoder, mode, digest, cache, d)
-        except VQBenchError as e:          # every rank stops, not only rank 0 (the others would wait)
-            error = e
-    if not all_true(error is None, d):
-        raise error or VQBenchError("rank 0 could not embed the captions (its error is printed above)")
+    on_main_then_all(lambda: _embed_and_write(captions, encoder, mode, digest, cache, d), d.is_main,
+                     f"cannot embed the captions of {dataset} into {cache}", d)
     out = _read(cache, encoder, mode, digest)
     if out is None:
         raise VQBenchError(f"text cache {cache} was just written but does not match its captions; delete it")

@@ -22,7 +22,7 @@ from PIL import Image
 
 from harness.core.contracts import SamplerConfig
 from harness.core import checkpoint as ckpt
-from harness.core.distributed import all_true, collective_device, setup, shard_batches
+from harness.core.distributed import collective_device, on_main_then_all, setup, shard_batches
 from harness.core.errors import VQBenchError
 from harness.core.io import write_atomic
 from harness.evaluation.generate import batch_seed, prompted, to_uint8_hwc
@@ -93,20 +93,13 @@ def generate_geneval_samples(checkpoint, out_dir: Path, *, metadata: Path | None
                 "step": state["step"], "sampler": dataclasses.asdict(sampler), "seed": seed,
                 "prompts_per_batch": prompts_per_batch, "images_per_prompt": images_per_prompt,
                 "prompt_set": prompt_set_id(records)}
-    error = None
-    if d.is_main:
-        try:
-            _claim_folder(out_dir, manifest)
-        except VQBenchError as e:          # every rank stops, not only rank 0
-            error = e
-    if not all_true(error is None, d):
-        raise error or VQBenchError(f"rank 0 refused {out_dir} (its error is printed above)")
-    missing = [p for p in range(len(records)) if not _complete(out_dir, p, records[p], images_per_prompt)]
+    on_main_then_all(lambda: _claim_folder(out_dir, manifest), d.is_main, f"cannot use {out_dir}", d)
+    missing = {p for p in range(len(records)) if not _complete(out_dir, p, records[p], images_per_prompt)}
     # every prompt embedded once (a chunk's rows are sliced from it)
     conditions = prompted([r["prompt"] for r in records], text, "GenEval prompts", device=d.device) if missing else None
     written = skipped = 0
     for chunk in shard_batches(len(records), prompts_per_batch, d):
-        todo = [p for p in chunk if not _complete(out_dir, p, records[p], images_per_prompt)]
+        todo = [p for p in chunk if p in missing]
         skipped += len(chunk) - len(todo)
         if not todo:
             continue
