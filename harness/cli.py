@@ -12,7 +12,7 @@ from harness.core.arguments import (Parser, finite_float, non_negative_float, no
                                     positive_int, probability)
 from harness.core.errors import VQBenchError
 
-LIST_KINDS = ("tokenizers", "generators", "metrics", "evaluations", "datasets", "suites", "text-encoders")
+LIST_KINDS = ("tokenizers", "generators", "metrics", "evaluations", "protocols", "datasets", "suites", "text-encoders")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -28,6 +28,13 @@ def _add_checkpoint_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=250)
     p.add_argument("--run-id", default=None, help="row label (default: the checkpoint's run folder name)")
     _add_device(p)
+
+
+def _add_protocol(p: argparse.ArgumentParser) -> None:
+    from harness.core.registry import DEFAULT_PROTOCOL
+    p.add_argument("--protocol", default=DEFAULT_PROTOCOL,
+                   help=f"evaluation protocol of the Inception metrics (FID, KID, IS, precision/recall, sFID); "
+                        f"default {DEFAULT_PROTOCOL} (`vqbench list protocols`)")
 
 
 def _add_sampler(p: argparse.ArgumentParser) -> None:
@@ -116,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "codebook_usage,unique_ratio)")
     p.add_argument("--n-samples", type=positive_int, default=1000, help="generators: samples to draw (class-balanced)")
     p.add_argument("--npz", type=Path, default=None, help="generators: also save the samples as ADM .npz")
+    p.add_argument("--reference", type=Path, default=None,
+                   help="generators, --protocol adm: an ADM reference batch (.npz: arr_0 images, optional "
+                        "mu/sigma/mu_s/sigma_s) instead of the training split's images")
+    _add_protocol(p)
     _add_sampler(p)
 
     p = sub.add_parser("sample", help="draw samples from a generator (class-balanced, or from prompts) into an "
@@ -157,6 +168,37 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every training and evaluation of SUITE, resumably, and render its tables.")
     p.add_argument("suite", help="suite name (`vqbench list suites`)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<suite>)")
+    p.add_argument("--protocol", default=None,
+                   help="evaluate the suite's Inception metrics under this protocol instead of the suite's own "
+                        "(metrics it does not define are left out; `vqbench list protocols`)")
+    _add_device(p)
+
+    p = sub.add_parser("eval-samples", help="score a samples .npz against an ADM reference batch or a dataset split",
+                       description="The ADM evaluator's use: FID, sFID, IS, precision and recall (those the protocol "
+                                   "defines) of SAMPLES (.npz, arr_0: N x H x W x 3 uint8) against --reference "
+                                   "(an ADM .npz) or the images of --dataset/--split. Prints one line per value.")
+    p.add_argument("samples", type=Path, help="samples .npz (`vqbench sample` writes one)")
+    p.add_argument("--reference", type=Path, default=None, help="ADM reference batch (.npz)")
+    p.add_argument("--dataset", default=None, help="or: the reference images of this dataset")
+    p.add_argument("--split", default="train", help="the dataset's split (default: train)")
+    p.add_argument("--n-reference", type=positive_int, default=None, help="first N images of the split (default: all)")
+    p.add_argument("--metrics", default=None, help="comma-separated (default: all the protocol defines)")
+    p.add_argument("--protocol", default="adm", help="evaluation protocol (default: adm; `vqbench list protocols`)")
+    _add_device(p)
+
+    p = sub.add_parser("reference", help="ADM reference batches: `reference build` writes one from a dataset split",
+                       description="Reference batches in the ADM evaluator's .npz format.")
+    rsub = p.add_subparsers(dest="reference_command", required=True, metavar="COMMAND", parser_class=Parser)
+    r = rsub.add_parser("build", help="write an ADM reference batch (.npz) of a dataset split",
+                        description="arr_0: the split's first --n-images images (uint8, grey as RGB); mu/sigma and "
+                                    "mu_s/sigma_s: pool3 and sFID-spatial statistics of its first --n-stats images, "
+                                    "computed as --protocol adm computes features.")
+    r.add_argument("dataset", help="dataset name or imagefolder:<path> (`vqbench list datasets`)")
+    r.add_argument("--split", default="train")
+    r.add_argument("--out", type=Path, required=True, help="the .npz to write")
+    r.add_argument("--n-images", type=positive_int, default=None, help="images stored (default: min(10000, split size))")
+    r.add_argument("--n-stats", type=positive_int, default=None, help="images behind the statistics (default: all)")
+    r.add_argument("--resolution", type=positive_int, default=None, help="default: the dataset's own")
     _add_device(p)
 
     p = sub.add_parser("analyze", help="token-sequence analyses (VCQ schedules, entropy-cliff bounds)",
@@ -372,22 +414,29 @@ def cmd_eval(args) -> int:
     from harness.evaluation.record import evaluate_and_record
     from harness.core.results import ResultsStore
     from harness.evaluation.metrics.fidelity import GENERATION_METRICS
+    from harness.evaluation.protocols import get_protocol, protocol_metrics
     from harness.suites import TOKENIZER_METRICS
+    get_protocol(args.protocol)
     ResultsStore(args.results).check_writable()
     if ckpt.load_state(ckpt.resolve(args.checkpoint)).get("kind") == "generator":
         from harness.evaluation.record_generation import evaluate_generator_and_record
-        metrics = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else GENERATION_METRICS
+        metrics = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else protocol_metrics(
+            (*GENERATION_METRICS, "sfid"), args.protocol)
         rows = evaluate_generator_and_record(
             args.checkpoint, ResultsStore(args.results), run_id=args.run_id or ckpt.run_name(args.checkpoint),
             sampler=_sampler(args), n_samples=args.n_samples, metrics=metrics, batch_size=args.batch_size,
-            seed=args.seed, device=args.device, npz=args.npz, progress=not args.quiet)
+            seed=args.seed, device=args.device, npz=args.npz, progress=not args.quiet, protocol=args.protocol,
+            reference=args.reference)
         _print_rows(rows)
         return 0
+    if args.reference is not None:
+        raise VQBenchError(f"--reference {args.reference}: reference batches are for generator checkpoints; "
+                           "a tokenizer is compared with its own split's images")
     metrics = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else TOKENIZER_METRICS
     rows = evaluate_and_record(args.checkpoint, ResultsStore(args.results), run_id=args.run_id,
                                dataset=args.dataset, split=args.split, n_eval=args.n_eval,
                                metrics=metrics, batch_size=args.batch_size, device=args.device,
-                               progress=not args.quiet)
+                               progress=not args.quiet, protocol=args.protocol)
     _print_rows(rows)
     return 0
 
@@ -396,6 +445,31 @@ def _print_rows(rows) -> None:
     for r in rows:
         name = r["metric"] if r["protocol"] == "canonical" else f"{r['metric']} [{r['protocol']}]"
         print(f"{name:<32} {r['value']:.6g}")
+
+
+def cmd_eval_samples(args) -> int:
+    from harness.evaluation.reference import evaluate_npz
+    metrics = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else None
+    values = evaluate_npz(args.samples, protocol=args.protocol, reference=args.reference, dataset=args.dataset,
+                          split=args.split, n_reference=args.n_reference, metrics=metrics,
+                          device=_device(args.device))
+    for name, (value, reason) in values.items():
+        print(f"{name + ' [' + args.protocol + ']':<40} {value:.6g}" + (f"  ({reason})" if reason else ""))
+    return 0
+
+
+def cmd_reference(args) -> int:
+    from harness.evaluation.reference import build_reference
+    n_images, n_stats = build_reference(args.dataset, args.split, args.out, n_images=args.n_images,
+                                        n_stats=args.n_stats, resolution=args.resolution,
+                                        device=_device(args.device), progress=not args.quiet)
+    print(f"{args.out}: {n_images} images of {args.dataset}/{args.split}, statistics of {n_stats}")
+    return 0
+
+
+def _device(name: str) -> str:
+    from harness.core.distributed import setup
+    return str(setup(name).device)
 
 
 def cmd_sample(args) -> int:
@@ -452,7 +526,7 @@ def cmd_probe(args) -> int:
 def cmd_run(args) -> int:
     from harness.suites import run_suite
     out = args.out or Path("reports") / args.suite
-    table = run_suite(args.suite, out, device=args.device, progress=not args.quiet)
+    table = run_suite(args.suite, out, device=args.device, progress=not args.quiet, protocol=args.protocol)
     if table is not None:
         print(Path(table).read_text())
         print(f"tables and results written to {out}")
@@ -596,7 +670,8 @@ def cmd_geneval_prompts(args) -> int:
 COMMANDS = {"analyze": cmd_analyze, "consolidate": cmd_consolidate, "list": cmd_list, "params": cmd_params, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
             "progressive": cmd_progressive, "probe": cmd_probe,
             "run": cmd_run, "report": cmd_report, "geneval-prompts": cmd_geneval_prompts, "geneval": cmd_geneval,
-            "published": cmd_published, "import": cmd_import}
+            "published": cmd_published, "import": cmd_import, "eval-samples": cmd_eval_samples,
+            "reference": cmd_reference}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,6 +21,7 @@ from harness.evaluation.entropy import EntropyCurve
 from harness.evaluation.probe import LinearProbes
 from harness.evaluation.progressive import ProgressiveCurves
 from harness.evaluation.record import ReconstructionMetrics
+from harness.evaluation.protocols import follows_protocol, get_protocol, protocol_metrics
 from harness.evaluation.record_generation import GenerationMetrics
 from harness.evaluation.recording import Evaluation, load_run, record
 
@@ -154,17 +155,31 @@ register_suite(Suite(
     + (TEXT_TO_IMAGE_RUN,)))
 
 
-def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool = True) -> Path | None:
+def under_protocol(evaluation: Evaluation, protocol: str | None) -> Evaluation | None:
+    """``evaluation`` with its Inception metrics under ``protocol`` (None: unchanged), without the metrics
+    the protocol does not define; None when none is left."""
+    if protocol is None or not any(f.name == "protocol" for f in dataclasses.fields(evaluation)) \
+            or not follows_protocol(evaluation.metrics):
+        return evaluation
+    metrics = protocol_metrics(evaluation.metrics, protocol)
+    return dataclasses.replace(evaluation, metrics=metrics, protocol=protocol) if metrics else None
+
+
+def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool = True,
+              protocol: str | None = None) -> Path | None:
     """Train and evaluate every run of suite ``name`` into ``out_dir``; returns the Markdown table path.
 
     Each trained run is loaded once and its evaluations recorded by the one pipeline
-    (harness.evaluation.recording): already stored rows are not recomputed."""
+    (harness.evaluation.recording): already stored rows are not recomputed. ``protocol`` evaluates the
+    Inception metrics under that protocol instead of the suite's own, leaving out those it does not define."""
     from harness.reporting.figures import render_figures
     from harness.reporting.tables import render
     from harness.training.train_generator import train_generator
     from harness.training.train_tokenizer import train_tokenizer
 
     suite = SUITES.get(name)
+    if protocol is not None:
+        get_protocol(protocol)
     d = setup(device)
     out_dir = Path(out_dir)
     store = ResultsStore(out_dir / "results.jsonl")
@@ -175,7 +190,9 @@ def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool 
         barrier(d)
         with stages("load checkpoints"):
             run = load_run(final, d.device, f"{suite.name}/{label}")
-        for e in evaluations:
+        for e in (under_protocol(e, protocol) for e in evaluations):
+            if e is None:
+                continue
             with stages(f"evaluate: {e.name}"):
                 record(run, [_in_folder(e, out_dir, label)], store, d)
         barrier(d)

@@ -53,7 +53,7 @@ def test_tiny_suite_runs_resumes_and_reports(tmp_path, capsys):
     assert "± " in text                                    # gKID with its spread
     assert all(r["n_images"] == 16 and r["feature_extractor"] and json.loads(r["extra"])["sampler"]["cfg_scale"]
                == 2.0 for r in gen)
-    assert "## Generators" in text and "gfid [adm] ↓" in text and "probe_top1_k1 ↑" in text
+    assert "## Generators" in text and "gfid [torch-fidelity] ↓" in text and "probe_top1_k1 ↑" in text
     assert (tmp_path / "samples" / "ar-tiny@vq-tiny.npz").exists()
     assert (tmp_path / "results_curves.csv").exists() and (tmp_path / "results_progressive.png").exists()
     assert (tmp_path / "results_entropy.png").exists()

@@ -344,7 +344,7 @@ def test_walkthrough_a_new_generator(add_plugin, vq_tiny_run, tmp_path, capsys):
     assert {r["kind"] for r in rows} == {"generator"} and {r["model"] for r in rows} == {"bigram"}
 
     table = reported(capsys, results, tmp_path / "report")
-    assert "mine-gen-tiny" in table and "gfid [adm] ↓" in table
+    assert "mine-gen-tiny" in table and "gfid [torch-fidelity] ↓" in table
 
 
 def test_walkthrough_a_new_dataset(add_plugin, tmp_path, capsys):

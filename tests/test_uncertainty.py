@@ -26,7 +26,7 @@ def test_kid_and_is_report_their_spread_and_the_subset_size_they_used():
     samples, reference = _features(40, 0), _features(50, 1, 0.3)
     gkid, score = build_metrics(["gkid", "inception_score"])
     gkid.reference = reference
-    memo = {(F.EXTRACTOR_NAME, "samples"): samples}
+    memo = {(F.EXTRACTOR_NAME, F.DEFAULT_INPUT, "samples"): samples}
     for m in (gkid, score):
         m.update(EvalBatch(samples=torch.zeros(40, 1, 8, 8), image_ids=torch.arange(40), feature_memo=memo))
     values = {v.name: v for v in metric_values([gkid, score])}
@@ -55,7 +55,7 @@ def test_tables_show_mean_plus_minus_std_and_flag_a_shrunk_kid():
     assert "gkid [adm]" in header and "gkid_std" not in header             # the spread is not its own column
     assert "gkid_std [adm] ↓" in wide_table(df).columns                     # the CSV keeps it
     notes = " ".join(footnotes(df))
-    assert "±: the metric's own spread" in notes and "subsets of 150 images" in notes
+    assert "± after KID or IS: the metric's own spread" in notes and "subsets of 150 images" in notes
     full = pd.DataFrame(_generator_rows("c", 0.1, 0.01, n=1000, shrunk=False))
     assert "understates" not in " ".join(footnotes(full))
 

@@ -247,6 +247,7 @@ class Metric:
     higher_is_better: ClassVar[dict[str, bool]] = {}   # per emitted value name
     protocol: ClassVar[str] = "canonical"
     feature_extractor: ClassVar[str] = ""              # the FEATURE_EXTRACTORS name the values rest on
+    uses_protocol: ClassVar[bool] = False              # its values follow the evaluation protocol (set_protocol)
 
     def __init__(self):
         self._states: dict[str, torch.Tensor] = {}
@@ -274,6 +275,16 @@ class Metric:
     @classmethod
     def outputs(cls, layout: TokenLayout | None) -> tuple[str, ...]:
         """The value names ``compute`` returns on runs of this token layout (what a pipeline expects)."""
+        return tuple(cls.higher_is_better)
+
+    def set_protocol(self, protocol) -> None:
+        """Metrics with ``uses_protocol``: compute under evaluation ``protocol``
+        (harness.evaluation.protocols.FidelityProtocol) and tag the rows with its name."""
+        raise NotImplementedError(f"{type(self).__name__} does not follow an evaluation protocol")
+
+    @classmethod
+    def protocol_outputs(cls, protocol) -> tuple[str, ...]:
+        """Metrics with ``uses_protocol``: the value names ``compute`` returns under ``protocol``."""
         return tuple(cls.higher_is_better)
 
     def reset(self) -> None:

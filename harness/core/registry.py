@@ -149,6 +149,13 @@ class EvaluationInfo(Info):
     run_kind: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class ProtocolInfo(Info):
+    """An evaluation protocol of the Inception metrics (harness.evaluation.protocols.FidelityProtocol);
+    ``reproduces`` names the evaluator and the paper columns it reproduces."""
+    reproduces: str
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -253,10 +260,12 @@ SUITES = Registry("suite", SuiteInfo)
 FEATURE_EXTRACTORS = Registry("feature extractor", FeatureExtractorInfo)
 TEXT_ENCODERS = Registry("text encoder", TextEncoderInfo)
 EVALUATIONS = Registry("evaluation", EvaluationInfo)
+PROTOCOLS = Registry("protocol", ProtocolInfo)
+DEFAULT_PROTOCOL = "torch-fidelity"        # the evaluation protocol Inception metrics follow unless told
 
 ALL = {"tokenizers": TOKENIZERS, "generators": GENERATORS, "metrics": METRICS,
        "datasets": DATASETS, "suites": SUITES, "feature-extractors": FEATURE_EXTRACTORS,
-       "text-encoders": TEXT_ENCODERS, "evaluations": EVALUATIONS}
+       "text-encoders": TEXT_ENCODERS, "evaluations": EVALUATIONS, "protocols": PROTOCOLS}
 
 
 def check_generator_layout(family: str, layout) -> None:

@@ -89,6 +89,10 @@ EXTRA_SCHEMA = {
     "kid_subset_shrunk": "KID: true when N forced the subsets below 1000 images (they overlap; the std understates)",
     "generated_by": "geneval: what `vqbench geneval generate` recorded of the samples (checkpoint, sampler, seed)",
     "distinct_prompts": "generation (text-conditioned): the number of distinct prompts sampled",
+    "stderr": "bootstrap standard error of the value over redrawn evaluation images (harness.evaluation.metrics.bootstrap)",
+    "ci95": "bootstrap 95 % percentile interval [low, high] of the value",
+    "bootstrap_resamples": "number of bootstrap draws behind stderr and ci95",
+    "bootstrap_seed": "seed of the bootstrap draws",
 }
 
 

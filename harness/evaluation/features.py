@@ -18,7 +18,8 @@ Input protocol (torch-fidelity's, which is the TF graph's own): images in [-1, 1
 (1 channel repeated to 3), quantized to uint8 as saved images are (``round((x + 1) * 127.5)``),
 resized to 299 x 299 with TensorFlow 1.x bilinear resampling (``align_corners=False`` without half-pixel
 centers: source coordinate ``dst * in / out``, no antialiasing), then mapped by ``(v - 128) / 128``.
-clean-fid's "clean" mode (PIL bicubic with antialiasing) is a different protocol and is not used.
+Other protocols' inputs (clean-fid's PIL bicubic, pytorch-fid's bilinear) are ``FeatureInput``s chosen by
+the evaluation protocol (harness.evaluation.protocols).
 IS logits are torch-fidelity's ``logits_unbiased`` (``pool3 @ W^T``, no bias), as in the original
 TF Inception Score code.
 
@@ -46,6 +47,7 @@ from harness.core.weights import cache_dir, file_sha256
 
 INCEPTION_SIZE = 299
 POOL3_DIM, NUM_LOGITS = 2048, 1008
+SPATIAL_DIM = 7 * 17 * 17           # sFID: mixed_6/conv's first 7 channels (harness.evaluation.inception_net)
 WEIGHTS_ENV = "VQBENCH_INCEPTION_WEIGHTS"
 TORCH_FIDELITY_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
 TORCH_FIDELITY_SHA256_PREFIX = "6726825d"
@@ -180,14 +182,67 @@ def tf1_bilinear_resize(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Te
     return my @ x @ mx.T
 
 
-def inception_input(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] images (1 or 3 channels) -> the graph's input: uint8-quantized, TF1-resized, (v - 128) / 128."""
+@dataclass(frozen=True)
+class FeatureInput:
+    """How images reach the network, and which features come out: one evaluation protocol's input side.
+
+    ``resize`` to 299 x 299 from the uint8-quantized image: ``tf1-bilinear`` (TF 1.x ``resize_bilinear``,
+    the graph's own: torch-fidelity, the ADM evaluator, TF FID), ``pil-bicubic`` (clean-fid's "clean":
+    PIL bicubic with antialiasing on each channel as float, through clean-fid's own resizer) or
+    ``torch-bilinear`` (``F.interpolate(..., "bilinear", align_corners=False)``: pytorch-fid, clean-fid's
+    "legacy_pytorch"). ``normalize``: ``tf-graph`` maps v to ``(v - 128) / 128`` (the graph's input
+    layer), ``pytorch-fid`` to ``2 v / 255 - 1`` (pytorch-fid's InceptionV3 on images in [0, 1]).
+    ``spatial``: also return sFID's spatial features."""
+    resize: str = "tf1-bilinear"
+    normalize: str = "tf-graph"
+    spatial: bool = False
+
+    RESIZES = ("tf1-bilinear", "pil-bicubic", "torch-bilinear")
+    NORMALIZATIONS = ("tf-graph", "pytorch-fid")
+
+    def __post_init__(self):
+        if self.resize not in self.RESIZES or self.normalize not in self.NORMALIZATIONS:
+            raise VQBenchError(f"unknown Inception input {self.resize!r}/{self.normalize!r}; resize is one of "
+                               f"{', '.join(self.RESIZES)}, normalize one of {', '.join(self.NORMALIZATIONS)}")
+
+    @property
+    def tag(self) -> str:
+        """Names the pool3 features this input gives (the default's tag is empty: cache keys stay as before)."""
+        return "" if (self.resize, self.normalize) == ("tf1-bilinear", "tf-graph") else f"{self.resize}+{self.normalize}"
+
+
+DEFAULT_INPUT = FeatureInput()
+
+
+def _pil_bicubic(u8: torch.Tensor) -> torch.Tensor:
+    """clean-fid's "clean" resize (its own ``make_resizer("PIL", False, "bicubic", (299, 299))``) of
+    N x 3 x H x W uint8 values."""
+    try:
+        from cleanfid.resize import make_resizer
+    except ImportError:
+        raise VQBenchError("the clean-fid protocols resize with the clean-fid package: pip install clean-fid") from None
+    resize = make_resizer("PIL", False, "bicubic", (INCEPTION_SIZE, INCEPTION_SIZE))
+    hwc = u8.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = torch.stack([torch.from_numpy(resize(im).astype("float32")) for im in hwc])
+    return out.permute(0, 3, 1, 2).to(u8.device)
+
+
+def inception_input(images: torch.Tensor, how: FeatureInput = DEFAULT_INPUT) -> torch.Tensor:
+    """[-1, 1] images (1 or 3 channels) -> the network's input: uint8-quantized, resized and normalized
+    as ``how`` says (default: TF1-resized, ``(v - 128) / 128``, the graph's own input)."""
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise VQBenchError(f"Inception features need N x 1 x H x W or N x 3 x H x W images, got {tuple(images.shape)}")
     u8 = ((images.float().clamp(-1, 1) + 1) * 127.5).round()        # as images are saved (uint8 values)
     if u8.shape[1] == 1:
         u8 = u8.expand(-1, 3, -1, -1)
-    return (tf1_bilinear_resize(u8) - 128.0) / 128.0
+    if how.resize == "tf1-bilinear":
+        x = tf1_bilinear_resize(u8)
+    elif how.resize == "torch-bilinear":
+        x = torch.nn.functional.interpolate(u8, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear",
+                                            align_corners=False)
+    else:
+        x = _pil_bicubic(u8)
+    return (x - 128.0) / 128.0 if how.normalize == "tf-graph" else x / 255.0 * 2 - 1
 
 
 def image_hashes(images: torch.Tensor) -> torch.Tensor:
@@ -200,20 +255,26 @@ def image_hashes(images: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- the extractor
 @dataclass
 class InceptionFeatures:
-    """One feature pass: pool3 (N x 2048) and, with the classifier, unbiased logits (N x 1008); float32, CPU."""
+    """One feature pass: pool3 (N x 2048) and, with the classifier, unbiased logits (N x 1008); with a
+    ``spatial`` input also sFID's spatial features (N x 2023); float32, CPU."""
     pool3: torch.Tensor
     logits: torch.Tensor | None = None
+    spatial: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.pool3)
 
     @staticmethod
     def cat(parts: list["InceptionFeatures"]) -> "InceptionFeatures":
-        logits = None if not parts or parts[0].logits is None else torch.cat([p.logits for p in parts])
-        return InceptionFeatures(torch.cat([p.pool3 for p in parts]) if parts else torch.zeros(0, POOL3_DIM), logits)
+        if not parts:
+            return InceptionFeatures(torch.zeros(0, POOL3_DIM))
+        def joined(name):
+            return None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])
+        return InceptionFeatures(torch.cat([p.pool3 for p in parts]), joined("logits"), joined("spatial"))
 
     def select(self, idx: torch.Tensor) -> "InceptionFeatures":
-        return InceptionFeatures(self.pool3[idx], None if self.logits is None else self.logits[idx])
+        return InceptionFeatures(self.pool3[idx], None if self.logits is None else self.logits[idx],
+                                 None if self.spatial is None else self.spatial[idx])
 
 
 def load_fid_graph(weights: str | Path | None = None, *,
@@ -273,13 +334,15 @@ class FIDInception(nn.Module):
         return 4 if torch.device(device).type == "cpu" else 200
 
     @torch.no_grad()
-    def features(self, images: torch.Tensor) -> InceptionFeatures:
+    def features(self, images: torch.Tensor, how: FeatureInput = DEFAULT_INPUT) -> InceptionFeatures:
         parts = []
         for chunk in images.split(self.chunk_size(self.device)):
-            x = inception_input(chunk.to(self.device)).contiguous(memory_format=torch.channels_last)
-            pool3 = self.net(x).float()
+            x = inception_input(chunk.to(self.device), how).contiguous(memory_format=torch.channels_last)
+            pool3, spatial = self.net.forward_with_spatial(x) if how.spatial else (self.net(x), None)
+            pool3 = pool3.float()
             logits = pool3 @ self.fc_weight.T if self.has_classifier else None
-            parts.append(InceptionFeatures(pool3.cpu(), None if logits is None else logits.cpu()))
+            parts.append(InceptionFeatures(pool3.cpu(), None if logits is None else logits.cpu(),
+                                           None if spatial is None else spatial.float().cpu()))
         return InceptionFeatures.cat(parts)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -309,20 +372,20 @@ def concat_features(parts: list[InceptionFeatures]) -> InceptionFeatures:
 
 
 # ---------------------------------------------------------------- per-batch memo (one pass per image set)
-def batch_features(batch, field: str) -> InceptionFeatures:
-    """Features of ``batch.<field>`` ("real", "reconstruction", ...), computed once per batch and shared by
-    every metric through ``batch.feature_memo``. Real images are looked up in the cached features of their
-    dataset split first (``batch.dataset`` + ``batch.image_ids``)."""
-    key = (EXTRACTOR_NAME, field)
+def batch_features(batch, field: str, how: FeatureInput = DEFAULT_INPUT) -> InceptionFeatures:
+    """Features of ``batch.<field>`` ("real", "reconstruction", ...) for input ``how`` (the protocol's),
+    computed once per batch and shared by every metric through ``batch.feature_memo``. Real images are
+    looked up in the cached features of their dataset split first (``batch.dataset`` + ``batch.image_ids``)."""
+    key = (EXTRACTOR_NAME, how, field)
     if key not in batch.feature_memo:
         images = getattr(batch, field)
         if images is None:
             raise VQBenchError(f"Inception features of {field!r} were requested but the batch has none")
         feats = None
         if field == "real" and batch.dataset is not None and batch.image_ids is not None:
-            feats = _lookup_cached(batch.dataset, batch.image_ids, images)
+            feats = _lookup_cached(batch.dataset, batch.image_ids, images, how)
         if feats is None:
-            feats = shared_extractor(str(images.device)).features(images)
+            feats = shared_extractor(str(images.device)).features(images, how)
         batch.feature_memo[key] = feats
     return batch.feature_memo[key]
 
@@ -337,14 +400,20 @@ class FeatureSet:
 
     def save(self, path: Path) -> None:
         tensors = {"pool3": self.features.pool3.contiguous(), "image_ids": self.image_ids, "hashes": self.hashes}
-        if self.features.logits is not None:
-            tensors["logits"] = self.features.logits.contiguous()
+        for name in ("logits", "spatial"):
+            if getattr(self.features, name) is not None:
+                tensors[name] = getattr(self.features, name).contiguous()
         write_atomic(path, lambda p: save_file(tensors, str(p)))
 
     @classmethod
     def load(cls, path: Path) -> "FeatureSet":
         t = load_file(path)
-        return cls(InceptionFeatures(t["pool3"], t.get("logits")), t["image_ids"], t["hashes"])
+        return cls(InceptionFeatures(t["pool3"], t.get("logits"), t.get("spatial")), t["image_ids"], t["hashes"])
+
+    def serves(self, how: "FeatureInput") -> bool:
+        """Whether these features hold all that ``how`` and this process's extractor give (else recompute)."""
+        return (self.features.logits is not None or find_classifier_weights() is None) and \
+            (self.features.spatial is not None or not how.spatial)
 
 
 def dataset_crop(name: str) -> str:
@@ -353,21 +422,23 @@ def dataset_crop(name: str) -> str:
     return "adm-center" if name.startswith(("imagefolder", "captions")) else "none"
 
 
-def cache_key(describe: dict) -> str:
-    """Cache file stem for a dataset description (``ImageDataset.describe()``) and this process's extractor."""
+def cache_key(describe: dict, how: FeatureInput = DEFAULT_INPUT) -> str:
+    """Cache file stem for a dataset description (``ImageDataset.describe()``), the input protocol and this
+    process's extractor."""
     tag = "torch-fidelity" if find_classifier_weights() is not None else "packaged"
     parts = [describe["name"], describe["split"], f"res{describe['resolution']}", f"ch{describe['channels']}",
              f"crop-{dataset_crop(describe['name'])}", f"n{describe['n']}", f"{EXTRACTOR_NAME}-{tag}"]
+    parts += [how.tag] if how.tag else []
     stem = "_".join(re.sub(r"[^A-Za-z0-9.+-]", "-", str(p)) for p in parts)
     if len(stem) > 150:                     # long imagefolder paths: keep the file name short but unique
         stem = stem[:100] + "-" + hashlib.sha256(stem.encode()).hexdigest()[:16]
     return stem
 
 
-def cache_path(describe: dict) -> Path:
+def cache_path(describe: dict, how: FeatureInput = DEFAULT_INPUT) -> Path:
     folder = cache_dir() / "features"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{cache_key(describe)}.safetensors"
+    return folder / f"{cache_key(describe, how)}.safetensors"
 
 
 @functools.lru_cache(maxsize=8)
@@ -376,14 +447,15 @@ def _load_cached(path: str, mtime_ns: int) -> FeatureSet:
     return FeatureSet.load(Path(path))
 
 
-def cached_feature_set(describe: dict) -> FeatureSet | None:
-    path = cache_path(describe)
+def cached_feature_set(describe: dict, how: FeatureInput = DEFAULT_INPUT) -> FeatureSet | None:
+    path = cache_path(describe, how)
     return _load_cached(str(path), path.stat().st_mtime_ns) if path.exists() else None
 
 
-def _lookup_cached(describe: dict, ids: torch.Tensor, images: torch.Tensor) -> InceptionFeatures | None:
-    fs = cached_feature_set(describe)
-    if fs is None:
+def _lookup_cached(describe: dict, ids: torch.Tensor, images: torch.Tensor,
+                   how: FeatureInput = DEFAULT_INPUT) -> InceptionFeatures | None:
+    fs = cached_feature_set(describe, how)
+    if fs is None or not fs.serves(how):
         return None
     ids = ids.cpu().long()
     if len(ids) == 0 or ids.max() >= len(fs.image_ids) or ids.min() < 0:
@@ -391,30 +463,28 @@ def _lookup_cached(describe: dict, ids: torch.Tensor, images: torch.Tensor) -> I
     if not torch.equal(fs.hashes[ids], image_hashes(images)):
         return None                        # other images under the same key: recompute, never mix
     feats = fs.features.select(ids)
-    if feats.logits is None and find_classifier_weights() is not None:
-        return None                        # cached without the classifier: recompute with it
-    return feats
+    return feats if how.spatial else InceptionFeatures(feats.pool3, feats.logits)   # only what was asked for
 
 
 def store_feature_set(describe: dict, image_ids: torch.Tensor, features: InceptionFeatures,
-                      hashes: torch.Tensor) -> None:
+                      hashes: torch.Tensor, how: FeatureInput = DEFAULT_INPUT) -> None:
     """Cache the features of a whole split (ids exactly 0..N-1, N = describe["n"]); atomic."""
     order = image_ids.argsort()
     if not torch.equal(image_ids[order], torch.arange(describe["n"])):
         return                             # a partial pass: nothing complete to cache
-    FeatureSet(features.select(order), image_ids[order], hashes[order]).save(cache_path(describe))
+    FeatureSet(features.select(order), image_ids[order], hashes[order]).save(cache_path(describe, how))
 
 
 def dataset_features(spec: str, split: str, *, resolution: int | None = None, channels: int | None = None,
                      n: int | None = None, batch_size: int = 50, device: str = "cpu",
-                     progress: bool = False) -> FeatureSet:
+                     how: FeatureInput = DEFAULT_INPUT, progress: bool = False) -> FeatureSet:
     """Features of a dataset split (e.g. the training split, gFID's reference), computed once and cached."""
     from harness.data.datasets import open_dataset
     ds = open_dataset(spec, split, resolution=resolution, channels=channels, n=n)
     describe = ds.describe()
-    cached = cached_feature_set(describe)
+    cached = cached_feature_set(describe, how)
     extractor = shared_extractor(device)
-    if cached is not None and (cached.features.logits is not None or not extractor.has_classifier):
+    if cached is not None and cached.serves(how):
         return cached
     starts = range(0, len(ds), batch_size)
     if progress:
@@ -423,17 +493,18 @@ def dataset_features(spec: str, split: str, *, resolution: int | None = None, ch
     parts, hashes = [], []
     for s in starts:
         images, _ = ds.batch(torch.arange(s, min(s + batch_size, len(ds))))
-        parts.append(extractor.features(images.to(device)))
+        parts.append(extractor.features(images.to(device), how))
         hashes.append(image_hashes(images))
     fs = FeatureSet(InceptionFeatures.cat(parts), torch.arange(len(ds)), torch.cat(hashes))
-    fs.save(cache_path(describe))
+    fs.save(cache_path(describe, how))
     return fs
 
 
 def reference_features(spec: str, split: str, *, resolution: int | None = None, channels: int | None = None,
                        n: int | None = None, extractor: str = DEFAULT_EXTRACTOR, batch_size: int = 50,
-                       device: str | torch.device = "cpu", progress: bool = False) -> InceptionFeatures:
-    """The reference set of gFID (the training split, ADM protocol): ``dataset_features(...).features``."""
+                       device: str | torch.device = "cpu", how: FeatureInput = DEFAULT_INPUT,
+                       progress: bool = False) -> InceptionFeatures:
+    """The reference set of gFID (a dataset split): ``dataset_features(...).features``."""
     _check_extractor(extractor)
     return dataset_features(spec, split, resolution=resolution, channels=channels, n=n, batch_size=batch_size,
-                            device=str(device), progress=progress).features
+                            device=str(device), how=how, progress=progress).features

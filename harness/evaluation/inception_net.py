@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 TF_BATCH_NORM_EPS = 1e-3
+SPATIAL_BLOCK = 6           # index of the graph's mixed_6 (torchvision's Mixed_6d) in ``FoldedInception.blocks``
+SPATIAL_CHANNELS = 7        # sFID keeps the first 7 of mixed_6/conv's 192 channels: 7 x 17 x 17 = 2023 features
 
 
 class ConvBNReLU(nn.Module):
@@ -126,3 +128,17 @@ class FoldedInception(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _max_pool_reduce(self.stem_b(_max_pool_reduce(self.stem_a(x))))
         return self.blocks(x).mean((2, 3))         # pool2: 8 x 8 average pooling, then flatten
+
+    def forward_with_spatial(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pool3, spatial) from one pass: ``spatial`` is the graph's ``mixed_6/conv:0`` (Mixed_6d's 1x1
+        branch after its ReLU, 192 x 17 x 17), first ``SPATIAL_CHANNELS`` channels, flattened: the
+        features of sFID (Nash et al. 2021) as the ADM evaluator takes them."""
+        seen = []
+        hook = self.blocks[SPATIAL_BLOCK].branches[0].register_forward_hook(lambda m, i, out: seen.append(out))
+        try:
+            pool3 = self(x)
+        finally:
+            hook.remove()
+        # ADM flattens TF's N x 17 x 17 x 7 (height, width, channel): the order its reference batches'
+        # precomputed mu_s / sigma_s use
+        return pool3, seen[0][:, :SPATIAL_CHANNELS].permute(0, 2, 3, 1).flatten(1)

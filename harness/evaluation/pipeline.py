@@ -14,6 +14,7 @@ from harness.models.catalog import load_all
 from harness.core.contracts import EvalBatch, Metric, Tokenizer
 from harness.core.distributed import Dist, shard_batches
 from harness.core.registry import METRICS
+from harness.evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
 
 
 @dataclass(frozen=True)
@@ -29,17 +30,28 @@ class MetricValue:
 
 
 
-def metric_outputs(names, layout) -> list[str]:
-    """The value names the registered metrics ``names`` emit on a run of this token layout."""
-    return [out for n in names for out in METRICS.get(n).outputs(layout)]
+def metric_outputs(names, layout, protocol: str = DEFAULT_PROTOCOL) -> list[str]:
+    """The value names the registered metrics ``names`` emit on a run of this token layout under evaluation
+    ``protocol`` (harness.evaluation.protocols)."""
+    fidelity = get_protocol(protocol)
+    out = []
+    for n in names:
+        cls = METRICS.get(n)
+        out += cls.protocol_outputs(fidelity) if cls.uses_protocol else cls.outputs(layout)
+    return out
 
 
-def build_metrics(names: list[str] | tuple[str, ...]) -> list[Metric]:
+def build_metrics(names: list[str] | tuple[str, ...], protocol: str = DEFAULT_PROTOCOL) -> list[Metric]:
+    """Fresh instances of the registered metrics ``names``; those whose values follow an evaluation
+    protocol get ``protocol`` (an error names a metric the protocol does not define)."""
     load_all()
+    fidelity = get_protocol(protocol)
     metrics = []
     for n in names:
         m = METRICS.get(n)()
         m.source = n
+        if m.uses_protocol:
+            m.set_protocol(fidelity)
         metrics.append(m)
     return metrics
 

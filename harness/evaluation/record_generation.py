@@ -3,8 +3,9 @@
 A class-conditional generator draws class-balanced samples; a text-conditioned one draws a sample per
 caption of the reference images (``generate.reference_prompts``).
 
-gFID / KID / precision / recall / IS compare the Inception features of the samples with those of
-the reference split (the training split, ADM protocol), through the shared feature pass of
+gFID / KID / sFID / precision / recall / IS compare the Inception features of the samples with those of
+the reference split (the training split by default) or an ADM reference batch (``reference``), under the
+evaluation's protocol (harness.evaluation.protocols), through the shared feature pass of
 harness.evaluation.features (reference features cached on disk under their protocol key). A guided sampler is
 also evaluated unguided (``cfg_scale = 1``), giving the ``*_nocfg`` metrics. Every row's ``extra``
 records the sampler settings, the sampling seed, the tokenizer the samples were decoded with and
@@ -29,6 +30,7 @@ from harness.evaluation.generate import (SampleConditions, class_balanced, promp
 from harness.evaluation.metrics.fidelity import GENERATION_METRICS
 from harness.core.registry import METRICS
 from harness.evaluation.pipeline import build_metrics, metric_outputs, metric_values
+from harness.evaluation.protocols import DEFAULT_PROTOCOL, check_metrics, follows_protocol, get_protocol
 from harness.evaluation.recording import Evaluation, LoadedRun, Measurement, load_run, record, register_evaluation
 from harness.models.checkpoints import load_pair, run_text_condition
 
@@ -53,6 +55,8 @@ class GenerationMetrics(Evaluation):
     unguided: bool = True                       # also sample without guidance (the *_nocfg values)
     batch_size: int = 100
     npz: Path | None = None                     # also save the guided samples as an ADM .npz
+    protocol: str = DEFAULT_PROTOCOL            # of the Inception metrics (harness.evaluation.protocols)
+    reference: Path | None = None               # an ADM reference batch instead of the reference split's images
 
     @property
     def row_split(self) -> str:
@@ -66,22 +70,46 @@ class GenerationMetrics(Evaluation):
                         tuple(m for m in self.metrics if m in UNGUIDED_METRICS)))
         return out
 
+    def __post_init__(self):
+        check_metrics(self.metrics, self.protocol)
+        if self.reference is not None:
+            if not any("reference" in METRICS.get(n).requires for n in self.metrics):
+                raise VQBenchError(f"--reference {self.reference}: none of the metrics {', '.join(self.metrics)} "
+                                   "compares with reference images")
+            if self.reference_n is not None:
+                raise VQBenchError(f"--reference {self.reference} fixes the reference images; leave out the "
+                                   "reference image count")
+            if not get_protocol(self.protocol).reference_npz:
+                raise VQBenchError(f"--reference {self.reference}: protocol {self.protocol!r} compares with reference "
+                                   "images of a dataset split; ADM reference batches belong to --protocol adm")
+
     def settings(self, run: LoadedRun) -> dict:
+        reference = {} if self.reference is None else {"reference": reference_record(self.reference)}
+        protocol = {"protocol": self.protocol} if follows_protocol(self.metrics) else {}
         return {"sampler": dataclasses.asdict(self.sampler), "n_samples": self.n_samples, "seed": self.seed,
-                "reference_split": self.reference_split, "reference_n": self.reference_n or self.n_samples}
+                "reference_split": self.reference_split, "reference_n": self.reference_n or self.n_samples
+                } | protocol | reference
 
     def yields(self, run: LoadedRun) -> set:
         return {(name + suffix, None) for suffix, _, metrics in self.passes()
-                for name in metric_outputs(metrics, run.tokenizer.layout)}
+                for name in metric_outputs(metrics, run.tokenizer.layout, self.protocol)}
 
     def measure(self, run: LoadedRun, d: Dist, todo: set) -> list[Measurement]:
         from harness.evaluation import features as F
+        from harness.evaluation.metrics.fidelity import ReferenceSet
+        from harness.evaluation.reference import read_reference
         reference_n = self.reference_n or self.n_samples
+        fidelity = get_protocol(self.protocol)
         # Inception features of the reference images only when a metric compares with them
         needs_reference = any("reference" in METRICS.get(n).requires for n in self.metrics)
-        reference = F.reference_features(self.dataset_of(run), self.reference_split, resolution=run.resolution,
-                                         channels=run.channels, n=reference_n, extractor=F.DEFAULT_EXTRACTOR,
-                                         device=d.device) if needs_reference else None
+        reference = None
+        if needs_reference and self.reference is not None:
+            reference = read_reference(self.reference, self.protocol, str(d.device))
+            reference_n = len(reference.features)
+        elif needs_reference:
+            reference = ReferenceSet(F.reference_features(
+                self.dataset_of(run), self.reference_split, resolution=run.resolution, channels=run.channels,
+                n=reference_n, extractor=F.DEFAULT_EXTRACTOR, device=d.device, how=fidelity.feature_input))
         conditions = generation_conditions(run.state, self.dataset_of(run), self.reference_split, self.n_samples,
                                            d.device)
         extra = {"tokenizer_run": str(run.tokenizer_path), "tokenizer_preset": run.tokenizer_state["preset"],
@@ -89,7 +117,7 @@ class GenerationMetrics(Evaluation):
         out = []
         classifier = None
         for suffix, sampler, names in self.passes():
-            metrics = build_metrics(names)
+            metrics = build_metrics(names, self.protocol)
             for m in metrics:
                 if "classifier" in m.requires:
                     classifier = classifier or _shared_classifier(self.dataset_of(run), run, d)
@@ -114,14 +142,24 @@ def evaluate_generator_and_record(checkpoint, store: ResultsStore, *, run_id: st
                                   n_samples: int, metrics: tuple[str, ...], batch_size: int = 100,
                                   reference_split: str = "train", reference_n: int | None = None,
                                   seed: int = 0, device: str = "auto", skip_if_recorded: bool = True,
-                                  unguided: bool = True, npz: Path | None = None,
-                                  progress: bool = False) -> list[dict]:
+                                  unguided: bool = True, npz: Path | None = None, progress: bool = False,
+                                  protocol: str = DEFAULT_PROTOCOL, reference: Path | None = None) -> list[dict]:
     """Sample, decode and measure a generator checkpoint; rank 0 records one row per metric value."""
     d = setup(device)
     run = load_run(checkpoint, d.device, run_id)
     evaluation = GenerationMetrics(sampler, n_samples, tuple(metrics), reference_split, reference_n, seed,
-                                   unguided, batch_size, npz)
+                                   unguided, batch_size, npz, protocol, reference)
     return record(run, [evaluation], store, d, skip_recorded=skip_if_recorded)
+
+
+def reference_record(path: Path) -> dict:
+    """What identifies a reference batch in a row's settings: its path and its content's sha256."""
+    from harness.core.weights import file_sha256
+    try:
+        return {"path": str(path), "sha256": file_sha256(Path(path))}
+    except OSError as e:
+        from harness.core.io import file_error
+        raise file_error(e, f"--reference {path}", "read") from None
 
 
 def _shared_classifier(dataset: str, run: LoadedRun, d: Dist):

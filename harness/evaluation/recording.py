@@ -207,6 +207,9 @@ def _seed(run: LoadedRun, ev: Evaluation) -> int:
 
 
 def replace_rows(store: ResultsStore, run_id: str, rows: list[dict]) -> None:
-    """Replace the run's stored rows of the same dataset, split, metric and k by ``rows``, in one write."""
-    keys = {(r["dataset"], r["split"], *_key(r)) for r in rows}
-    store.replace_where(run_id, rows, lambda r: (r["dataset"], r["split"], *_key(r)) in keys)
+    """Replace the run's stored rows of the same dataset, split, metric, k and protocol by ``rows``, in one
+    write (rows of one metric under two evaluation protocols live side by side; Inception rows written
+    before protocols existed count as torch-fidelity's: ``protocols.row_protocol``)."""
+    from harness.evaluation.protocols import row_protocol
+    keys = {(r["dataset"], r["split"], *_key(r), row_protocol(r)) for r in rows}
+    store.replace_where(run_id, rows, lambda r: (r["dataset"], r["split"], *_key(r), row_protocol(r)) in keys)

@@ -56,9 +56,6 @@ PROTOCOL_NOTES = {
     "seed-voken": "SEED-Voken's code: both images truncated to uint8, mean of per-batch means",
     "vtbench": "VTBench's code: PSNR from the MSE over the whole set, 11x11 Gaussian SSIM",
     "vqgan-lc": "VQGAN-LC's code: PSNR on the Y channel, piq SSIM",
-    "adm": "generation metrics as the ADM evaluator: Inception pool3 features of class-balanced samples "
-           "(text-conditioned runs: one per caption of the reference images) against the reference split (the "
-           "training split); N samples; *_nocfg without guidance; sampler settings in each row's extra",
     "prompt-classifier": "prompt accuracy: share of samples a small CNN trained on the dataset assigns to the "
                          "class of their prompt (chance: 1 / classes); the judge and its test accuracy are "
                          "the feature extractor; *_nocfg without guidance",
@@ -70,16 +67,46 @@ PROTOCOL_NOTES = {
 _MISSING = {"md": "—", "tex": "--"}
 
 
+def protocol_note(protocol: str) -> str:
+    """The footnote of a protocol tag: a registered evaluation protocol's description, else the notes above."""
+    from harness.core.registry import PROTOCOLS
+    if protocol in PROTOCOLS:
+        return PROTOCOLS.entry(protocol).meta.description
+    return PROTOCOL_NOTES.get(protocol, "see harness/evaluation/metrics")
+
+
 def column_name(metric: str, protocol: str, higher: bool, details: tuple[str, ...] = ()) -> str:
     """``metric [protocol, details] ↑``; the bracket is left out when there is nothing to say."""
     tags = ([] if protocol in ("", CANONICAL) else [protocol]) + list(details)
     return metric + (f" [{', '.join(tags)}]" if tags else "") + f" {UP if higher else DOWN}"
 
 
+STDERR = "_se"
+
+
+def with_stderr_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows plus, for each row whose ``extra`` holds a bootstrap ``stderr``, a row ``<metric>_se`` with
+    it as value: shown as ``± se`` beside the value (``spread_columns``), kept as a column in the CSV."""
+    if "extra" not in df or df.empty:
+        return df
+    stderr = [row_extra(r).get("stderr") for r in df[["extra"]].to_dict("records")]
+    has = pd.Series([v is not None for v in stderr], index=df.index)
+    if not has.any():
+        return df
+    extra_rows = df[has].copy()
+    extra_rows["metric"] = extra_rows["metric"] + STDERR
+    extra_rows["value"] = [v for v in stderr if v is not None]
+    extra_rows["higher_is_better"] = False
+    return pd.concat([df, extra_rows], ignore_index=True)
+
+
 def _labelled(df: pd.DataFrame) -> pd.DataFrame:
     """The long rows with a ``column`` label each (module docstring), duplicates resolved."""
-    df = df.copy()
+    from harness.evaluation.protocols import row_protocol
+    df = with_stderr_rows(df.copy())
     df["protocol"] = df["protocol"].fillna("").replace("", CANONICAL)
+    if "extra" in df:            # Inception rows written before protocols existed read as torch-fidelity
+        df["protocol"] = [row_protocol(r) for r in df[["metric", "protocol", "extra"]].to_dict("records")]
     df["feature_extractor"] = df["feature_extractor"].fillna("")
     df["higher_is_better"] = df["higher_is_better"].astype(bool)
     df[KEY_COLUMNS] = df[KEY_COLUMNS].astype(object).where(df[KEY_COLUMNS].notna(), "")
@@ -87,7 +114,7 @@ def _labelled(df: pd.DataFrame) -> pd.DataFrame:
     # which facts went into the header (per row), so the footnotes leave them out
     df["n_split"] = df["fe_split"] = False
     # a value and its spread (X, X_std) split their columns alike, so they stay a pair (spread_columns)
-    family = df["metric"].str.replace("_std", "", n=1, regex=False)
+    family = df["metric"].str.replace("_std", "", n=1, regex=False).str.removesuffix(STDERR)
     for (metric, protocol, higher), group in df.groupby(["metric", "protocol", "higher_is_better"], sort=False):
         kin = df[(family == family[group.index[0]]) & (df["protocol"] == protocol)]
         split_n = kin["n_images"].nunique(dropna=False) > 1
@@ -138,10 +165,18 @@ def footnotes(df: pd.DataFrame) -> list[str]:
                                                   for v, cols in by_value.items()) + ".")
     for protocol in dict.fromkeys(long["protocol"]):
         where = "canonical (columns naming no protocol)" if protocol == CANONICAL else f"[{protocol}]"
-        notes.append(f"{where}: {PROTOCOL_NOTES.get(protocol, 'see harness/evaluation/metrics')}.")
-    if spreads:
-        notes.append("±: the metric's own spread: KID's standard deviation over its 100 subsets, IS's over its "
-                     "10 splits (the *_std rows of the store).")
+        notes.append(f"{where}: {protocol_note(protocol)}.")
+    if "kind" in long and (long["kind"] == "generator").any():
+        notes.append("generation metrics: class-balanced samples (text-conditioned runs: one per caption of the "
+                     "reference images) against the reference split's images; *_nocfg: the same sampler without "
+                     "guidance; sampler settings in each row's extra.")
+    if any(c.split(" ", 1)[0].endswith(STDERR) for c in hidden):
+        notes.append("± after a mean over images (PSNR, SSIM, LPIPS) or an FID: its bootstrap standard error over "
+                     "the evaluated images redrawn with replacement (seeded; draws and 95 % interval in each row's "
+                     "extra; the *_se columns of the CSV).")
+    if any("_std" in c.split(" ", 1)[0] for c in hidden):
+        notes.append("± after KID or IS: the metric's own spread, KID's standard deviation over its subsets, IS's "
+                     "over its splits (the *_std rows of the store).")
     shrunk = sorted({int(e["kid_subset_size"]) for e in (row_extra(r) for _, r in long.iterrows())
                      if e.get("kid_subset_shrunk")})
     if shrunk:
@@ -185,8 +220,11 @@ def spread_columns(wide: pd.DataFrame) -> dict[str, str]:
     pairs = {}
     for label, c in by_label.items():
         name, _, rest = label.partition(" ")
-        base = by_label.get(f"{name.replace('_std', '', 1)} {rest}".strip())
-        if "_std" in name and base is not None and base != c:
+        if name.endswith(STDERR):
+            base = by_label.get(f"{name.removesuffix(STDERR)} {rest}".strip())
+        else:
+            base = by_label.get(f"{name.replace('_std', '', 1)} {rest}".strip()) if "_std" in name else None
+        if base is not None and base != c:
             pairs[base] = c
     return pairs
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from harness.core.contracts import EvalBatch, Metric
 from harness.core.errors import VQBenchError
 from harness.core.registry import METRICS
+from harness.evaluation.metrics.bootstrap import PerImageValues
 
 MIN_MSE = 1e-10        # identical images: PSNR = 100 dB instead of inf
 
@@ -134,6 +135,11 @@ class _PixelMetric(Metric):
         super().__init__()
         self.add_state("total", torch.zeros((), dtype=torch.float64))
         self.add_state("count", torch.zeros((), dtype=torch.int64))
+        self.per_image_values = PerImageValues(f"metric {self.name!r}")
+
+    def reset(self) -> None:
+        super().reset()
+        self.per_image_values = PerImageValues(f"metric {self.name!r}")
 
     def per_image(self, real: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -146,10 +152,13 @@ class _PixelMetric(Metric):
         else:
             self.total = self.total + v.sum().cpu()
             self.count = self.count + v.numel()
+            self.per_image_values.add(v, batch.image_ids)
 
     def compute(self) -> dict[str, float]:
         if int(self.count) == 0:
             raise VQBenchError(f"metric {self.name!r} saw no images")
+        if not self.per_batch_mean:          # a mean over images: its bootstrap over the images
+            self.value_extra = {self.value: self.per_image_values.record()}
         return {self.value: float(self.total / self.count)}
 
 

@@ -19,6 +19,7 @@ from harness.core.contracts import EvalBatch, Metric
 from harness.core.errors import VQBenchError
 from harness.models.lpips import SMALL_SIDE, UPSAMPLED_SIDE, load_lpips
 from harness.core.registry import METRICS
+from harness.evaluation.metrics.bootstrap import PerImageValues
 
 
 UPSAMPLED_PROTOCOL = f"lpips-upsampled-{UPSAMPLED_SIDE}"
@@ -33,6 +34,7 @@ class _LPIPSMetric(Metric):
         super().__init__()
         self.add_state("total", torch.zeros((), dtype=torch.float64))
         self.add_state("count", torch.zeros((), dtype=torch.int64))
+        self.per_image_values = PerImageValues(f"metric {self.name!r}")
 
     @torch.no_grad()
     def update(self, batch: EvalBatch) -> None:
@@ -43,14 +45,17 @@ class _LPIPSMetric(Metric):
         d = lpips(real, batch.reconstruction.float().clamp(-1, 1))
         self.total = self.total + d.double().sum().cpu()
         self.count = self.count + d.numel()
+        self.per_image_values.add(d, batch.image_ids)
 
     def reset(self) -> None:
         super().reset()
         self.__dict__.pop("protocol", None)          # back to the class's canonical until images are seen
+        self.per_image_values = PerImageValues(f"metric {self.name!r}")
 
     def compute(self) -> dict[str, float]:
         if int(self.count) == 0:
             raise VQBenchError(f"metric {self.name!r} saw no images")
+        self.value_extra = {self.value: self.per_image_values.record()}
         return {self.value: float(self.total / self.count)}
 
 

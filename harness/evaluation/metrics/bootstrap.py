@@ -1,0 +1,73 @@
+"""Bootstrap uncertainty of a metric value (Efron 1979): draw the evaluated images with replacement
+``resamples`` times (a seeded generator), recompute the value on each draw; the standard error is the
+standard deviation of the redrawn values and the 95 % interval their 2.5th and 97.5th percentiles.
+
+It measures the uncertainty that comes from evaluating N images rather than infinitely many (not the
+training seed's: suites repeat runs over seeds for that). Every value it applies to records it in its
+row's ``extra``: ``stderr``, ``ci95`` [low, high], ``bootstrap_resamples``, ``bootstrap_seed``; tables show
+``value ± stderr``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from harness.core.distributed import batch_image_ids, check_distinct_ids, gather_rows
+
+MEAN_RESAMPLES = 1000        # means of per-image values: cheap, so many
+STATISTIC_RESAMPLES = 100    # FID: one covariance and eigenproblem per draw
+SEED = 0
+LEVEL = 0.95
+
+
+def _indices(n: int, resamples: int, seed: int) -> torch.Tensor:
+    return torch.randint(n, (resamples, n), generator=torch.Generator().manual_seed(seed))
+
+
+def _record(draws: torch.Tensor, resamples: int, seed: int) -> dict:
+    tail = (1 - LEVEL) / 2
+    low, high = torch.quantile(draws, torch.tensor([tail, 1 - tail], dtype=draws.dtype)).tolist()
+    return {"stderr": float(draws.std()), "ci95": [low, high], "bootstrap_resamples": resamples,
+            "bootstrap_seed": seed}
+
+
+def bootstrap_mean(values: torch.Tensor, resamples: int = MEAN_RESAMPLES, seed: int = SEED) -> dict:
+    """The bootstrap record of the mean of per-image ``values`` (one draw of N images per resample)."""
+    values = values.double().flatten()
+    if len(values) < 2:
+        return {}
+    return _record(values[_indices(len(values), resamples, seed)].mean(1), resamples, seed)
+
+
+def bootstrap_statistic(statistic: Callable[[torch.Tensor], float], n: int,
+                        resamples: int = STATISTIC_RESAMPLES, seed: int = SEED) -> dict:
+    """The bootstrap record of ``statistic(indices)`` over ``resamples`` draws of ``n`` image indices
+    (for paired sets such as real images and their reconstructions, the same indices index both)."""
+    if n < 2:
+        return {}
+    draws = torch.tensor([statistic(idx) for idx in _indices(n, resamples, seed)], dtype=torch.float64)
+    return _record(draws, resamples, seed)
+
+
+class PerImageValues:
+    """The per-image values a mean metric has seen, with their image ids: ``record`` gathers every rank's
+    (in image order, so a sharded evaluation bootstraps the same draws) and bootstraps their mean."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.values: list[torch.Tensor] = []
+        self.ids: list[torch.Tensor] = []
+        self.seen = 0
+
+    def add(self, values: torch.Tensor, image_ids: torch.Tensor | None) -> None:
+        n = values.numel()
+        self.ids.append(batch_image_ids(image_ids, self.seen, n, self.what))
+        self.values.append(values.detach().double().flatten().cpu())
+        self.seen += n
+
+    def record(self) -> dict:
+        ids = gather_rows(torch.cat(self.ids) if self.ids else torch.zeros(0, dtype=torch.int64))
+        values = gather_rows(torch.cat(self.values) if self.values else torch.zeros(0, dtype=torch.float64))
+        check_distinct_ids(ids, self.what)
+        return bootstrap_mean(values[ids.argsort()])
