@@ -93,6 +93,7 @@ EXTRA_SCHEMA = {
     "ci95": "bootstrap 95 % percentile interval [low, high] of the value",
     "bootstrap_resamples": "number of bootstrap draws behind stderr and ci95",
     "bootstrap_seed": "seed of the bootstrap draws",
+    "batch_images": "images per evaluation batch (per-batch legacy values such as taming's perplexity depend on it)",
 }
 
 

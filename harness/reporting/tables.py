@@ -52,7 +52,9 @@ PROTOCOL_NOTES = {
     CANONICAL: "vqbench's protocol: PSNR/SSIM per image on uint8-rounded RGB in [0, 1], mean over "
                "images; codebook usage over the whole evaluation split",
     "llamagen": "LlamaGen's code: only the reconstruction rounded, SSIM with data_range 2; codebook "
-                "usage over the last 65,536 training tokens",
+                "usage over a zero-initialized window of the last 65,536 tokens (here: of the evaluation split)",
+    "taming": "taming-transformers' code: perplexity exp(entropy) of each batch's code histogram (eps 1e-10), "
+              "mean over batches (depends on the batch size, in each row's extra)",
     "seed-voken": "SEED-Voken's code: both images truncated to uint8, mean of per-batch means",
     "vtbench": "VTBench's code: PSNR from the MSE over the whole set, 11x11 Gaussian SSIM",
     "vqgan-lc": "VQGAN-LC's code: PSNR on the Y channel, piq SSIM",

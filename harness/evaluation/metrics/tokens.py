@@ -23,6 +23,7 @@ import torch
 
 from harness.core.contracts import EvalBatch, Metric, TokenLayout
 from harness.core.errors import VQBenchError
+from harness.core.distributed import is_multi_process
 from harness.core.registry import METRICS
 
 
@@ -146,3 +147,91 @@ class UniqueRatio(Metric):
         if int(self.count) == 0:
             raise VQBenchError("unique_ratio saw no images")
         return {"unique_ratio": float(self.total / self.count)}
+
+
+# --------------------------------------------------------------- legacy rows of published repositories
+LLAMAGEN_WINDOW = 65536          # LlamaGen's VectorQuantizer keeps the last 65,536 codes it produced
+
+
+@METRICS.register("codebook-usage-llamagen", description="codebook usage as LlamaGen logs it: distinct codes in a "
+                                                         "window of the last 65,536 tokens (zero-initialized) / K")
+class CodebookUsageLlamaGen(Metric):
+    """LlamaGen's ``codebook_used`` buffer (tokenizer/tokenizer_image/vq_model.py): 65,536 zeros at the
+    start, each batch's codes shifted in at the end, usage = distinct values in the window / codebook
+    size. Here the window runs over the evaluation split in image order (tokens of an image in raster
+    order, all factors), so on a split of fewer than 65,536 tokens the initial zeros still count as code
+    0, as they do in LlamaGen's first steps. Divided by the largest codebook size."""
+    name = "codebook-usage-llamagen"
+    requires = frozenset({"indices", "layout"})
+    higher_is_better = {"codebook_usage": True}
+    protocol = "llamagen"
+
+    def __init__(self):
+        super().__init__()
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.layout: TokenLayout | None = None
+        self.parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.seen = 0
+
+    def update(self, batch: EvalBatch) -> None:
+        from harness.core.distributed import batch_image_ids
+        self.layout = batch.layout
+        idx = factor_indices(batch.indices, batch.layout).flatten(1)
+        self.parts.append((batch_image_ids(batch.image_ids, self.seen, len(idx), f"metric {self.name!r}"), idx))
+        self.seen += len(idx)
+
+    def compute(self) -> dict[str, float]:
+        from harness.core.distributed import check_distinct_ids, gather_rows
+        if self.layout is None:
+            raise VQBenchError(f"{self.name} saw no batches")
+        width = self.layout.num_positions * self.layout.num_factors
+        ids = gather_rows(torch.cat([i for i, _ in self.parts]) if self.parts else torch.zeros(0, dtype=torch.int64))
+        codes = gather_rows(torch.cat([c for _, c in self.parts]) if self.parts
+                            else torch.zeros(0, width, dtype=torch.int64))
+        check_distinct_ids(ids, self.name)
+        stream = codes[ids.argsort()].flatten()
+        window = torch.cat([torch.zeros(LLAMAGEN_WINDOW, dtype=torch.int64), stream])[-LLAMAGEN_WINDOW:]
+        return {"codebook_usage": len(window.unique()) / self.layout.max_codebook_size}
+
+
+@METRICS.register("perplexity-taming", description="code perplexity as taming-transformers logs it: exp of the "
+                                                   "entropy of each batch's code histogram (eps 1e-10), mean over batches")
+class PerplexityTaming(Metric):
+    """taming's VectorQuantizer: ``e_mean`` = mean one-hot code of a batch's tokens, perplexity =
+    ``exp(-sum e_mean log(e_mean + 1e-10))``; here the mean over the evaluation's batches (so it depends
+    on the batch size, which the row records). Factorized layouts: one histogram over all factors' codes."""
+    name = "perplexity-taming"
+    requires = frozenset({"indices", "layout"})
+    higher_is_better = {"code_perplexity": True}
+    protocol = "taming"
+    per_batch_mean = True             # a mean of per-batch values: depends on the batching by definition
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", torch.zeros((), dtype=torch.float64))
+        self.add_state("count", torch.zeros((), dtype=torch.int64))
+        self.add_state("batch_images", torch.zeros((), dtype=torch.int64))
+
+    def update(self, batch: EvalBatch) -> None:
+        idx = factor_indices(batch.indices, batch.layout).flatten()
+        e_mean = torch.bincount(idx, minlength=batch.layout.max_codebook_size).double() / len(idx)
+        self.total = self.total + torch.exp(-(e_mean * torch.log(e_mean + 1e-10)).sum())
+        self.count = self.count + 1
+        self.batch_images = torch.maximum(self.batch_images, torch.tensor(batch.indices.shape[0]))
+
+    def sync(self) -> None:
+        largest = self.batch_images.clone()
+        super().sync()                    # sums every state; the largest batch is a maximum
+        if is_multi_process():
+            import torch.distributed as dist
+            dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+        self.batch_images = largest
+
+    def compute(self) -> dict[str, float]:
+        if int(self.count) == 0:
+            raise VQBenchError(f"{self.name} saw no batches")
+        self.value_extra = {"code_perplexity": {"batch_images": int(self.batch_images)}}
+        return {"code_perplexity": float(self.total / self.count)}
