@@ -32,20 +32,25 @@ def _scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
-@pytest.mark.parametrize("n1,n2", [(30, 40), (40, 30), (100, 90)])      # both <= D (low rank), and > D
+@pytest.mark.parametrize("n1,n2", [(30, 40), (40, 30), (100, 90), (30, 90)])   # <= D, > D, and one of each
 def test_fid_of_few_images_is_exact(n1, n2):
     g = np.random.default_rng(1)
     a, b = np.abs(g.normal(0, 1, (n1, 64))), np.abs(g.normal(0.2, 1, (n2, 64)))
     assert fid_from_features(a, b) == pytest.approx(_scipy_fid(a, b), rel=1e-6)
 
 
-def test_fid_bootstrap_draws_pairs_and_is_seeded():
+def test_fid_bootstrap_draws_pairs_records_its_bias_and_is_seeded():
     g = torch.Generator().manual_seed(2)
-    real, recon = torch.randn(50, 32, generator=g), torch.randn(50, 32, generator=g)
-    record = bootstrap_statistic(lambda i: fid_from_features(real[i], recon[i]), 50)
-    assert record == bootstrap_statistic(lambda i: fid_from_features(real[i], recon[i]), 50)
-    assert record["stderr"] > 0 and record["bootstrap_resamples"] == 100
-    assert record["ci95"][0] < record["ci95"][1]
+    real = torch.randn(60, 32, generator=g)
+    recon = real + 0.3 * torch.randn(60, 32, generator=g)          # paired: each close to its own image
+    value = fid_from_features(real, recon)
+    paired = bootstrap_statistic(lambda i: fid_from_features(real[i], recon[i]), 60, value)
+    assert paired == bootstrap_statistic(lambda i: fid_from_features(real[i], recon[i]), 60, value)
+    assert paired["stderr"] > 0 and paired["bootstrap_resamples"] == 100 and "ci95" not in paired
+    assert paired["bootstrap_bias"] > 0                   # repeated images raise a redrawn FID
+    perm = torch.randperm(60, generator=g)                 # unpaired draws break the pairs: another spread
+    unpaired = bootstrap_statistic(lambda i: fid_from_features(real[i], recon[perm[i]]), 60, value)
+    assert unpaired["stderr"] != pytest.approx(paired["stderr"], rel=0.05)
 
 
 def _images(n, seed):
@@ -65,7 +70,7 @@ def _stream(names, splits, real, recon):
 def test_per_image_metrics_record_their_bootstrap_whatever_the_batching():
     real, recon = _images(24, 0), _images(24, 1) * 0.3 + _images(24, 0) * 0.7
     whole = _stream(["psnr", "ssim"], [slice(0, 24)], real, recon)
-    batched = _stream(["psnr", "ssim"], [slice(0, 5), slice(5, 24)], real, recon)
+    batched = _stream(["psnr", "ssim"], [slice(5, 24), slice(0, 5)], real, recon)     # out of order: ids order them
     for name in ("psnr", "ssim"):
         extra = whole[name].extra
         assert set(extra) == {"stderr", "ci95", "bootstrap_resamples", "bootstrap_seed"} and extra["stderr"] > 0

@@ -68,3 +68,11 @@ def test_taming_perplexity_is_the_mean_of_its_per_batch_values():
     assert value.extra == {"batch_images": 8}
     assert 1 < value.value < 40 and not math.isclose(value.value, _values("perplexity-taming", layout,
                                                                           [codes])["code_perplexity"].value)
+
+
+@pytest.mark.parametrize("name", ["codebook-usage-llamagen", "perplexity-taming"])
+def test_legacy_token_rows_refuse_factorized_layouts(name):
+    from harness.core.errors import VQBenchError
+    layout = TokenLayout.constant(16, 64, position_kind="spatial", grid=(4, 4), num_factors=2)
+    with pytest.raises(VQBenchError, match="single-codebook statistic; this layout has 2 sub-codebooks"):
+        _values(name, layout, [torch.zeros(4, 16, 2, dtype=torch.int64)])

@@ -289,6 +289,7 @@ class Metric:
 
     def reset(self) -> None:
         self._states = {k: v.clone() for k, v in self._defaults.items()}
+        self.reasons, self.value_extra = {}, {}
 
     def update(self, batch: EvalBatch) -> None:
         raise NotImplementedError

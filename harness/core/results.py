@@ -90,8 +90,9 @@ EXTRA_SCHEMA = {
     "generated_by": "geneval: what `vqbench geneval generate` recorded of the samples (checkpoint, sampler, seed)",
     "distinct_prompts": "generation (text-conditioned): the number of distinct prompts sampled",
     "stderr": "bootstrap standard error of the value over redrawn evaluation images (harness.evaluation.metrics.bootstrap)",
-    "ci95": "bootstrap 95 % percentile interval [low, high] of the value",
-    "bootstrap_resamples": "number of bootstrap draws behind stderr and ci95",
+    "ci95": "bootstrap 95 % percentile interval [low, high] of a mean over images",
+    "bootstrap_bias": "FID: mean of the bootstrap draws minus the value (redrawn sets repeat images, which raises FID)",
+    "bootstrap_resamples": "number of bootstrap draws behind stderr (0: skipped, an FID of more than 2,048 images per set)",
     "bootstrap_seed": "seed of the bootstrap draws",
     "batch_images": "images per evaluation batch (per-batch legacy values such as taming's perplexity depend on it)",
 }

@@ -91,7 +91,11 @@ def with_stderr_rows(df: pd.DataFrame) -> pd.DataFrame:
     it as value: shown as ``± se`` beside the value (``spread_columns``), kept as a column in the CSV."""
     if "extra" not in df or df.empty:
         return df
-    stderr = [row_extra(r).get("stderr") for r in df[["extra"]].to_dict("records")]
+    # only the latest row of a value carries its spread into the table (an older evaluation's stays out)
+    latest = ~df.duplicated(subset=[c for c in ("run_id", "dataset", "split", "metric", "protocol") if c in df],
+                            keep="last")
+    stderr = [row_extra(r).get("stderr") if keep else None
+              for r, keep in zip(df[["extra"]].to_dict("records"), latest)]
     has = pd.Series([v is not None for v in stderr], index=df.index)
     if not has.any():
         return df
@@ -249,10 +253,16 @@ def _cells(wide: pd.DataFrame, missing: str, bold, escape=str, pm: str = "±") -
             spread = (pd.to_numeric(wide[spreads[c]], errors="coerce").astype(float) if c in spreads
                       else pd.Series(math.nan, index=wide.index))
             columns[c] = [missing if v is None else (bold(f"{v:.{d}f}") if v == best else f"{v:.{d}f}")
-                          + (f" {pm} {sd:.{d}f}" if math.isfinite(sd) else "") for v, sd in zip(shown, spread)]
+                          + (f" {pm} {sd:.{_spread_decimals(sd, d)}f}" if math.isfinite(sd) else "")
+                          for v, sd in zip(shown, spread)]
         else:
             columns[c] = [escape(_key_text(v)) for v in wide[c]]
     return [list(row) for row in zip(*columns.values())]
+
+
+def _spread_decimals(sd: float, d: int) -> int:
+    """The value's decimals, or more so that a small spread keeps two significant digits (never ± 0.00)."""
+    return d if sd == 0 else max(d, 1 - math.floor(math.log10(abs(sd))))
 
 
 def _shown_columns(wide: pd.DataFrame) -> list[str]:

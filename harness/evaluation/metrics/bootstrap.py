@@ -1,11 +1,12 @@
 """Bootstrap uncertainty of a metric value (Efron 1979): draw the evaluated images with replacement
 ``resamples`` times (a seeded generator), recompute the value on each draw; the standard error is the
-standard deviation of the redrawn values and the 95 % interval their 2.5th and 97.5th percentiles.
+standard deviation of the redrawn values (for a mean also the 95 % interval, their 2.5th and 97.5th
+percentiles).
 
 It measures the uncertainty that comes from evaluating N images rather than infinitely many (not the
-training seed's: suites repeat runs over seeds for that). Every value it applies to records it in its
-row's ``extra``: ``stderr``, ``ci95`` [low, high], ``bootstrap_resamples``, ``bootstrap_seed``; tables show
-``value ± stderr``.
+training seed's). Every value it applies to records it in its row's ``extra``: ``stderr``,
+``bootstrap_resamples``, ``bootstrap_seed``, and for means the interval ``ci95`` [low, high], for FIDs the
+offset ``bootstrap_bias`` of the redrawn values (repeated images raise FID); tables show ``value ± stderr``.
 """
 from __future__ import annotations
 
@@ -21,33 +22,40 @@ SEED = 0
 LEVEL = 0.95
 
 
-def _indices(n: int, resamples: int, seed: int) -> torch.Tensor:
-    return torch.randint(n, (resamples, n), generator=torch.Generator().manual_seed(seed))
+CHUNK = 64                   # draws of a mean generated at a time (memory: CHUNK x N indices)
 
 
-def _record(draws: torch.Tensor, resamples: int, seed: int) -> dict:
+def _draws(n: int, resamples: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    for start in range(0, resamples, CHUNK):
+        yield torch.randint(n, (min(CHUNK, resamples - start), n), generator=g)
+
+
+def bootstrap_mean(values: torch.Tensor, resamples: int = MEAN_RESAMPLES, seed: int = SEED) -> dict:
+    """The bootstrap record of the mean of per-image ``values`` (one draw of N images per resample):
+    standard error and 95 % percentile interval."""
+    values = values.double().flatten()
+    if len(values) < 2:
+        return {}
+    draws = torch.cat([values[idx].mean(1) for idx in _draws(len(values), resamples, seed)])
     tail = (1 - LEVEL) / 2
     low, high = torch.quantile(draws, torch.tensor([tail, 1 - tail], dtype=draws.dtype)).tolist()
     return {"stderr": float(draws.std()), "ci95": [low, high], "bootstrap_resamples": resamples,
             "bootstrap_seed": seed}
 
 
-def bootstrap_mean(values: torch.Tensor, resamples: int = MEAN_RESAMPLES, seed: int = SEED) -> dict:
-    """The bootstrap record of the mean of per-image ``values`` (one draw of N images per resample)."""
-    values = values.double().flatten()
-    if len(values) < 2:
-        return {}
-    return _record(values[_indices(len(values), resamples, seed)].mean(1), resamples, seed)
-
-
-def bootstrap_statistic(statistic: Callable[[torch.Tensor], float], n: int,
+def bootstrap_statistic(statistic: Callable[[torch.Tensor], float], n: int, value: float,
                         resamples: int = STATISTIC_RESAMPLES, seed: int = SEED) -> dict:
-    """The bootstrap record of ``statistic(indices)`` over ``resamples`` draws of ``n`` image indices
-    (for paired sets such as real images and their reconstructions, the same indices index both)."""
+    """The bootstrap record of a set statistic such as FID: ``statistic(indices)`` over ``resamples`` draws
+    of ``n`` image indices (for paired sets, real images and their reconstructions, the same indices index
+    both). A redrawn set repeats images, which raises FID: the draws sit above ``value``, so no percentile
+    interval is given, only their spread (``stderr``) and that offset (``bootstrap_bias``)."""
     if n < 2:
         return {}
-    draws = torch.tensor([statistic(idx) for idx in _indices(n, resamples, seed)], dtype=torch.float64)
-    return _record(draws, resamples, seed)
+    draws = torch.tensor([statistic(idx) for chunk in _draws(n, resamples, seed) for idx in chunk],
+                         dtype=torch.float64)
+    return {"stderr": float(draws.std()), "bootstrap_bias": float(draws.mean()) - value,
+            "bootstrap_resamples": resamples, "bootstrap_seed": seed}
 
 
 class PerImageValues:

@@ -285,6 +285,18 @@ def adm_inception_score(logits, split_size: int = 5000) -> tuple[float, float]:
     return float(np.mean(scores)), float(np.std(scores)) if len(scores) > 1 else math.nan
 
 
+BOOTSTRAP_MAX_IMAGES = POOL3_DIM       # FID draws in the N x N form only (cheap); larger sets: no bootstrap
+
+
+def fid_bootstrap(statistic, n: int, largest: int, value: float) -> dict:
+    """``bootstrap_statistic`` of an FID when every set has at most ``BOOTSTRAP_MAX_IMAGES`` images (100
+    draws cost about 1.5 s at N = 150 on 2 CPU cores); above that each draw forms D x D covariances and
+    the record says it was skipped."""
+    if largest > BOOTSTRAP_MAX_IMAGES:
+        return {"bootstrap_resamples": 0}
+    return bootstrap_statistic(statistic, n, value)
+
+
 # --------------------------------------------------------------- protocol-dependent statistics
 def protocol_kid(fake, real, protocol: FidelityProtocol) -> tuple[float, float]:
     return kid_from_features(fake, real, subsets=protocol.kid_subsets, subset_size=protocol.kid_subset_size,
@@ -498,7 +510,8 @@ class ReconstructionFID(_InceptionMetric):
         real, recon = self.features("real").pool3, self.features("reconstruction").pool3
         out = {"rfid": fid_from_features(real, recon)}
         # the images are pairs: a draw takes an image with its reconstruction
-        self.value_extra = {"rfid": bootstrap_statistic(lambda i: fid_from_features(real[i], recon[i]), len(real))}
+        self.value_extra = {"rfid": fid_bootstrap(lambda i: fid_from_features(real[i], recon[i]), len(real),
+                                                  len(real), out["rfid"])}
         if self.fidelity.kid_subsets is not None:
             # KID's subset draws: reconstructions as set 1, reals as set 2 (torch-fidelity's input1/input2)
             out["rkid"], out["rkid_std"] = protocol_kid(recon, real, self.fidelity)
@@ -557,7 +570,8 @@ class _GenerationMetric(_InceptionMetric):
             ref = self.reference if isinstance(self.reference, ReferenceSet) else ReferenceSet(self.reference)
             def redrawn(i):
                 return ref.fid(samples.pool3[i]) if self.name == "gfid" else ref.sfid(samples.spatial[i])
-            self.value_extra = {self.name: bootstrap_statistic(redrawn, len(samples))}
+            largest = len(samples) if ref.stats is not None else max(len(samples), len(ref.features))
+            self.value_extra = {self.name: fid_bootstrap(redrawn, len(samples), largest, out[self.name][0])}
         if self.name == "gkid":
             reference_n = len(self.reference.features if isinstance(self.reference, ReferenceSet) else self.reference)
             self.value_extra = dict.fromkeys(out, kid_record(len(samples.pool3), reference_n,

@@ -153,6 +153,12 @@ class UniqueRatio(Metric):
 LLAMAGEN_WINDOW = 65536          # LlamaGen's VectorQuantizer keeps the last 65,536 codes it produced
 
 
+def _one_codebook(name: str, layout: TokenLayout) -> None:
+    if layout.num_factors > 1:
+        raise VQBenchError(f"metric {name!r} reproduces a repository's single-codebook statistic; this layout has "
+                           f"{layout.num_factors} sub-codebooks (use codebook_usage, per factor)")
+
+
 @METRICS.register("codebook-usage-llamagen", description="codebook usage as LlamaGen logs it: distinct codes in a "
                                                          "window of the last 65,536 tokens (zero-initialized) / K")
 class CodebookUsageLlamaGen(Metric):
@@ -178,6 +184,7 @@ class CodebookUsageLlamaGen(Metric):
 
     def update(self, batch: EvalBatch) -> None:
         from harness.core.distributed import batch_image_ids
+        _one_codebook(self.name, batch.layout)
         self.layout = batch.layout
         idx = factor_indices(batch.indices, batch.layout).flatten(1)
         self.parts.append((batch_image_ids(batch.image_ids, self.seen, len(idx), f"metric {self.name!r}"), idx))
@@ -216,6 +223,7 @@ class PerplexityTaming(Metric):
         self.add_state("batch_images", torch.zeros((), dtype=torch.int64))
 
     def update(self, batch: EvalBatch) -> None:
+        _one_codebook(self.name, batch.layout)
         idx = factor_indices(batch.indices, batch.layout).flatten()
         e_mean = torch.bincount(idx, minlength=batch.layout.max_codebook_size).double() / len(idx)
         self.total = self.total + torch.exp(-(e_mean * torch.log(e_mean + 1e-10)).sum())
@@ -227,8 +235,11 @@ class PerplexityTaming(Metric):
         super().sync()                    # sums every state; the largest batch is a maximum
         if is_multi_process():
             import torch.distributed as dist
+            # NCCL reduces CUDA tensors only
+            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+            largest = largest.to(device) if device is not None else largest
             dist.all_reduce(largest, op=dist.ReduceOp.MAX)
-        self.batch_images = largest
+        self.batch_images = largest.cpu()
 
     def compute(self) -> dict[str, float]:
         if int(self.count) == 0:
