@@ -331,3 +331,39 @@ def test_eval_under_three_protocols_keeps_one_row_per_metric_and_protocol(tiny_t
     with pytest.raises(VQBenchError, match="protocol 'clean-fid' does not define precision"):
         evaluate_and_record(tiny_tokenizer_run, store, run_id="vq", dataset=None, split="test", n_eval=6,
                             metrics=("precision-recall",), batch_size=6, device="cpu", protocol="clean-fid")
+
+
+# ---------------------------------------------------------------- titok (1d-tokenizer's uint8 truncation)
+def _titok_levels(images01: torch.Tensor) -> torch.Tensor:
+    """1d-tokenizer's evaluator: ``(images * 255).to(torch.uint8)`` on images in [0, 1]."""
+    return (images01 * 255).to(torch.uint8)
+
+
+def test_titok_truncates_as_its_evaluator_and_keeps_real_images_levels():
+    """At 299 px the resize is the identity, so the network input shows the uint8 levels themselves
+    ((v - 128) / 128 is exact for integer v)."""
+    titok = get_protocol("titok").feature_input
+    def levels(images01):
+        return HF.inception_input(images01 * 2 - 1, titok)[:, :1] * 128 + 128
+    u = torch.arange(299 * 299, dtype=torch.float32).remainder(256).view(1, 1, 299, 299)
+    assert torch.equal(levels(u / 255), _titok_levels(u / 255).float())        # real images keep their levels
+    recon01 = torch.rand(2, 1, 299, 299, generator=torch.Generator().manual_seed(3))
+    ours, theirs = levels(recon01), _titok_levels(recon01).float()
+    assert (ours == theirs).float().mean() > 0.9999                             # truncated, as their evaluator
+    assert (ours != (recon01 * 255).round()).float().mean() > 0.3               # not rounded
+
+
+def test_titok_features_equal_torch_fidelity_on_truncated_images(torch_fidelity_weights, monkeypatch, tmp_path):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    monkeypatch.setenv("VQBENCH_CACHE", str(tmp_path))
+    real = fmnist(2)
+    recon = (real * 0.8 + 0.05).clamp(-1, 1)                  # values between levels: truncation matters
+    ours = HF.FIDInception(weights=torch_fidelity_weights, check_hash=False).features(
+        recon, get_protocol("titok").feature_input)
+    net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                      feature_extractor_weights_path=str(torch_fidelity_weights))
+    with torch.no_grad():
+        (pool3,) = net(_titok_levels((recon + 1) / 2))
+        (rounded,) = net(((recon + 1) * 127.5).round().to(torch.uint8))
+    torch.testing.assert_close(ours.pool3, pool3, atol=1e-4, rtol=1e-4)
+    assert (pool3 - rounded).abs().max() > 1e-3                # the truncation is visible in the features

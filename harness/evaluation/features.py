@@ -192,23 +192,30 @@ class FeatureInput:
     ``torch-bilinear`` (``F.interpolate(..., "bilinear", align_corners=False)``: pytorch-fid, clean-fid's
     "legacy_pytorch"). ``normalize``: ``tf-graph`` maps v to ``(v - 128) / 128`` (the graph's input
     layer), ``pytorch-fid`` to ``2 v / 255 - 1`` (pytorch-fid's InceptionV3 on images in [0, 1]).
-    ``spatial``: also return sFID's spatial features."""
+    ``spatial``: also return sFID's spatial features. ``quantize`` to uint8: ``round`` (as images are saved)
+    or ``truncate`` (1d-tokenizer's ``(x * 255).to(torch.uint8)`` on images in [0, 1]; a value within 1e-4
+    of a level counts as that level, so real images, exact levels there, keep theirs here too)."""
     resize: str = "tf1-bilinear"
     normalize: str = "tf-graph"
     spatial: bool = False
+    quantize: str = "round"
 
     RESIZES = ("tf1-bilinear", "pil-bicubic", "torch-bilinear")
     NORMALIZATIONS = ("tf-graph", "pytorch-fid")
+    QUANTIZATIONS = ("round", "truncate")
 
     def __post_init__(self):
-        if self.resize not in self.RESIZES or self.normalize not in self.NORMALIZATIONS:
-            raise VQBenchError(f"unknown Inception input {self.resize!r}/{self.normalize!r}; resize is one of "
-                               f"{', '.join(self.RESIZES)}, normalize one of {', '.join(self.NORMALIZATIONS)}")
+        if self.resize not in self.RESIZES or self.normalize not in self.NORMALIZATIONS \
+                or self.quantize not in self.QUANTIZATIONS:
+            raise VQBenchError(f"unknown Inception input {self.resize!r}/{self.normalize!r}/{self.quantize!r}; resize "
+                               f"is one of {', '.join(self.RESIZES)}, normalize one of {', '.join(self.NORMALIZATIONS)}, "
+                               f"quantize one of {', '.join(self.QUANTIZATIONS)}")
 
     @property
     def tag(self) -> str:
         """Names the pool3 features this input gives (the default's tag is empty: cache keys stay as before)."""
-        return "" if (self.resize, self.normalize) == ("tf1-bilinear", "tf-graph") else f"{self.resize}+{self.normalize}"
+        parts = [] if (self.resize, self.normalize) == ("tf1-bilinear", "tf-graph") else [f"{self.resize}+{self.normalize}"]
+        return "+".join(parts + ([self.quantize] if self.quantize != "round" else []))
 
 
 DEFAULT_INPUT = FeatureInput()
@@ -232,7 +239,9 @@ def inception_input(images: torch.Tensor, how: FeatureInput = DEFAULT_INPUT) -> 
     as ``how`` says (default: TF1-resized, ``(v - 128) / 128``, the graph's own input)."""
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise VQBenchError(f"Inception features need N x 1 x H x W or N x 3 x H x W images, got {tuple(images.shape)}")
-    u8 = ((images.float().clamp(-1, 1) + 1) * 127.5).round()        # as images are saved (uint8 values)
+    levels = (images.float().clamp(-1, 1) + 1) * 127.5
+    # as images are saved (uint8 values), or truncated as 1d-tokenizer's evaluator does
+    u8 = levels.round() if how.quantize == "round" else (levels + 1e-4).floor().clamp(0, 255)
     if u8.shape[1] == 1:
         u8 = u8.expand(-1, 3, -1, -1)
     if how.resize == "tf1-bilinear":

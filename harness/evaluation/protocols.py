@@ -94,6 +94,13 @@ for _protocol in (
         description="clean-fid mode 'legacy_tensorflow' (TF FID): the graph's own TF1 bilinear resize, FID and KID",
         reproduces="TTUR's TF FID / clean-fid(mode='legacy_tensorflow')",
         feature_input=FeatureInput(), is_splits=None, pr_k=None),
+    FidelityProtocol(
+        name="titok",
+        description="1d-tokenizer's (TiTok) evaluator: images truncated to uint8 ((x * 255).to(uint8)) before "
+                    "torch-fidelity's network; rFID and IS in one split; no KID, no precision/recall",
+        reproduces="bytedance/1d-tokenizer evaluator/evaluator.py: the rFID / IS columns of TiTok, MaskGen, "
+                   "RAR, FlowTok",
+        feature_input=FeatureInput(quantize="truncate"), kid_subsets=None, is_splits=1, pr_k=None),
 ):
     PROTOCOLS.add(_protocol.name, _protocol, description=_protocol.description, reproduces=_protocol.reproduces)
 
