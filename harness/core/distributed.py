@@ -100,6 +100,15 @@ def all_true(flag: bool, d: Dist | None = None) -> bool:
     return bool(t.item())
 
 
+def max_over_ranks(value: int) -> int:
+    """The largest ``value`` of any rank of the running group (one process: ``value``)."""
+    if not is_multi_process():
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def collective_device(d: Dist) -> torch.device:
     """Where ``d``'s collectives take their tensors (NCCL: this process's GPU; gloo: the CPU)."""
     return d.device if d.device.type == "cuda" else torch.device("cpu")

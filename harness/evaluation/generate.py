@@ -116,12 +116,17 @@ def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """An .npz written atomically (in memory first: ``np.savez`` would append .npz to a temporary name)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_atomic(path, buf.getvalue())
+
+
 def save_adm_npz(path: Path, images_hwc: np.ndarray, labels: np.ndarray, prompts: tuple[str, ...] | None = None) -> None:
     """``arr_0`` images, ``arr_1`` labels (-1: no class), and each image's prompt (``prompts``) when prompted."""
-    buf = io.BytesIO()
     extra = {} if prompts is None else {"prompts": np.array(prompts, dtype=str)}
-    np.savez(buf, arr_0=images_hwc, arr_1=labels, **extra)
-    write_atomic(path, buf.getvalue())
+    write_npz(path, arr_0=images_hwc, arr_1=labels, **extra)
 
 
 def sampler_record(sampler: SamplerConfig, seed: int, conditions: SampleConditions) -> dict:

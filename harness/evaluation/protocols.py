@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.core.errors import VQBenchError
-from harness.core.registry import DEFAULT_PROTOCOL, PROTOCOLS
+from harness.core.registry import DEFAULT_PROTOCOL, METRICS, PROTOCOLS
 from harness.evaluation.features import FeatureInput
 
 
@@ -109,6 +109,13 @@ def get_protocol(name: str) -> FidelityProtocol:
     return PROTOCOLS.get(name)
 
 
+def check_reference(protocol: str, reference) -> None:
+    """An ADM reference batch stands in for the reference images only under a protocol that takes one."""
+    if not get_protocol(protocol).reference_npz:
+        raise VQBenchError(f"--reference {reference}: protocol {protocol!r} compares with reference images of a "
+                           "dataset split; ADM reference batches belong to --protocol adm")
+
+
 def main_value(metric_cls) -> str:
     """The value a protocol metric is named for (``rfid`` of rfid/rkid/rkid_std)."""
     return next(iter(metric_cls.higher_is_better))
@@ -125,20 +132,17 @@ def check_defined(protocol: FidelityProtocol, values) -> None:
 
 def check_metrics(names, protocol: str) -> None:
     """Before any work: every registered metric of ``names`` that follows a protocol is defined by it."""
-    from harness.core.registry import METRICS
     fidelity = get_protocol(protocol)
     check_defined(fidelity, [main_value(METRICS.get(n)) for n in names if METRICS.get(n).uses_protocol])
 
 
 def follows_protocol(names) -> bool:
     """Whether any of the registered metrics ``names`` follows the evaluation protocol."""
-    from harness.core.registry import METRICS
     return any(METRICS.get(n).uses_protocol for n in names)
 
 
 def protocol_metrics(names, protocol: str) -> tuple[str, ...]:
     """``names`` without the registered metrics ``protocol`` does not define (a default list under any protocol)."""
-    from harness.core.registry import METRICS
     fidelity = get_protocol(protocol)
     return tuple(n for n in names if not METRICS.get(n).uses_protocol or fidelity.defines(main_value(METRICS.get(n))))
 

@@ -30,7 +30,8 @@ from harness.evaluation.generate import (SampleConditions, class_balanced, promp
 from harness.evaluation.metrics.fidelity import GENERATION_METRICS
 from harness.core.registry import METRICS
 from harness.evaluation.pipeline import build_metrics, metric_outputs, metric_values
-from harness.evaluation.protocols import DEFAULT_PROTOCOL, check_metrics, follows_protocol, get_protocol
+from harness.evaluation.protocols import (DEFAULT_PROTOCOL, check_metrics, check_reference, follows_protocol,
+                                         get_protocol)
 from harness.evaluation.recording import Evaluation, LoadedRun, Measurement, load_run, record, register_evaluation
 from harness.models.checkpoints import load_pair, run_text_condition
 
@@ -79,9 +80,7 @@ class GenerationMetrics(Evaluation):
             if self.reference_n is not None:
                 raise VQBenchError(f"--reference {self.reference} fixes the reference images; leave out the "
                                    "reference image count")
-            if not get_protocol(self.protocol).reference_npz:
-                raise VQBenchError(f"--reference {self.reference}: protocol {self.protocol!r} compares with reference "
-                                   "images of a dataset split; ADM reference batches belong to --protocol adm")
+            check_reference(self.protocol, self.reference)
 
     def settings(self, run: LoadedRun) -> dict:
         reference = {} if self.reference is None else {"reference": reference_record(self.reference)}

@@ -9,7 +9,6 @@ the statistics are present FID and sFID use them; precision and recall always us
 """
 from __future__ import annotations
 
-import io
 import zipfile
 from pathlib import Path
 
@@ -17,10 +16,10 @@ import numpy as np
 import torch
 
 from harness.core.errors import VQBenchError
-from harness.core.io import file_error, write_atomic
+from harness.core.io import file_error
 from harness.evaluation.features import FeatureInput, InceptionFeatures, shared_extractor
 from harness.evaluation.metrics.fidelity import ReferenceSet, feature_stats
-from harness.evaluation.protocols import get_protocol
+from harness.evaluation.protocols import check_reference, get_protocol
 
 STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 
@@ -105,7 +104,7 @@ def build_reference(dataset: str, split: str, out: Path, *, n_images: int | None
     evaluation of N images takes (the split's seeded subset, ``harness.data.datasets.subset_order``), so
     ``--reference`` built here equals evaluating against the split itself. Returns (images, stats images)."""
     from harness.data.datasets import open_dataset
-    from harness.evaluation.generate import to_uint8_hwc
+    from harness.evaluation.generate import to_uint8_hwc, write_npz
     size = len(open_dataset(dataset, split, resolution=resolution))
     n_stats = size if n_stats is None else n_stats
     n_images = min(size, 10000) if n_images is None else n_images
@@ -130,9 +129,7 @@ def build_reference(dataset: str, split: str, out: Path, *, n_images: int | None
                                    for u8 in batches(n_stats, "reference statistics")])
     mu, sigma = feature_stats(feats.pool3)
     mu_s, sigma_s = feature_stats(feats.spatial)
-    buf = io.BytesIO()
-    np.savez(buf, arr_0=images, mu=mu.numpy(), sigma=sigma.numpy(), mu_s=mu_s.numpy(), sigma_s=sigma_s.numpy())
-    write_atomic(Path(out), buf.getvalue())
+    write_npz(Path(out), arr_0=images, mu=mu.numpy(), sigma=sigma.numpy(), mu_s=mu_s.numpy(), sigma_s=sigma_s.numpy())
     return n_images, n_stats
 
 
@@ -147,9 +144,8 @@ def evaluate_npz(samples: Path, *, protocol: str, reference: Path | None = None,
     if metrics is None:
         metrics = tuple(m for m in (*GENERATION_METRICS, "sfid") if fidelity.defines(m))
     check_generation_metrics(metrics, fidelity)
-    if reference is not None and not fidelity.reference_npz:
-        raise VQBenchError(f"--reference {reference}: protocol {protocol!r} compares with reference images of a "
-                           "dataset split; ADM reference batches belong to --protocol adm")
+    if reference is not None:
+        check_reference(protocol, reference)
     if reference is not None and (dataset is not None or n_reference is not None):
         raise VQBenchError(f"--reference {reference} is the reference: leave out --dataset and --n-reference")
     images = read_images(samples, "samples")

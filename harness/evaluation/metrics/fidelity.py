@@ -37,11 +37,10 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from harness.core.contracts import EvalBatch, Metric
 from harness.core.distributed import (batch_image_ids, check_distinct_ids, gather_rows, is_main_process,
-                                      is_multi_process)
+                                      max_over_ranks)
 from harness.core.errors import VQBenchError
 from harness.evaluation.features import (EXTRACTOR_NAME, NUM_LOGITS, POOL3_DIM, SPATIAL_DIM, InceptionFeatures, batch_features, cached_feature_set,
                         classifier_unavailable_reason, image_hashes, store_feature_set)
@@ -431,12 +430,7 @@ def _cat(parts: list, empty_shape: tuple[int, ...], dtype: torch.dtype) -> torch
 
 
 def _any_rank(flag: bool) -> bool:
-    if not is_multi_process():
-        return flag
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return bool(max_over_ranks(int(flag)))
 
 
 class _InceptionMetric(Metric):

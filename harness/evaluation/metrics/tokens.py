@@ -23,7 +23,7 @@ import torch
 
 from harness.core.contracts import EvalBatch, Metric, TokenLayout
 from harness.core.errors import VQBenchError
-from harness.core.distributed import is_multi_process
+from harness.core.distributed import max_over_ranks
 from harness.core.registry import METRICS
 
 
@@ -231,15 +231,9 @@ class PerplexityTaming(Metric):
         self.batch_images = torch.maximum(self.batch_images, torch.tensor(batch.indices.shape[0]))
 
     def sync(self) -> None:
-        largest = self.batch_images.clone()
+        largest = max_over_ranks(int(self.batch_images))
         super().sync()                    # sums every state; the largest batch is a maximum
-        if is_multi_process():
-            import torch.distributed as dist
-            # NCCL reduces CUDA tensors only
-            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-            largest = largest.to(device) if device is not None else largest
-            dist.all_reduce(largest, op=dist.ReduceOp.MAX)
-        self.batch_images = largest.cpu()
+        self.batch_images = torch.tensor(largest)
 
     def compute(self) -> dict[str, float]:
         if int(self.count) == 0:
