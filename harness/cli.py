@@ -302,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = build_parser().parse_args(argv)
         command = COMMANDS[args.command]
+    finished = False
     try:
-        return command(args) or 0
+        code = command(args) or 0
+        finished = True
+        return code
     except VQBenchError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
@@ -318,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         from harness.core.distributed import leave_process_group
-        leave_process_group()
+        leave_process_group(finished)
 
 
 def cmd_list(args) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -43,12 +44,27 @@ def setup(device: str = "auto") -> Dist:
     return Dist(rank, world, local, dev)
 
 
-def leave_process_group() -> None:
+def leave_process_group(finished: bool = True) -> None:
     """Destroy the process group before the interpreter exits: a gloo group left to the interpreter's
     teardown can abort the process (SIGABRT, "terminate called without an active exception") after
-    its work is done (pytorch/pytorch#190489)."""
-    if in_process_group():
-        dist.destroy_process_group()
+    its work is done (pytorch/pytorch#190489). A rank that finished its work first waits (bounded) for
+    the others before tearing its connections down, since a peer closing its sockets while another
+    rank still writes its checkpoint is what aborted rank 1 of two in CI; a rank that ``finished``
+    False (it raised) leaves at once rather than wait for peers that may be stuck."""
+    if not in_process_group():
+        return
+    if finished and is_multi_process():
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=LEAVE_TIMEOUT_S))
+            else:
+                dist.barrier()
+        except (RuntimeError, dist.DistError):      # a peer that died: leave anyway
+            pass
+    dist.destroy_process_group()
+
+
+LEAVE_TIMEOUT_S = 600
 
 
 def check_device(device: str) -> None:
