@@ -165,7 +165,7 @@ def tokenizer_row(preset: str, train: tuple[str, ...], dataset: str, steps: tupl
     from harness.training.runtime import FiniteGuard
 
     d = setup("cpu")
-    overrides = list(TOKENIZERS.entry(preset).meta.get("train_defaults", ())) + list(train) + ["disc_start=0"]
+    overrides = TOKENIZERS.entry(preset).meta.recipe.with_overrides(list(train) + ["disc_start=0"])
     tc = apply_overrides(tt.TrainConfig(), split_overrides(overrides, tt.TrainConfig())[0])
     torch.manual_seed(tc.seed)
     _, model = build_tokenizer(preset)

@@ -19,7 +19,9 @@ layout's position order. Conditioning: ``class`` (int64 labels, ``conditioning.n
 Presets AR-B/L/XL use the VCQ paper's layers/heads/widths (App. A: 12/12/768, 24/16/1024, 32/20/1280);
 counts are for T = 256, K = 16384, 1000 classes. AR-L (342.9M vs the paper's 343M) and AR-XL (693.4M vs
 684M, 1.4%) are claimed. AR-B gives 110.9M, LlamaGen GPT-B's own 111M; the VCQ paper states 115M (3.6%
-more) without saying what the extra 4M are, so that count is not claimed.
+more) without saying what the extra 4M are, so that count is not claimed. They carry App. A's AR recipe
+for the Base-tokenizer group (their paper layout, K_max = 16384): linear decay, biases and norms
+without weight decay.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from torch import nn
 from harness.core.contracts import Conditioning, Generator, SamplerConfig, TokenLayout
 from harness.core.registry import GENERATORS
 from harness.models.conditioning import IMAGENET_CLASSES, ONE_FACTOR_LAYOUTS, ConditionEmbedder
+from harness.models.paper_recipes import VCQ_AR
 from harness.models.sampling import decode_next_token, mask_beyond_codebook, register_invalid_codes
 from harness.models.transformer import Transformer, init_weights
 
@@ -112,7 +115,7 @@ def ar_fmnist() -> ARConfig:
     return ARConfig(width=128, depth=4, heads=4, multiple_of=64, dropout=0.0, token_dropout=0.0)
 
 
-@GENERATORS.register("ar-b", family="ar", scale="paper", layouts=ONE_FACTOR_LAYOUTS, kv_cache=True,
+@GENERATORS.register("ar-b", family="ar", scale="paper", layouts=ONE_FACTOR_LAYOUTS, kv_cache=True, recipe=VCQ_AR,
                      paper_layout=_paper_layout(), paper_conditioning=PAPER_CONDITIONING,
                      description="AR-B (VCQ App. A): 12 layers, 12 heads, width 768; 110.9M "
                                  "(= LlamaGen GPT-B's 111M; the VCQ paper states 115M, not claimed)")
@@ -120,14 +123,14 @@ def ar_b() -> ARConfig:
     return ARConfig(width=768, depth=12, heads=12)
 
 
-@GENERATORS.register("ar-l", family="ar", scale="paper", layouts=ONE_FACTOR_LAYOUTS, kv_cache=True,
+@GENERATORS.register("ar-l", family="ar", scale="paper", layouts=ONE_FACTOR_LAYOUTS, kv_cache=True, recipe=VCQ_AR,
                      paper_layout=_paper_layout(), paper_conditioning=PAPER_CONDITIONING, paper_params=343e6,
                      description="AR-L (VCQ App. A): 24 layers, 16 heads, width 1024 (paper: 343M)")
 def ar_l() -> ARConfig:
     return ARConfig(width=1024, depth=24, heads=16)
 
 
-@GENERATORS.register("ar-xl", family="ar", scale="paper", layouts=ONE_FACTOR_LAYOUTS, kv_cache=True,
+@GENERATORS.register("ar-xl", family="ar", scale="paper", layouts=ONE_FACTOR_LAYOUTS, kv_cache=True, recipe=VCQ_AR,
                      paper_layout=_paper_layout(), paper_conditioning=PAPER_CONDITIONING, paper_params=684e6,
                      description="AR-XL (VCQ App. A): 32 layers, 20 heads, width 1280 (paper: 684M)")
 def ar_xl() -> ARConfig:

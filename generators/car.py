@@ -44,6 +44,7 @@ from harness.core.contracts import Conditioning, Generator, SamplerConfig, Token
 from harness.core.errors import MissingWeightsError, VQBenchError
 from harness.core.registry import GENERATORS
 from harness.models.conditioning import ConditionEmbedder
+from harness.models.paper_recipes import CAR
 from harness.models.sampling import decode_next_token, mask_beyond_codebook, register_invalid_codes
 from harness.models.transformer import Transformer, init_weights
 
@@ -242,7 +243,7 @@ PAPER_CONDITIONING = Conditioning(kind="text", text_dim=384)
 for _size, _width in (("4b", 2560), ("8b", 4096)):
     GENERATORS.add(f"car-qwen3-{_size}", lambda s=_size: CARConfig(backbone=f"hf:Qwen/Qwen3-{s.upper()}", code_dim=256),
                    family="car", scale="paper", layouts=("channel",), kv_cache=True,
-                   paper_layout=_paper_layout(), paper_conditioning=PAPER_CONDITIONING,
+                   paper_layout=_paper_layout(), paper_conditioning=PAPER_CONDITIONING, recipe=CAR,
                    description=f"CAR ({_size.upper()}, Sec. 4.2): pretrained Qwen3-{_size.upper()} backbone "
                                f"(width {_width}), 2-layer projector from 256-dim channel embeddings, two-stage "
                                f"recipe; needs --set backbone=hf:/path/to/Qwen3-{_size.upper()}")

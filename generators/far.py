@@ -34,6 +34,7 @@ from harness.core.contracts import Conditioning, Generator, SamplerConfig, Token
 from harness.core.errors import VQBenchError
 from harness.core.registry import GENERATORS
 from harness.models.conditioning import IMAGENET_CLASSES as PAPER_CONDITIONING, ConditionEmbedder
+from harness.models.paper_recipes import FAR
 from harness.models.sampling import cfg_mix, guidance_scales, mask_beyond_codebook, register_invalid_codes, sample_with
 from harness.models.transformer import Transformer, init_weights
 
@@ -167,14 +168,14 @@ def far_fmnist() -> FARConfig:
     return FARConfig(width=128, depth=4, heads=4, head_depth=1, multiple_of=64, dropout=0.0, token_dropout=0.0)
 
 
-@GENERATORS.register("far-base", family="far", scale="paper", layouts=FACTORIZED_LAYOUTS, kv_cache=True,
+@GENERATORS.register("far-base", family="far", scale="paper", layouts=FACTORIZED_LAYOUTS, kv_cache=True, recipe=FAR,
                      paper_layout=_fqgan_dual_layout(), paper_conditioning=PAPER_CONDITIONING, paper_params=415e6,
                      description="FAR-Base (FQGAN App. E): 24 + 3 head layers, width 1024, 16 heads (paper: 415M)")
 def far_base() -> FARConfig:
     return FARConfig(width=1024, depth=24, heads=16, head_depth=3)
 
 
-@GENERATORS.register("far-large", family="far", scale="paper", layouts=FACTORIZED_LAYOUTS, kv_cache=True,
+@GENERATORS.register("far-large", family="far", scale="paper", layouts=FACTORIZED_LAYOUTS, kv_cache=True, recipe=FAR,
                      paper_layout=_fqgan_dual_layout(), paper_conditioning=PAPER_CONDITIONING, paper_params=898e6,
                      description="FAR-Large (FQGAN App. E): 36 + 4 head layers, width 1280, 20 heads (paper: 898M)")
 def far_large() -> FARConfig:

@@ -53,6 +53,7 @@ from harness.core.contracts import Conditioning, Generator, SamplerConfig, Token
 from harness.core.errors import VQBenchError
 from harness.core.registry import GENERATORS
 from harness.models.conditioning import ONE_FACTOR_LAYOUTS, ConditionEmbedder
+from harness.models.paper_recipes import MASKGEN_GENERATOR
 from harness.models.sampling import (cfg_mix, codebook_capacity_ratio, filter_top_k, filter_top_p,
                        guidance_scales, mask_beyond_codebook, register_invalid_codes)
 from harness.models.transformer import Transformer, init_weights
@@ -239,7 +240,7 @@ def _register_paper_presets():
             return MaskedConfig(width=width, depth=depth, heads=heads, mlp_dim=mlp)
         GENERATORS.add(f"masked-{name}", preset, family="masked", scale="paper", layouts=ONE_FACTOR_LAYOUTS,
                        paper_layout=_paper_layout(), paper_conditioning=PAPER_CONDITIONING,
-                       paper_body_params=params,
+                       paper_body_params=params, recipe=MASKGEN_GENERATOR,
                        description=f"Ours-{name.upper()} (channel-wise masked generation, Table 1): {depth} layers, "
                                    f"{heads} heads, width {width}, MLP dim {mlp}; paper {params / 1e6:.0f}M "
                                    f"(without the codebook-sized embedding and head, as the paper counts)")

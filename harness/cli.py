@@ -12,7 +12,8 @@ from harness.core.arguments import (Parser, finite_float, non_negative_float, no
                                     positive_int, probability)
 from harness.core.errors import VQBenchError
 
-LIST_KINDS = ("tokenizers", "generators", "metrics", "evaluations", "protocols", "datasets", "suites", "text-encoders")
+LIST_KINDS = ("tokenizers", "generators", "metrics", "evaluations", "protocols", "datasets", "suites", "text-encoders",
+              "claims")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -83,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a preset field, e.g. --set codebook_size=4096 (repeatable)")
     p.add_argument("--tokenizer", default=None, metavar="TOKENIZER_PRESET",
                    help="generators: count on this tokenizer preset's layout (default: the paper's layout)")
+
+    p = sub.add_parser("describe", help="a preset's architecture, parameters, token layout, bits per image and "
+                                        "training recipe with the paper sources",
+                       description="Print a tokenizer or generator preset's architecture (its config fields), "
+                                   "parameter count (paper presets on the meta device), token layout, bits per "
+                                   "image (sum over positions of log2 K_t, times the sub-codes per position) "
+                                   "and its paper's training recipe, one value per line with its source; "
+                                   "values the paper does not state are marked [assumed].")
+    p.add_argument("preset", help="tokenizer or generator preset, e.g. vcq-base-cosine-imagenet, ar-l")
+    p.add_argument("--tokenizer", default=None, metavar="TOKENIZER_PRESET",
+                   help="generators: describe on this tokenizer preset's layout (default: the paper's layout, "
+                        "or the first tokenizer of the preset's scale whose layout the family supports)")
 
     p = sub.add_parser("train", help="train a tokenizer preset, or a generator preset on a trained tokenizer",
                        description="Train a tokenizer preset, or a generator preset on the tokens of a trained "
@@ -171,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default=None,
                    help="evaluate the suite's Inception metrics under this protocol instead of the suite's own "
                         "(metrics it does not define are left out; `vqbench list protocols`)")
+    _add_device(p)
+
+    p = sub.add_parser("claims", help="measure the seed papers' claims and write the claims table",
+                       description="Run the default suite (resumably) into OUT, measure the claims its runs "
+                                   "support and write claims.md/.csv/.tex and one figure per claim; --all also runs "
+                                   "the suite `claims` (codebook-size sweeps, FQ ablations, CodebookSize-Aware CFG "
+                                   "on a constant codebook) and measures every claim. `vqbench list claims` lists them.")
+    p.add_argument("--all", action="store_true", help="also the claims outside the main job (trains their runs)")
+    p.add_argument("--out", type=Path, default=Path("reports") / "default",
+                   help="the suite folder (default: reports/default, the main job's)")
+    p.add_argument("--table-only", action="store_true",
+                   help="train and evaluate nothing: measure the claims on the folder's results as they are")
     _add_device(p)
 
     p = sub.add_parser("eval-samples", help="score a samples .npz against an ADM reference batch or a dataset split",
@@ -369,6 +394,12 @@ def cmd_params(args) -> int:
     return 0
 
 
+def cmd_describe(args) -> int:
+    from harness.describe import describe
+    print(describe(args.preset, args.tokenizer))
+    return 0
+
+
 def cmd_train(args) -> int:
     from harness.models.catalog import load_all, tokenizer_config
     from harness.core.registry import GENERATORS
@@ -378,13 +409,18 @@ def cmd_train(args) -> int:
     load_all()
     is_generator = args.preset in GENERATORS
     if args.help_settings:
-        from harness.core.config import field_types
+        from harness.core.config import apply_overrides, field_types, split_overrides
+        from harness.core.registry import TOKENIZERS
         configs = ((generator_config(args.preset), GeneratorTrainConfig()) if is_generator
                    else (tokenizer_config(args.preset), TrainConfig()))
+        recipe = (GENERATORS if is_generator else TOKENIZERS).entry(args.preset).meta.recipe
+        routed = split_overrides(recipe.overrides(), *configs)       # shown as the preset trains
+        configs = [apply_overrides(c, r) for c, r in zip(configs, routed)]
         for title, cfg in zip(("preset", "training"), configs):
             print(f"{title} settings:")
             for name, tp in field_types(cfg).items():
-                print(f"  {name} = {getattr(cfg, name)!r}  ({getattr(tp, '__name__', tp)})")
+                by = "  [paper recipe]" if recipe.get(name) else ""
+                print(f"  {name} = {getattr(cfg, name)!r}  ({getattr(tp, '__name__', tp)}){by}")
         return 0
     if args.run_dir is None:
         raise VQBenchError("vqbench train: the argument --run-dir is required (the folder for checkpoints)")
@@ -532,7 +568,22 @@ def cmd_run(args) -> int:
     table = run_suite(args.suite, out, device=args.device, progress=not args.quiet, protocol=args.protocol)
     if table is not None:
         print(Path(table).read_text())
+        if args.suite == "default" and args.protocol is None:      # the main job also measures its claims
+            from harness.claims.runner import write_claims_table
+            print(write_claims_table(out, include_all=False)[0].read_text())
         print(f"tables and results written to {out}")
+    return 0
+
+
+def cmd_claims(args) -> int:
+    from harness.claims.runner import run_claims, write_claims_table
+    if args.table_only:
+        table = write_claims_table(args.out, include_all=args.all)[0]
+    else:
+        table = run_claims(args.out, include_all=args.all, device=args.device, progress=not args.quiet)
+    if table.exists():
+        print(table.read_text())
+        print(f"claims table written to {table}")
     return 0
 
 
@@ -670,9 +721,10 @@ def cmd_geneval_prompts(args) -> int:
     return cmd_prompts(args)
 
 
-COMMANDS = {"analyze": cmd_analyze, "consolidate": cmd_consolidate, "list": cmd_list, "params": cmd_params, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
+COMMANDS = {"analyze": cmd_analyze, "consolidate": cmd_consolidate, "list": cmd_list, "params": cmd_params,
+            "describe": cmd_describe, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
             "progressive": cmd_progressive, "probe": cmd_probe,
-            "run": cmd_run, "report": cmd_report, "geneval-prompts": cmd_geneval_prompts, "geneval": cmd_geneval,
+            "run": cmd_run, "claims": cmd_claims, "report": cmd_report, "geneval-prompts": cmd_geneval_prompts, "geneval": cmd_geneval,
             "published": cmd_published, "import": cmd_import, "eval-samples": cmd_eval_samples,
             "reference": cmd_reference}
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.claims.runs import CBCFG_ON_CONSTANT, FQ_SINGLE, SWEEP_FAMILIES, SWEEP_K, sweep_label
 from harness.core.contracts import SamplerConfig
 from harness.core.distributed import barrier, setup
 from harness.core.registry import SUITES
@@ -141,7 +142,7 @@ DEFAULT_TOKENIZER_EVALUATIONS = (
     # the VCQ paper measures the training split; the table's entropy_cliff values are the test split's
     EntropyCurve(split="train", n=10000, summary=False),
 )
-register_suite(Suite(
+DEFAULT_SUITE = register_suite(Suite(
     "default", "the main job (python run_all.py): VQ, CVQ (p=0, 0.25), FQ-Dual, VCQ (constant, cosine) and the "
                "FSQ/LFQ/SimVQ/RVQ baselines, 200 steps each on Fashion-MNIST; AR, MaskGIT, CAR, masked "
                "channel-wise, FAR and AR with CodebookSize-Aware CFG on them, 800 steps each; a "
@@ -154,6 +155,34 @@ register_suite(Suite(
           for label, preset, tok, sampler, trained_by in DEFAULT_GENERATORS)
     + (TEXT_TO_IMAGE_RUN,)))
 
+
+# The suite `claims`: the runs `vqbench claims --all` adds to the default suite's, in the same folder,
+# each trained as the default suite's run it varies (harness.claims.runs names them): CVQ and the vanilla
+# VQ of CVQ's code dimension at K = 256 ... 16,384, FQ with one codebook of 2 x 1,024 codes, and
+# CodebookSize-Aware CFG on the constant codebook's generator (reused, not retrained).
+def _claims_suite() -> Suite:
+    tokenizers = {r.label: r for r in DEFAULT_SUITE.runs}
+    sweep_metrics = ReconstructionMetrics(("codebook_usage", "psnr"), n=2000)
+
+    def like(label: str, preset: str, base: str, *overrides: str) -> TokenizerRun:
+        return TokenizerRun(label, preset, tokenizers[base].overrides + overrides, evaluations=(sweep_metrics,))
+
+    sweep = tuple(like(sweep_label(family, k), preset, "cvq-fmnist", f"codebook_size={k}")
+                  for family, preset in SWEEP_FAMILIES for k in SWEEP_K if sweep_label(family, k) != "cvq-fmnist")
+    single = like(FQ_SINGLE, "fq-dual-fmnist", "fq-dual-fmnist", "num_factors=1", "codebook_size=2048",
+                  "disentangle_weight=0", "representation_weight=0", "teacher=none")
+    # listed (without evaluations) so the generator below can name it; finished runs are not redone
+    constant = dataclasses.replace(tokenizers["vcq-constant-fmnist"], evaluations=())
+    guided = {g.label: g for g in DEFAULT_SUITE.generators}["ar@vcq-constant"]
+    aware = dataclasses.replace(guided, label=CBCFG_ON_CONSTANT, train_label="ar@vcq-constant", evaluations=(
+        GenerationMetrics(dataclasses.replace(guided.evaluations[0].sampler, codebook_aware_cfg=True),
+                          n_samples=DEFAULT_FIDELITY_N, unguided=False),))
+    return Suite("claims", "the runs `vqbench claims --all` adds to the default suite's (same folder): CVQ and "
+                           "vq-fmnist-d49 at K = 256 ... 16,384, FQ with one codebook of 2,048, CodebookSize-Aware "
+                           "CFG on the constant codebook's AR", sweep + (single, constant), (aware,))
+
+
+register_suite(_claims_suite())
 
 def under_protocol(evaluation: Evaluation, protocol: str | None) -> Evaluation | None:
     """``evaluation`` with its Inception metrics under ``protocol`` (None: unchanged), without the metrics

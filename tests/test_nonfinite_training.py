@@ -310,7 +310,7 @@ def test_generator_training_settings_outside_their_domain_are_refused(key, raw):
 def test_defaults_and_every_presets_recipe_are_valid():
     TrainConfig(), GeneratorTrainConfig()
     for name in TOKENIZERS.names():
-        defaults = dict(s.split("=", 1) for s in TOKENIZERS.entry(name).meta.get("train_defaults", ()))
+        defaults = dict(s.split("=", 1) for s in TOKENIZERS.entry(name).meta.recipe.overrides())
         apply_overrides(TrainConfig(), {k: v for k, v in defaults.items() if k in TrainConfig.__dataclass_fields__})
     # the edges of each domain are accepted
     apply_overrides(TrainConfig(), {"steps": "1", "lr": "1e-9", "grad_clip": "0", "ema_decay": "0", "seed": "0",

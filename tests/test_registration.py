@@ -42,7 +42,7 @@ def test_records_are_read_by_attribute_and_misspelt_reads_fail():
     reg = Registry("tokenizer", TokenizerInfo)
     reg.add("t", object, family="vq", scale="tiny", description="d")
     info = reg._entries["t"].meta
-    assert (info.family, info.scale, info.paper_params, info.train_defaults) == ("vq", "tiny", None, ())
+    assert (info.family, info.scale, info.paper_params, len(info.recipe)) == ("vq", "tiny", None, 0)
     assert info.get("scale") == "tiny" and info.get("paper_params", 1.0) == 1.0
     assert "scale" in info and "paper_params" not in info and "layouts" not in info
     with pytest.raises(KeyError, match="no field 'scael'"):
@@ -114,8 +114,9 @@ def _harness_imports(path) -> set[str]:
 
 def test_no_import_cycle_between_the_registry_and_discovery():
     core = HARNESS / "core"
-    assert _harness_imports(core / "registry.py") <= {"harness.core.discovery", "harness.core.errors"}
-    for name in ("discovery.py", "plugins.py"):
+    assert _harness_imports(core / "registry.py") <= {"harness.core.discovery", "harness.core.errors",
+                                                      "harness.core.recipes"}
+    for name in ("discovery.py", "plugins.py", "recipes.py"):
         assert "harness.core.registry" not in _harness_imports(core / name), name
     code = ("import sys, harness.core.registry; "
             "print(sorted(m for m in sys.modules if m.startswith('harness.') and not m.startswith('harness.core')))")

@@ -15,7 +15,7 @@ def test_cvq_tokens_are_channels_with_parity_to_vq():
     assert cvq.layout.num_positions == vq.layout.num_positions == 49
     assert cvq.code_dim == 7 * 7 == cvq.layout.num_positions          # C = H1 * W1
     _, paper = build_tokenizer("cvq-1024-k16k-imagenet", device="meta")
-    assert paper.layout.num_positions == 1024 and paper.code_dim == 32 * 32
+    assert paper.layout.num_positions == 1024 and paper.code_dim == 16 * 16      # CVQ Table 1: ratio 16
 
 
 def test_cvq_nested_dropout_masks_trailing_channels_and_scales_gan_weight():
@@ -29,7 +29,8 @@ def test_cvq_nested_dropout_masks_trailing_channels_and_scales_gan_weight():
         k = int(out.logs["active_channels"])
         seen.add(k)
         c = model.layout.num_positions
-        expected = 1 / (1 + math.exp(-(k - c / 2) / (c / 8)))
+        sigmoid = lambda v: 1 / (1 + math.exp(-v))                     # noqa: E731
+        expected = sigmoid((k - c / 2) / (c / 8)) / sigmoid((c / 2) / (c / 8))   # 1 at full width
         assert abs(out.gan_weight_scale - expected) < 1e-6
         assert out.indices.shape == (2, c)                             # all channels still tokenized
     assert len(seen) > 5                                               # k ~ U{1..C}

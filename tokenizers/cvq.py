@@ -10,8 +10,12 @@ same number of tokens and the same code dimension as the patch-wise VQ of the sa
 
 Nested channel dropout (App. B): with probability ``dropout_p`` a training step keeps the first
 k ~ U{1..C} channels and zeroes the rest; the quantization loss then covers only active channels,
-and the adversarial weight is scaled by ``sigmoid((k - C/2) / tau)`` (the
-paper's sigmoid adaptive GAN weight, whose exact form its text does not give; this form is assumed).
+and the adversarial weight is scaled by ``sigmoid((k - C/2) / tau) / sigmoid((C/2) / tau)``, tau = C/8
+by default. App. B's sigmoid GAN weight (Eq. 8) lost its formula in our copy: the text says only that
+tau sets the smoothness, that lambda is the base GAN weight and that the adversarial weight grows with
+the active channels, so the form is assumed. It is normalised by its full-width value because Eq. 9's
+full-width term is "standard training" at the base weight: every full-width step (k = C, with or without
+dropout) gets exactly lambda, as a tokenizer without dropout does (the bare sigmoid gave 0.982 lambda).
 
 Variable resolution (App. D), option ``resampler``: before the lookup, ``resample_side``^2 learned
 queries cross-attend the encoder features of any spatial size (positions as tokens, channels as
@@ -29,9 +33,12 @@ import torch
 from torch import nn
 
 from harness.core.contracts import TokenLayout, Tokenizer, TokenizerOutput
+from harness.core.recipes import Recipe, assumed
 from harness.models.nn import DownsamplePadding, crop_to, encoder_decoder, latent_side
 from harness.models.quantizers.channel import ChannelQuantizer
+from harness.models.quantizers.vq import FMNIST_CODEBOOK_INIT, CodebookInit
 from harness.core.registry import TOKENIZERS
+from harness.models.paper_recipes import CVQ_TOKENIZER, MASKGEN_TOKENIZER
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class CVQConfig:
     resampler: bool = False        # variable-resolution resampling around the lookup (App. D)
     resample_side: int = 0         # fixed side of the resampled map; 0 -> the native latent side
     downsample_padding: DownsamplePadding = "symmetric"    # or taming's "right-bottom" (harness.models.nn)
+    codebook_init: CodebookInit = "uniform"    # "data": codes start as channel maps of the first batches
 
     def build(self) -> "CVQTokenizer":
         return CVQTokenizer(self)
@@ -91,6 +99,9 @@ class CVQTokenizer(Tokenizer):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.quantizer(self._latents(x)).indices
 
+    def quantizer_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return self._latents(x).reshape(-1, self.code_dim)
+
     def decode(self, indices: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         return self._decode_channels(self.quantizer.lookup(indices), size)
 
@@ -110,8 +121,7 @@ class CVQTokenizer(Tokenizer):
         if self.training and self.cfg.dropout_p > 0 and torch.rand(()) < self.cfg.dropout_p:
             k = int(torch.randint(1, c + 1, ()))
         q = self.quantizer(z, active_channels=k)
-        tau = self.cfg.gan_tau or c / 8
-        scale = float(torch.sigmoid(torch.tensor((k - c / 2) / tau))) if self.cfg.dropout_p > 0 else 1.0
+        scale = gan_weight_scale(k, c, self.cfg.gan_tau or c / 8) if self.cfg.dropout_p > 0 else 1.0
         return TokenizerOutput(self._decode_channels(q.quantized, tuple(x.shape[-2:])), q.indices, q.losses,
                                logs={"active_channels": float(k)}, gan_weight_scale=scale)
 
@@ -120,6 +130,14 @@ class CVQTokenizer(Tokenizer):
 
     def last_layer_weight(self) -> torch.Tensor:
         return self.decoder.conv_out.weight
+
+
+def gan_weight_scale(k: int, channels: int, tau: float) -> float:
+    """App. B's per-k GAN weight as a multiple of the base weight: a sigmoid in the active channels k,
+    normalised so that the full width (k = C) is exactly 1 (the module docstring says why)."""
+    def sigmoid(v: float) -> float:
+        return 1.0 / (1.0 + math.exp(-v))
+    return sigmoid((k - channels / 2) / tau) / sigmoid((channels / 2) / tau)
 
 
 class Resampler(nn.Module):
@@ -178,14 +196,14 @@ def cvq_tiny() -> CVQConfig:
 
 
 def _cvq_fmnist(dropout_p: float) -> CVQConfig:
-    # parity with vq-fmnist: 49 tokens, codes of dim 7*7 = 49, K = 1024
+    # parity with vq-fmnist: 49 tokens, codes of dim 7*7 = 49, K = 1024; codes start from channel maps
     return CVQConfig(resolution=28, in_channels=1, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
                      num_tokens=49, norm_groups=16, attention=False, codebook_size=1024,
-                     dropout_p=dropout_p)
+                     dropout_p=dropout_p, codebook_init=FMNIST_CODEBOOK_INIT)
 
 
 @TOKENIZERS.register("cvq-fmnist", family="cvq", scale="small",
-                     description="49 channel tokens of 7x7 on 28x28 Fashion-MNIST, K=1024, no dropout")
+                     description="49 channel tokens of 7x7 on 28x28 Fashion-MNIST, K=1024 initialised from data, no dropout")
 def cvq_fmnist() -> CVQConfig:
     return _cvq_fmnist(0.0)
 
@@ -197,27 +215,41 @@ def cvq_fmnist_drop25() -> CVQConfig:
 
 
 def _register_paper_presets():
-    # 256 tokens: f16 latent (16x16 = 256-dim codes, 256 channels); 1024 tokens: f8 (32x32, 1024 channels)
-    for tokens, ch_mult in ((256, (1, 1, 2, 2, 4)), (1024, (1, 2, 2, 4))):
+    # Table 1: 256 and 1024 tokens, both at ratio 16, so every code is a 16x16 = 256-dim map (the 1024-token
+    # tokenizer has 1024 latent channels); Table 3 varies K at 256 tokens. "Vanilla CVQ" (Tables 1, 3, and
+    # Table 7's 0% row) has no nested dropout; CAR's tokenizer (Tables 4, 7) has p = 0.25.
+    for tokens in (256, 1024):
         for k in (1024, 4096, 16384, 65536):
-            name = f"cvq-{tokens}-k{k // 1024}k-imagenet"
-
-            def preset(tokens=tokens, ch_mult=ch_mult, k=k) -> CVQConfig:
-                return CVQConfig(ch_mult=ch_mult, num_tokens=tokens, codebook_size=k, dropout_p=0.25)
-            TOKENIZERS.add(name, preset, family="cvq", scale="paper",
-                           description=f"CVQ at 256x256: {tokens} channel tokens, K={k}, nested dropout 0.25")
+            def dropout(tokens=tokens, k=k) -> CVQConfig:
+                return CVQConfig(num_tokens=tokens, codebook_size=k, dropout_p=0.25)
+            TOKENIZERS.add(f"cvq-{tokens}-k{k // 1024}k-imagenet", dropout, family="cvq", scale="paper",
+                           recipe=CVQ_TOKENIZER,
+                           description=f"CVQ at 256x256: {tokens} channel tokens of 16x16, K={k}, nested dropout "
+                                       f"0.25 as CAR's tokenizer (Tables 4/7)")
+    for tokens, ks, table in ((256, (1024, 4096, 16384, 65536), "Tables 1, 3"), (1024, (16384,), "Table 1")):
+        for k in ks:
+            def vanilla(tokens=tokens, k=k) -> CVQConfig:
+                return CVQConfig(num_tokens=tokens, codebook_size=k, dropout_p=0.0)
+            TOKENIZERS.add(f"cvq-vanilla-{tokens}-k{k // 1024}k-imagenet", vanilla, family="cvq", scale="paper",
+                           recipe=CVQ_TOKENIZER,
+                           description=f"Vanilla CVQ ({table}): {tokens} channel tokens of 16x16 at 256x256, "
+                                       f"K={k}, no nested dropout")
 
 
 _register_paper_presets()
 
-# The channel-wise masked-generation paper's tokenizer recipe (its Sec. 3.2 and 4): StyleGAN
-# discriminator (as ViT-VQGAN) with LeCam regularization, no entropy loss, Adam at 1e-4.
-MASKGEN_RECIPE = ("disc_arch=stylegan", "lecam_weight=0.001", "lr=1e-4", "pixel_loss=l2")
-TOKENIZERS.add("cvq-maskgen-256-k16k-imagenet", lambda: CVQConfig(num_tokens=256, codebook_size=16384),
-               family="cvq", scale="paper", train_defaults=MASKGEN_RECIPE,
-               description="CVQ with the masked-generation paper's recipe: StyleGAN discriminator + LeCam, K=16384")
-TOKENIZERS.add("cvq-maskgen-tiny", cvq_tiny, family="cvq", scale="tiny",
-               train_defaults=MASKGEN_RECIPE + ("disc_channels=8",),
-               description="cvq-tiny trained with the masked-generation recipe (tests)")
+# The channel-wise masked-generation paper's tokenizer (its Sec. 3.2 and 4.1): VQGAN's architecture without
+# its attention blocks, a StyleGAN discriminator (as ViT-VQGAN) with LeCam regularization, no entropy
+# loss, Adam at 1e-4 decaying to 5e-5; compression ratio 16 (Tables 5, 6)
+TOKENIZERS.add("cvq-maskgen-256-k16k-imagenet",
+               lambda: CVQConfig(num_tokens=256, codebook_size=16384, attention=False),
+               family="cvq", scale="paper", recipe=MASKGEN_TOKENIZER,
+               description="CVQ of the masked-generation paper: 256 channel tokens of 16x16, K=16384, no attention "
+                           "blocks; StyleGAN discriminator + LeCam")
+# the recipe's loss settings on cvq-tiny, with a small discriminator (its schedule is the test's)
+MASKGEN_TINY = Recipe(tuple(MASKGEN_TOKENIZER.get(k) for k in ("disc_arch", "lecam_weight", "lr", "pixel_loss"))) \
+    + Recipe.of(("disc_channels", "8", assumed("a test-sized discriminator for the tiny preset")))
+TOKENIZERS.add("cvq-maskgen-tiny", cvq_tiny, family="cvq", scale="tiny", recipe=MASKGEN_TINY,
+               description="cvq-tiny trained with the masked-generation recipe's losses (tests)")
 TOKENIZERS.add("cvq-resample-tiny", lambda: dataclasses.replace(cvq_tiny(), resampler=True, resample_side=4),
                family="cvq", scale="tiny", description="cvq-tiny with the variable-resolution resampler (tests)")

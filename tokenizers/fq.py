@@ -8,11 +8,17 @@ N x T x k). Two regularizers:
 - disentanglement (eq. 7): the squared dot product of the l2-normalized sub-codes of each patch,
   averaged over patches and summed over pairs, weight ``lambda1`` = 0.1 (with the sub-codebooks in
   harness.models.quantizers.factorized);
-- representation learning (eq. 8): the last sub-codebook predicts a frozen teacher's features
-  through a small prediction head, weight ``lambda2`` = 0.5. The paper's teachers are CLIP (Dual)
-  and CLIP + DINOv2 (Triple): ``clip:<open_clip model>:<weights file>`` and ``dinov2:<folder>`` load
-  weights you provide; the packaged ``vgg16``, ``alexnet``, ``inception-map`` and
-  ``efficientnet-lite0`` need none; or ``none``. The loss is 1 - cosine similarity per position (the text does not give its form).
+- representation learning (eq. 8): the last sub-codebooks predict frozen teachers' features
+  through small prediction heads, weight ``lambda2`` = 0.5. ``teacher`` lists them comma-separated,
+  in the order of the sub-codebooks they supervise, the last ones: Dual's sub-codebook 2 learns from
+  CLIP (Sec. 3.2.2), Triple's sub-codebook 2 from DINOv2 and sub-codebook 3 from CLIP (Sec. 4.4,
+  App. C; the checkpoints facebook/dinov2-small and openai/clip-vit-base-patch16), so the paper's
+  Triple is ``teacher=dinov2:<folder>,clip:<open_clip model>:<weights file>`` (weights you provide);
+  the packaged ``vgg16``, ``alexnet``, ``inception-map`` and ``efficientnet-lite0`` need none; or
+  ``none``. The loss is 1 - cosine similarity per position (the text does not give its form).
+
+The ImageNet presets carry the paper's tokenizer recipe (Sec. 4.1, App. B; what it leaves to
+LlamaGen's schedule is marked assumed).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from harness.models.conv_tokenizer import ConvBackbone
 from harness.models.nn import ResnetBlock, crop_to, encoder_decoder, latent_side
 from harness.models.quantizers.factorized import FactorizedQuantizer
 from harness.core.registry import FEATURE_EXTRACTORS, TOKENIZERS
+from harness.models.paper_recipes import FQGAN_TOKENIZER
 from harness.models.teachers import build_teacher
 
 
@@ -63,8 +70,8 @@ class FQTokenizer(Tokenizer):
         self.grid = (side, side)
         self.layout = TokenLayout.constant(side * side, cfg.codebook_size, num_factors=cfg.num_factors,
                                            position_kind="spatial", grid=self.grid)
-        # teachers, comma-separated, supervise the last sub-codebooks (Triple: clip:...,dinov2:...);
-        # they are built lazily and kept out of the state dict (frozen, never trained)
+        # teachers, comma-separated, supervise the last sub-codebooks in order (Triple, App. C:
+        # dinov2:...,clip:... for sub-codebooks 2 and 3); they are built lazily and kept out of the state dict (frozen, never trained)
         self.teacher_specs = [t for t in cfg.teacher.split(",") if t and t != "none"] \
             if cfg.representation_weight > 0 else []
         if len(self.teacher_specs) > cfg.num_factors:
@@ -144,14 +151,15 @@ def fq_dual_fmnist() -> FQConfig:
                     norm_groups=16, attention=False, codebook_size=1024, teacher="alexnet")
 
 
-@TOKENIZERS.register("fqgan-dual-imagenet", family="fq", scale="paper",
+@TOKENIZERS.register("fqgan-dual-imagenet", family="fq", scale="paper", recipe=FQGAN_TOKENIZER,
                      description="FQGAN-Dual: 16x16 positions x 2 sub-codes at 256x256, K=16384 x 2, dim 8")
 def fqgan_dual_imagenet() -> FQConfig:
     return FQConfig(num_factors=2)
 
 
-@TOKENIZERS.register("fqgan-triple-imagenet", family="fq", scale="paper",
+@TOKENIZERS.register("fqgan-triple-imagenet", family="fq", scale="paper", recipe=FQGAN_TOKENIZER,
                      description="FQGAN-Triple: 16x16 positions x 3 sub-codes at 256x256, K=16384 x 3, dim 8")
 def fqgan_triple_imagenet() -> FQConfig:
-    # the paper's CLIP + DINOv2 need your weights (--set teacher=clip:...,dinov2:...); packaged stand-ins
+    # the paper's DINOv2 (sub-codebook 2) and CLIP (sub-codebook 3) need your weights (--set
+    # teacher=dinov2:...,clip:...); packaged stand-ins in their places: VGG16 for DINOv2, EfficientNet for CLIP
     return FQConfig(num_factors=3, teacher="vgg16,efficientnet-lite0")

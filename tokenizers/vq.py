@@ -5,17 +5,26 @@ codebook. LlamaGen's choices are options: l2-normalized codes (cosine lookup) an
 lookup space reached through 1x1 projections (``codebook_dim`` = 8 with ``z_channels`` = 256).
 Pixel, LPIPS and PatchGAN losses are added by the shared trainer (harness/training/losses.py).
 
-Presets: ``vq-tiny`` (tests), ``vq-fmnist`` (default suite, 7x7 tokens on 28x28 Fashion-MNIST) and
-the ImageNet-256 presets ``vq-f16-imagenet`` (16x16 tokens) and ``vq-f8-imagenet`` (32x32 tokens)
-with LlamaGen's VQ-16 / VQ-8 widths and K = 16384.
+Presets: ``vq-tiny`` (tests), ``vq-fmnist`` (default suite, 7x7 tokens on 28x28 Fashion-MNIST), the
+ImageNet-256 presets ``vq-f16-imagenet`` (16x16 tokens) and ``vq-f8-imagenet`` (32x32 tokens) with
+LlamaGen's VQ-16 / VQ-8 widths, K = 16384 and LlamaGen's training recipe, and the CVQ paper's "Vanilla
+VQ" baselines ``vq-vanilla-*-imagenet`` (Tables 1, 3): VQGAN's codes, unnormalised, at the dimension of
+CVQ's codes (256 = 16 x 16), since Sec. 4 keeps "dimensionality parity" with CVQ (identical lookup
+complexity: N tokens of 256-dim codes against K codes); 256 tokens at ratio 16 for K = 1024 ... 65536
+(Table 3) and 1024 tokens at ratio 8 for K = 16384 (Table 1).
+
+The CVQ paper's "VQ w/ dropout" (Table 4) applies nested dropout to patch tokens; its implementation is
+deferred to an appendix that does not describe it, and this tokenizer has no token dropout, so there
+is no preset for it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from harness.models.conv_tokenizer import ConvBackbone, ConvTokenizer
-from harness.models.quantizers.vq import VectorQuantizer
+from harness.models.quantizers.vq import FMNIST_CODEBOOK_INIT, CodebookInit, VectorQuantizer
 from harness.core.registry import TOKENIZERS
+from harness.models.paper_recipes import CVQ_VQ_BASELINE, LLAMAGEN_TOKENIZER
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,7 @@ class VQConfig(ConvBackbone):
     l2_norm: bool = True
     beta: float = 0.25
     rotation_trick: bool = False     # Fifty et al. 2024: rotate-and-scale gradients instead of straight-through
+    codebook_init: CodebookInit = "uniform"    # "data": codes start as encoder outputs of the first batches
 
     def build(self) -> "VQTokenizer":
         return VQTokenizer(self)
@@ -50,13 +60,40 @@ def vq_fmnist() -> VQConfig:
                     z_channels=64, norm_groups=16, attention=False, codebook_size=1024)
 
 
-@TOKENIZERS.register("vq-f16-imagenet", family="vq", scale="paper", paper_params=72e6,
+@TOKENIZERS.register("vq-fmnist-d49", family="vq", scale="small",
+                     description="vq-fmnist as VQGAN's vanilla VQ at CVQ's code dimension: unnormalised codes of dim "
+                                 "49 (cvq-fmnist's 7x7 channel maps), codebook initialised as cvq-fmnist's")
+def vq_fmnist_d49() -> VQConfig:
+    # the CVQ paper's baseline keeps "dimensionality parity" with CVQ (Sec. 4): codes of the dimension of a
+    # CVQ code (H1 * W1 = 49 here), no l2 normalisation
+    return VQConfig(resolution=28, in_channels=1, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+                    z_channels=64, norm_groups=16, attention=False, codebook_size=1024, codebook_dim=49,
+                    l2_norm=False, codebook_init=FMNIST_CODEBOOK_INIT)
+
+
+@TOKENIZERS.register("vq-f16-imagenet", family="vq", scale="paper", paper_params=72e6, recipe=LLAMAGEN_TOKENIZER,
                      description="LlamaGen VQ-16: 16x16 tokens at 256x256, K=16384, dim 8 (72M)")
 def vq_f16_imagenet() -> VQConfig:
     return VQConfig(downsample_padding="right-bottom")       # LlamaGen's encoder pads right and bottom
 
 
-@TOKENIZERS.register("vq-f8-imagenet", family="vq", scale="paper",
+@TOKENIZERS.register("vq-f8-imagenet", family="vq", scale="paper", recipe=LLAMAGEN_TOKENIZER,
                      description="LlamaGen VQ-8: 32x32 tokens at 256x256, K=16384, dim 8")
 def vq_f8_imagenet() -> VQConfig:
     return VQConfig(ch_mult=(1, 2, 2, 4), downsample_padding="right-bottom")
+
+
+def _register_cvq_baselines():
+    # the CVQ paper's "Vanilla VQ" rows: 256 tokens at ratio 16 (Tables 1, 3), 1024 tokens at ratio 8 (Table 1)
+    for tokens, ch_mult, ks in ((256, (1, 1, 2, 2, 4), (1024, 4096, 16384, 65536)), (1024, (1, 2, 2, 4), (16384,))):
+        for k in ks:
+            def preset(ch_mult=ch_mult, k=k) -> VQConfig:
+                return VQConfig(ch_mult=ch_mult, z_channels=256, codebook_dim=256, l2_norm=False, codebook_size=k)
+            side = 16 if tokens == 256 else 32
+            TOKENIZERS.add(f"vq-vanilla-{tokens}-k{k // 1024}k-imagenet", preset, family="vq", scale="paper",
+                           recipe=CVQ_VQ_BASELINE,
+                           description=f"CVQ paper's Vanilla VQ baseline: {side}x{side} tokens at 256x256, K={k}, "
+                                       "256-dim codes (parity with CVQ's 16x16 codes), not normalised")
+
+
+_register_cvq_baselines()

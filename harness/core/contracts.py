@@ -116,6 +116,12 @@ class Tokenizer(nn.Module):
             raise ValueError(f"prefix length k={k} is outside 1..{self.prefix_total} ({self.prefix_unit})")
         return int(k)
 
+    def quantizer_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The vectors (M x code dim) the quantizer matches for images ``x``: what a codebook initialised
+        from data (``codebook_init="data"``) starts from. Optional: tokenizers without it cannot
+        take that setting."""
+        raise NotImplementedError(f"{type(self).__name__} has no data-initialised codebook")
+
     def last_layer_weight(self) -> torch.Tensor:
         """The decoder's output weight: the VQGAN adaptive GAN weight balances gradients here."""
         raise NotImplementedError

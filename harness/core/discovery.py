@@ -60,8 +60,19 @@ def registering_modules() -> list[str]:
         mentions_helper = re.compile(r"\b(?:" + "|".join(sorted(helpers)) + r")\b")
         trees.update({n: ast.parse(text, filename=n) for n, text in sources.items()
                       if n not in trees and mentions_helper.search(text)})
-    return [n for n in sources if n in trees
-            and (_calls_a_registry(trees[n].body) or _uses(trees[n].body, helpers))]
+    found = [n for n in sources if n in trees
+             and (_calls_a_registry(trees[n].body) or _uses(trees[n].body, helpers))]
+    return sorted(found, key=_load_rank)       # stable: path order within a layer
+
+
+# Lower layers register first, so a module's import-time lookups (a suite checking its metric names)
+# find what the layers below registered; the top (harness.suites, harness.claims, ...) loads last.
+LOAD_ORDER = ("harness.core", "harness.models", "harness.data", "harness.training", "harness.evaluation",
+              "harness.reporting")
+
+
+def _load_rank(module: str) -> int:
+    return next((i for i, p in enumerate(LOAD_ORDER) if module == p or module.startswith(p + ".")), len(LOAD_ORDER))
 
 
 def load_all() -> None:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from harness.core.discovery import load_all
 from harness.core.errors import VQBenchError
+from harness.core.recipes import Recipe
 
 SCALES = ("tiny", "small", "paper")
 LAYOUT_KINDS = ("spatial", "channel", "latent", "factorized")
@@ -57,6 +58,12 @@ def _check_scale(scale: str) -> None:
         raise VQBenchError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
 
 
+def _check_recipe(recipe) -> None:
+    if not isinstance(recipe, Recipe):
+        raise VQBenchError(f"recipe must be a harness.core.recipes.Recipe (Recipe.of(...)), "
+                           f"got {type(recipe).__name__}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TokenizerInfo(Info):
     """A tokenizer preset.
@@ -64,15 +71,17 @@ class TokenizerInfo(Info):
     ``family`` groups presets of one method (vq, cvq, fq, vcq, fsq, ...); ``scale`` is "tiny" (seconds,
     unit tests), "small" (Fashion-MNIST runs) or "paper" (the paper's setting, built on the meta device
     by the contract tests); ``paper_params`` is the parameter count the paper states, checked within 3%;
-    ``train_defaults`` are ``key=value`` training settings applied before the user's ``--set``.
+    ``recipe`` is the paper's training recipe (harness.core.recipes), each value with its source,
+    applied before the user's ``--set``.
     """
     family: str
     scale: str
     paper_params: float | None = None
-    train_defaults: tuple[str, ...] = ()
+    recipe: Recipe = Recipe()
 
     def __post_init__(self):
         _check_scale(self.scale)
+        _check_recipe(self.recipe)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,7 +97,8 @@ class GeneratorInfo(Info):
     TokenLayout) and ``paper_conditioning`` (a Conditioning) to build on the meta device,
     ``paper_codebook_dim`` where the paper's code vectors enter the generator (CAR), and, where the
     count is matched within 3%, ``paper_params`` (whole model) or ``paper_body_params`` (without the
-    codebook-sized embedding and head, as MaskGIT-style papers count).
+    codebook-sized embedding and head, as MaskGIT-style papers count). ``recipe``: the paper's training
+    recipe, as for tokenizers.
     """
     family: str
     scale: str
@@ -99,9 +109,11 @@ class GeneratorInfo(Info):
     paper_codebook_dim: int | None = None
     paper_params: float | None = None
     paper_body_params: float | None = None
+    recipe: Recipe = Recipe()
 
     def __post_init__(self):
         _check_scale(self.scale)
+        _check_recipe(self.recipe)
         object.__setattr__(self, "layouts", tuple(self.layouts))
         unknown = [k for k in self.layouts if k not in LAYOUT_KINDS]
         if not self.layouts or unknown:
@@ -154,6 +166,12 @@ class ProtocolInfo(Info):
     """An evaluation protocol of the Inception metrics (harness.evaluation.protocols.FidelityProtocol);
     ``reproduces`` names the evaluator and the paper columns it reproduces."""
     reproduces: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimInfo(Info):
+    """A paper's claim as a registered experiment (harness.claims.claim.Claim); the description is its
+    statement."""
 
 
 @dataclass(frozen=True)
@@ -243,6 +261,16 @@ class Registry:
         return len(self._entries)
 
 
+def preset_entry(name: str) -> tuple["Registry", Entry]:
+    """(registry, entry) of a tokenizer or generator preset; an unknown name suggests the closest of both."""
+    for reg in (TOKENIZERS, GENERATORS):
+        if name in reg:
+            return reg, reg.entry(name)
+    names = [e.name for reg in (TOKENIZERS, GENERATORS) for e in reg.entries()]
+    raise VQBenchError(f"unknown preset {name!r}{_suggestion(name, names)} (`vqbench list tokenizers` and "
+                       "`vqbench list generators` show all)")
+
+
 def _suggestion(name: str, candidates) -> str:
     close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.4)
     return f"; did you mean {', '.join(close)}?" if close else ""
@@ -261,11 +289,13 @@ FEATURE_EXTRACTORS = Registry("feature extractor", FeatureExtractorInfo)
 TEXT_ENCODERS = Registry("text encoder", TextEncoderInfo)
 EVALUATIONS = Registry("evaluation", EvaluationInfo)
 PROTOCOLS = Registry("protocol", ProtocolInfo)
+CLAIMS = Registry("claim", ClaimInfo)
 DEFAULT_PROTOCOL = "torch-fidelity"        # the evaluation protocol Inception metrics follow unless told
 
 ALL = {"tokenizers": TOKENIZERS, "generators": GENERATORS, "metrics": METRICS,
        "datasets": DATASETS, "suites": SUITES, "feature-extractors": FEATURE_EXTRACTORS,
-       "text-encoders": TEXT_ENCODERS, "evaluations": EVALUATIONS, "protocols": PROTOCOLS}
+       "text-encoders": TEXT_ENCODERS, "evaluations": EVALUATIONS, "protocols": PROTOCOLS,
+       "claims": CLAIMS}
 
 
 def check_generator_layout(family: str, layout) -> None:

@@ -66,6 +66,10 @@ class ConvTokenizer(Tokenizer):
     def _quantize(self, x: torch.Tensor):
         return self.quantizer(self.quant_proj(self.encoder(x)).permute(0, 2, 3, 1))
 
+    def quantizer_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.quant_proj(self.encoder(x))
+        return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+
     def _flat(self, indices: torch.Tensor) -> torch.Tensor:
         return indices.flatten(1, 2)              # N x h x w [x k] -> N x T [x k]
 

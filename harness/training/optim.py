@@ -1,6 +1,8 @@
-"""The optimisation both training loops share: AdamW, linear warm-up then cosine (or constant)
-learning rate, gradient clipping and an EMA of the weights, as in LlamaGen's and DiT's training
-scripts; the loops differ only in what they compute the loss of."""
+"""The optimisation both training loops share: AdamW (or Adam), linear warm-up, an optional hold at
+the peak, then cosine or linear decay to a floor (or a constant) learning rate, weight decay on every
+parameter or on matrices only, gradient clipping and an EMA of the weights, as in LlamaGen's and DiT's
+training scripts; the loops differ only in what they compute the loss of. The papers' recipes
+(harness.core.recipes) set these."""
 from __future__ import annotations
 
 import math
@@ -34,15 +36,20 @@ def chain_post_init(cls, obj) -> None:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """The settings every training run has: AdamW, LR schedule, clipping, EMA, cadence and seed."""
+    """The settings every training run has: optimizer, LR schedule, clipping, EMA, cadence and seed."""
     steps: int = 1000
     batch_size: int = 32                 # per process
+    global_batch_size: int = 0           # > 0: split evenly over the processes, and batch_size is unused
+    optimizer: Literal["adamw", "adam"] = "adamw"   # adam: torch.optim.Adam, weight decay added to the gradient
     lr: float = 1e-4
     weight_decay: float = 0.0
+    decay_norms_and_biases: bool = True  # False: no weight decay on 1-D parameters (biases, norm gains)
     beta1: float = 0.9
     beta2: float = 0.95
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    lr_schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    min_lr: float = 0.0                  # where the cosine or linear decay ends
     warmup_steps: int = 0
+    lr_hold_steps: int = 0               # steps at the peak LR after the warm-up, before the decay starts
     grad_clip: float = 1.0               # 0 disables clipping
     ema_decay: float = 0.0               # 0 disables EMA
     ckpt_every: int = 500
@@ -51,12 +58,16 @@ class OptimizerConfig:
     parallel: Literal["ddp", "fsdp"] = "ddp"   # fsdp: shard weights, gradients and AdamW state (sharding.py)
     activation_checkpointing: bool = False     # recompute each block's forward in the backward
 
-    RULES = {"steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": POSITIVE, "weight_decay": NON_NEGATIVE,
-             "beta1": DECAY, "beta2": DECAY, "warmup_steps": NON_NEGATIVE_INT, "grad_clip": NON_NEGATIVE,
-             "ema_decay": DECAY, "ckpt_every": POSITIVE_INT, "log_every": POSITIVE_INT, "seed": SEED}
+    RULES = {"steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "global_batch_size": NON_NEGATIVE_INT,
+             "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "beta1": DECAY, "beta2": DECAY,
+             "min_lr": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE_INT, "lr_hold_steps": NON_NEGATIVE_INT,
+             "grad_clip": NON_NEGATIVE, "ema_decay": DECAY, "ckpt_every": POSITIVE_INT,
+             "log_every": POSITIVE_INT, "seed": SEED}
 
     def __post_init__(self):
         check_settings(self, OptimizerConfig.RULES)
+        if self.min_lr > self.lr:
+            raise VQBenchError(f"--set min_lr={self.min_lr}: min_lr must be at most lr ({self.lr})")
         chain_post_init(OptimizerConfig, self)
 
     def log_due(self, step: int) -> bool:
@@ -68,17 +79,44 @@ class OptimizerConfig:
         return (step + 1) % self.ckpt_every == 0 or step + 1 == self.steps
 
 
+def per_process_batch(tc: OptimizerConfig, world_size: int) -> int:
+    """The batch each process draws: ``global_batch_size / world_size`` when it is set, else ``batch_size``."""
+    if not tc.global_batch_size:
+        return tc.batch_size
+    if tc.global_batch_size % world_size:
+        raise VQBenchError(f"--set global_batch_size={tc.global_batch_size}: not divisible by the {world_size} "
+                           "processes; choose a multiple of them, or set batch_size (per process) instead")
+    return tc.global_batch_size // world_size
+
+
 def lr_at(step: int, tc: OptimizerConfig) -> float:
     if tc.warmup_steps and step < tc.warmup_steps:
         return tc.lr * (step + 1) / tc.warmup_steps
-    if tc.lr_schedule == "constant":
+    decay_start = tc.warmup_steps + tc.lr_hold_steps
+    if tc.lr_schedule == "constant" or step < decay_start:
         return tc.lr
-    progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
-    return tc.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    progress = min(1.0, (step - decay_start) / max(1, tc.steps - decay_start))
+    shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if tc.lr_schedule == "cosine" else 1.0 - progress
+    return tc.min_lr + (tc.lr - tc.min_lr) * shape
 
 
-def adamw(params: Iterable[torch.nn.Parameter], tc: OptimizerConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(params, lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+def param_groups(params: torch.nn.Module | Iterable[torch.nn.Parameter], tc: OptimizerConfig) -> list:
+    """The parameters, or with ``decay_norms_and_biases`` off two groups: matrices (and embeddings,
+    convolutions) with weight decay, 1-D parameters (biases, norm gains) without, as LlamaGen's and
+    nanoGPT's ``configure_optimizers`` split them by dimension."""
+    params = list(params.parameters() if isinstance(params, torch.nn.Module) else params)
+    if tc.decay_norms_and_biases:
+        return params
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+
+
+def adamw(params: torch.nn.Module | Iterable[torch.nn.Parameter], tc: OptimizerConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``tc`` over a module's (or an iterable's) parameters: AdamW (decoupled weight
+    decay) or, ``optimizer=adam``, Adam (weight decay added to the gradient), grouped by ``param_groups``."""
+    cls = torch.optim.Adam if tc.optimizer == "adam" else torch.optim.AdamW
+    return cls(param_groups(params, tc), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
 
 
 def set_lr(optimizers: Iterable[torch.optim.Optimizer | None], lr: float) -> None:

@@ -2,10 +2,12 @@
 
 The training split is tokenized once by the frozen tokenizer (cached next to the tokenizer
 checkpoint: ``token_data``), then a generator preset is built on that tokenizer's ``TokenLayout``
-and trained with AdamW, warm-up + cosine/constant LR, gradient clipping and optional EMA; one
-process or many under ``torchrun`` (DDP). Condition dropout for classifier-free guidance lives in
-each generator's ``loss``. Generators with a two-stage recipe (CAR on a pretrained LM:
-``set_stage``) train stage I for ``stage1_steps`` steps at peak LR ``stage1_lr``, then stage II at ``lr``.
+and trained with AdamW, warm-up then cosine/linear/constant LR, gradient clipping and optional EMA,
+from the defaults of the preset's paper recipe (``GeneratorInfo.recipe``) that the user's ``--set``
+values override; one process or many under ``torchrun`` (DDP). Condition dropout for
+classifier-free guidance lives in each generator's ``loss``. Generators with a two-stage recipe (CAR
+on a pretrained LM: ``set_stage``) train stage I for ``stage1_steps`` steps at peak LR ``stage1_lr``,
+then stage II at ``lr``.
 
 The condition follows the dataset: a captioned dataset (``captions(indices)``, e.g.
 ``fashion-mnist-captions``) trains a text-conditioned generator on the pooled embeddings of the frozen
@@ -31,6 +33,7 @@ from harness.core.contracts import Conditioning
 from harness.core.errors import VQBenchError
 from harness.core.config import apply_overrides, config_hash, split_overrides, to_dict
 from harness.core.distributed import setup
+from harness.core.registry import GENERATORS
 from harness.core.results import package_versions
 from harness.models.catalog import build_generator, generator_config
 from harness.models.checkpoints import load_tokenizer
@@ -38,7 +41,7 @@ from harness.training.batches import BatchOrder
 from harness.training.checkpointing import RunCheckpoints, TrainingState
 from harness.training.monitor import TrainLog
 from harness.training.optim import (OptimizerConfig, adamw, build_ema, chain_post_init, check_settings, lr_at,
-                                    optimizer_step, set_lr)
+                                    optimizer_step, per_process_batch, set_lr)
 from harness.training.runtime import (FiniteGuard, autocast, build_device, check_n_train, check_start,
                                       follow_rank0_rng, place, wrap_ddp)
 from harness.training.text_conditions import (TextConditions, caption_conditions, check_covers, has_captions,
@@ -74,8 +77,11 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
     d = setup(device)
     tokenizer, tok_state, tok_path = load_tokenizer(tokenizer_checkpoint, d.device)
     dataset = dataset or tok_state["data"]["dataset"]
-    model_over, train_over = split_overrides(list(overrides), generator_config(preset), GeneratorTrainConfig())
+    # the preset's paper recipe first; the user's --set values come after and win
+    overrides = GENERATORS.entry(preset).meta.recipe.with_overrides(overrides)
+    model_over, train_over = split_overrides(overrides, generator_config(preset), GeneratorTrainConfig())
     tc = apply_overrides(GeneratorTrainConfig(), train_over)
+    per_process_batch(tc, d.world_size)    # an indivisible global batch is refused before the run folder exists
     text = (caption_conditions(dataset, n_train, tc.text_encoder, tc.text_condition,
                                text_cache(tok_path, dataset, n_train, tc.text_encoder, tc.text_condition), d)
             if has_captions(dataset) else None)
@@ -100,7 +106,7 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
                         d, sharded=tc.parallel == "fsdp") as ckpts:
         run_dir.mkdir(parents=True, exist_ok=True)
         place(model, d, tc)                # FSDP shards before the optimizer sees the weights
-        opt = adamw(model.parameters(), tc)
+        opt = adamw(model, tc)
         ema = build_ema(model, tc)
         train_state = TrainingState({"model": model}, {"g": opt}, ema)
         start = ckpts.restore(train_state)
@@ -129,7 +135,7 @@ def _train(model, indices: torch.Tensor, labels: torch.Tensor, text: TextConditi
     two_stage = tc.stage1_steps > 0 and hasattr(model, "set_stage")
     stage = None
     wrapped = wrap_ddp(model, d, tc, find_unused_parameters=True) if not two_stage else model
-    order = BatchOrder(len(indices), tc.batch_size, tc.seed, d)
+    order = BatchOrder(len(indices), per_process_batch(tc, d.world_size), tc.seed, d)
     log = TrainLog(run_dir, start, tc.steps, d, progress, desc="train generator")
     guard = FiniteGuard(d, tc.precision)
     t0 = time.time()

@@ -1,11 +1,12 @@
 """The tokenizer training loop: one readable loop for every tokenizer, one process or many.
 
 Per step: the tokenizer's forward gives a reconstruction and its own quantization losses;
-``VQLoss`` adds the pixel loss, LPIPS and, after ``disc_start``, the adversarial loss; AdamW with
-warm-up + cosine (or constant) LR and gradient clipping; optional EMA; then a discriminator step.
-The batch at step s is a pure function of (seed, s), and checkpoints carry weights, optimizer
-moments and RNG states, so ``--resume`` after a kill ends with the same weights as an
-uninterrupted run.
+``VQLoss`` adds the pixel loss, LPIPS and, after ``disc_start``, the adversarial loss; AdamW (or
+Adam) with warm-up then cosine, linear or constant LR and gradient clipping; optional EMA; then a
+discriminator step. A preset's paper recipe (``TokenizerInfo.recipe``) sets the defaults the user's
+``--set`` values override. The batch at step s, and with ``hflip`` which of its images are mirrored,
+is a pure function of (seed, s), and checkpoints carry weights, optimizer moments and RNG states, so
+``--resume`` after a kill ends with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from harness.core.registry import TOKENIZERS
 from harness.core.results import package_versions
 from harness.data.datasets import open_dataset
 from harness.models.catalog import build_tokenizer, tokenizer_config
-from harness.training.batches import BatchOrder
+from harness.training.batches import BatchOrder, mirror
+from harness.training.codebook_init import init_codebook_from_data, wants_data_init
 from harness.training.checkpointing import RunCheckpoints, TrainingState
 from harness.training.losses import VQLoss, VQLossConfig
 from harness.training.monitor import TrainLog
-from harness.training.optim import OptimizerConfig, adamw, build_ema, lr_at, optimizer_step, set_lr
+from harness.training.optim import (OptimizerConfig, adamw, build_ema, lr_at, optimizer_step, per_process_batch,
+                                    set_lr)
 from harness.training.runtime import (FiniteGuard, autocast, check_n_train, check_precision, check_start,
                                       grad_scaler, place, wrap_ddp)
 
@@ -36,9 +39,11 @@ ROLLING_USAGE_TOKENS = 65536   # LlamaGen's training-time usage window
 
 @dataclass(frozen=True)
 class TrainConfig(VQLossConfig, OptimizerConfig):
-    """Tokenizer training: the optimizer settings, then the loss settings, then the precision.
-    Constructing one checks every numeric setting's domain (``VQLossConfig``, ``OptimizerConfig``)."""
+    """Tokenizer training: the optimizer settings, then the loss settings, then the precision and the
+    augmentation. Constructing one checks every numeric setting's domain (``VQLossConfig``,
+    ``OptimizerConfig``)."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    hflip: bool = False                  # mirror each training image with probability 1/2 (BatchOrder.flips)
 
 
 class RollingCodebookUsage:
@@ -65,10 +70,11 @@ def train_tokenizer(preset: str, run_dir: Path, *, overrides: list[str] = (),
     check_n_train(n_train)
     d = setup(device)
     # a preset may carry its paper's training recipe; the user's --set values come after and win
-    overrides = list(TOKENIZERS.entry(preset).meta.get("train_defaults", ())) + list(overrides)
+    overrides = TOKENIZERS.entry(preset).meta.recipe.with_overrides(overrides)
     model_over, train_over = split_overrides(overrides, tokenizer_config(preset), TrainConfig())
     tc = apply_overrides(TrainConfig(), train_over)
     check_precision(tc.precision, d)
+    per_process_batch(tc, d.world_size)    # an indivisible global batch is refused before the run folder exists
     torch.manual_seed(tc.seed)             # the initial weights are a function of the seed
     model_cfg, model = build_tokenizer(preset, model_over)
     data_info = {"dataset": dataset, "split": "train", "n_train": n_train}
@@ -95,8 +101,8 @@ def training_state(model, tc: TrainConfig, d) -> tuple[TrainingState, VQLoss]:
     disc = loss_fn.discriminator
     place(model, d, tc)                    # FSDP shards before the optimizers see the weights
     place(disc, d, replicated(tc))
-    opt_g = adamw(model.parameters(), tc)
-    opt_d = adamw(disc.parameters(), tc) if disc is not None else None
+    opt_g = adamw(model, tc)
+    opt_d = adamw(disc, tc) if disc is not None else None
     return TrainingState({"model": model, "disc": disc, "lecam": loss_fn.lecam}, {"g": opt_g, "d": opt_d},
                          build_ema(model, tc)), loss_fn
 
@@ -104,6 +110,9 @@ def training_state(model, tc: TrainConfig, d) -> tuple[TrainingState, VQLoss]:
 def _train(model, tc: TrainConfig, ckpts: RunCheckpoints, run_dir: Path, dataset: str, n_train: int | None,
            d, progress: bool) -> Path:
     ds = open_dataset(dataset, "train", resolution=model.resolution, channels=model.in_channels, n=n_train)
+    order = BatchOrder(len(ds), per_process_batch(tc, d.world_size), tc.seed, d)
+    if wants_data_init(model):             # before sharding; a resumed run's checkpoint then replaces it
+        init_codebook_from_data(model, ds, order, tc.seed, d)
     train_state, loss_fn = training_state(model, tc, d)
     (opt_g, opt_d), ema, disc = train_state.optimizers.values(), train_state.ema, loss_fn.discriminator
     start = ckpts.restore(train_state)
@@ -114,7 +123,6 @@ def _train(model, tc: TrainConfig, ckpts: RunCheckpoints, run_dir: Path, dataset
     scaler = grad_scaler(tc.precision)
     guard = FiniteGuard(d, tc.precision)
     model_ddp, disc_ddp = wrap_ddp(model, d, tc), wrap_ddp(disc, d, replicated(tc))
-    order = BatchOrder(len(ds), tc.batch_size, tc.seed, d)
     log = TrainLog(run_dir, start, tc.steps, d, progress, desc="train")
     usage = RollingCodebookUsage(model.layout.max_codebook_size)
     t0 = time.time()
@@ -124,6 +132,8 @@ def _train(model, tc: TrainConfig, ckpts: RunCheckpoints, run_dir: Path, dataset
             set_lr((opt_g, opt_d), lr)
             x, _ = ds.batch(order.indices(step))
             x = x.to(d.device, non_blocking=True)
+            if tc.hflip:
+                x = mirror(x, order.flips(step))
             with autocast(tc.precision, d):
                 out = model_ddp(x)
                 total, logs = loss_fn.generator_loss(x, out, model, step)

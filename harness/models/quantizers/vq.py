@@ -15,8 +15,15 @@ Options:
   code instead of straight through (Fifty et al., "Restructuring Vector Quantization with the
   Rotation Trick", 2024).
 - ``num_codes`` in ``forward``: per-vector limits on the searched prefix of the codebook (VCQ).
+- ``init_from_vectors``: codes set to encoder outputs before training (the codebook initialisation of
+  k-means-initialised VQ, Zeghidour et al., SoundStream 2021, without the k-means iterations). Codes
+  at +-1/K move at most the learning rate per Adam step, so against encoder outputs of norm ~2-8 they
+  need thousands of steps to reach the data; a short run meanwhile settles on the few codes that
+  moved first (measured for CVQ on Fashion-MNIST: README, "Codebook collapse").
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +31,12 @@ from torch import nn
 
 from harness.models.quantizers.base import Quantizer, QuantizerOutput
 from harness.models.quantizers.lookup import nearest_code
+
+# "uniform": +-1/K as taming-transformers; "data": encoder outputs of the first training batches
+CodebookInit = Literal["uniform", "data"]
+# The Fashion-MNIST presets cvq-fmnist*, vq-fmnist-d49 and vcq-*-fmnist train 200 steps: too few
+# for +-1/K codes to reach their encoder outputs, so they start from data (README, "Codebook collapse")
+FMNIST_CODEBOOK_INIT: CodebookInit = "data"
 
 
 class VectorQuantizer(Quantizer):
@@ -36,6 +49,20 @@ class VectorQuantizer(Quantizer):
         nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
         if l2_norm:
             self.embedding.weight.data = F.normalize(self.embedding.weight.data, dim=-1)
+
+    @torch.no_grad()
+    def init_from_vectors(self, vectors: torch.Tensor, generator: torch.Generator) -> None:
+        """Set the codes to distinct rows of ``vectors`` (M x D) drawn with ``generator``; with fewer
+        rows than codes, rows repeat with Gaussian noise of 1 % of their spread so no two codes tie."""
+        vectors = vectors.detach().float().reshape(-1, self.code_dim)
+        if self.l2_norm:
+            vectors = F.normalize(vectors, dim=-1)
+        k, m = self.codebook_size, len(vectors)
+        order = torch.cat([torch.randperm(m, generator=generator) for _ in range(-(-k // m))])[:k]
+        codes = vectors[order]
+        if m < k:
+            codes[m:] += 0.01 * vectors.std() * torch.randn(codes[m:].shape, generator=generator).to(codes.device)
+        self.embedding.weight.copy_(F.normalize(codes, dim=-1) if self.l2_norm else codes)
 
     def codebook(self) -> torch.Tensor:
         w = self.embedding.weight
