@@ -570,7 +570,7 @@ def cmd_run(args) -> int:
         print(Path(table).read_text())
         if args.suite == "default" and args.protocol is None:      # the main job also measures its claims
             from harness.claims.runner import write_claims_table
-            print(write_claims_table(out, include_all=False)[0].read_text())
+            print(write_claims_table(out)[0].read_text())
         print(f"tables and results written to {out}")
     return 0
 
@@ -578,10 +578,10 @@ def cmd_run(args) -> int:
 def cmd_claims(args) -> int:
     from harness.claims.runner import run_claims, write_claims_table
     if args.table_only:
-        table = write_claims_table(args.out, include_all=args.all)[0]
+        table = write_claims_table(args.out)[0]
     else:
         table = run_claims(args.out, include_all=args.all, device=args.device, progress=not args.quiet)
-    if table.exists():
+    if table is not None:                      # the main process writes (and prints) the table
         print(table.read_text())
         print(f"claims table written to {table}")
     return 0

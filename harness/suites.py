@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.claims.runs import CBCFG_ON_CONSTANT, FQ_SINGLE, SWEEP_FAMILIES, SWEEP_K, sweep_label
+from harness.claims.runs import (CBCFG_ON_CONSTANT, FQ_NO_DISENTANGLE, FQ_NO_LOSSES, FQ_SINGLE, SWEEP_FAMILIES,
+                                 SWEEP_K, sweep_label)
 from harness.core.contracts import SamplerConfig
 from harness.core.distributed import barrier, setup
 from harness.core.registry import SUITES
@@ -162,27 +163,40 @@ DEFAULT_SUITE = register_suite(Suite(
 # CodebookSize-Aware CFG on the constant codebook's generator (reused, not retrained).
 def _claims_suite() -> Suite:
     tokenizers = {r.label: r for r in DEFAULT_SUITE.runs}
-    sweep_metrics = ReconstructionMetrics(("codebook_usage", "psnr"), n=2000)
+    sweep_metrics = ReconstructionMetrics(("codebook_usage", "psnr", "token_similarity"), n=2000)
+    fq_metrics = ReconstructionMetrics(("codebook_usage", "psnr", "subcode_similarity"), n=2000)
 
-    def like(label: str, preset: str, base: str, *overrides: str) -> TokenizerRun:
-        return TokenizerRun(label, preset, tokenizers[base].overrides + overrides, evaluations=(sweep_metrics,))
+    def like(label: str, preset: str, base: str, *overrides: str, metrics=sweep_metrics) -> TokenizerRun:
+        return TokenizerRun(label, preset, tokenizers[base].overrides + overrides, evaluations=(metrics,))
+
+    def default_run(label: str, *evaluations) -> TokenizerRun:
+        """The default suite's run as it is (finished: not retrained), with these evaluations."""
+        return dataclasses.replace(tokenizers[label], evaluations=evaluations)
 
     sweep = tuple(like(sweep_label(family, k), preset, "cvq-fmnist", f"codebook_size={k}")
                   for family, preset in SWEEP_FAMILIES for k in SWEEP_K if sweep_label(family, k) != "cvq-fmnist")
-    single = like(FQ_SINGLE, "fq-dual-fmnist", "fq-dual-fmnist", "num_factors=1", "codebook_size=2048",
-                  "disentangle_weight=0", "representation_weight=0", "teacher=none")
-    # listed (without evaluations) so the generator below can name it; finished runs are not redone
-    constant = dataclasses.replace(tokenizers["vcq-constant-fmnist"], evaluations=())
+    fq = (like(FQ_SINGLE, "fq-dual-fmnist", "fq-dual-fmnist", "num_factors=1", "codebook_size=2048",
+               "disentangle_weight=0", "representation_weight=0", "teacher=none", metrics=fq_metrics),
+          like(FQ_NO_DISENTANGLE, "fq-dual-fmnist", "fq-dual-fmnist", "disentangle_weight=0", metrics=fq_metrics),
+          like(FQ_NO_LOSSES, "fq-dual-fmnist", "fq-dual-fmnist", "disentangle_weight=0", "representation_weight=0",
+               "teacher=none", metrics=fq_metrics),
+          default_run("fq-dual-fmnist", ReconstructionMetrics(("subcode_similarity",), n=2000)))
+    # CVQ's K = 1024 run of the sweep is the default suite's; the constant codebook's run is listed so the
+    # generator below can name it
+    defaults = (default_run("cvq-fmnist", ReconstructionMetrics(("token_similarity",), n=2000)),
+                default_run("vcq-constant-fmnist"))
     guided = {g.label: g for g in DEFAULT_SUITE.generators}["ar@vcq-constant"]
     aware = dataclasses.replace(guided, label=CBCFG_ON_CONSTANT, train_label="ar@vcq-constant", evaluations=(
         GenerationMetrics(dataclasses.replace(guided.evaluations[0].sampler, codebook_aware_cfg=True),
                           n_samples=DEFAULT_FIDELITY_N, unguided=False),))
     return Suite("claims", "the runs `vqbench claims --all` adds to the default suite's (same folder): CVQ and "
-                           "vq-fmnist-d49 at K = 256 ... 16,384, FQ with one codebook of 2,048, CodebookSize-Aware "
-                           "CFG on the constant codebook's AR", sweep + (single, constant), (aware,))
+                           "vq-fmnist-d49 at K = 256 ... 16,384, FQ with one codebook of 2,048 and without the "
+                           "disentanglement loss, token and sub-code similarities, CodebookSize-Aware CFG on the "
+                           "constant codebook's AR", sweep + fq + defaults, (aware,))
 
 
 register_suite(_claims_suite())
+
 
 def under_protocol(evaluation: Evaluation, protocol: str | None) -> Evaluation | None:
     """``evaluation`` with its Inception metrics under ``protocol`` (None: unchanged), without the metrics

@@ -27,7 +27,11 @@ RECORDED = Path(__file__).parent / "data" / "default_run_claim_rows.jsonl"
 def _rows(*specs) -> pd.DataFrame:
     """Rows (run label, metric, value, extra) of suite `default`."""
     return pd.DataFrame([{"run_id": f"default/{label}", "metric": metric, "value": value, "split": "test",
-                          "n_images": 2000, "extra": json.dumps(extra)} for label, metric, value, extra in specs])
+                          "n_images": 2000, "extra": json.dumps(extra), "protocol": "canonical",
+                          "config_hash": "c0", "finished_at": f"2026-12-01T00:00:{i:02d}"}
+                         for i, (label, metric, value, extra) in enumerate(specs)],
+                        columns=["run_id", "metric", "value", "split", "n_images", "extra", "protocol",
+                                 "config_hash", "finished_at"])
 
 
 @pytest.mark.parametrize("value,stderr,relation,expected", [
@@ -64,8 +68,9 @@ def test_seeds_are_averaged_and_their_spread_is_the_error():
     assert out.per_seed["gain"] == pytest.approx(gains)
     assert out.quantities["gain"].value == pytest.approx(sum(gains) / 3)
     sd = pd.Series(gains).std()
-    assert out.quantities["gain"].stderr == pytest.approx(sd / math.sqrt(3))
-    assert out.verdict == HOLDS                    # 1.067 - 2 * 0.236 > 0
+    t_scale = 4.302652729911275 / 2                # t_{0.975, 2} / Z: 2 se is Student's half-width
+    assert out.quantities["gain"].stderr == pytest.approx(t_scale * sd / math.sqrt(3))
+    assert out.verdict == HOLDS                    # 1.067 - 4.30 * 0.233 = 0.063 > 0
 
 
 def test_one_seed_uses_the_rows_bootstrap_error():
@@ -79,6 +84,26 @@ def test_fewer_seeds_than_declared_cannot_hold():
     rows = _rows(("a", "psnr", 12.0, {}), ("b", "psnr", 9.0, {}))
     out = evaluate(_toy_claim(3), rows, SUITES_READ)
     assert out.verdict == INCONCLUSIVE and "1 of 3 seeds" in out.note
+
+
+def test_a_recorded_nan_error_makes_the_check_inconclusive():
+    rows = _rows(("a", "psnr", 12.0, {"stderr": float("nan")}), ("b", "psnr", 9.0, {"stderr": 0.1}))
+    assert evaluate(_toy_claim(1), rows, SUITES_READ).verdict == INCONCLUSIVE
+
+
+def test_rows_of_another_protocol_or_an_older_configuration_are_not_read():
+    rows = _rows(("a", "psnr", 10.0, {}), ("a", "psnr", 99.0, {}), ("b", "psnr", 9.0, {}), ("a", "psnr", 5.0, {}))
+    rows.loc[1, "protocol"] = "llamagen"                  # a legacy-mode row of the same run
+    rows.loc[3, "config_hash"] = "old"                    # written earlier by a run since retrained
+    rows.loc[3, "finished_at"] = "2026-11-01T00:00:00"
+    assert SeedRows(rows, SUITES_READ, 0).value("a", "psnr").value == 10.0
+
+
+def test_a_measurement_that_cannot_read_its_rows_is_not_measured():
+    claim = Claim("odd", "s", "src", "p", "m", lambda rows: {"q": Estimate(rows.curve("a", "psnr")[8])},
+                  (Check("q", ">", 0.0),), runs=("a",))
+    out = evaluate(claim, _rows(("a", "psnr", 10.0, {"k": 1})), SUITES_READ)
+    assert out.verdict == NOT_MEASURED and "KeyError" in out.note
 
 
 def test_missing_rows_leave_the_claim_not_measured_and_say_which():
@@ -113,7 +138,7 @@ def test_main_job_claims_on_a_recorded_default_run():
     """The recorded run (before the codebook-initialisation fix): every main-job claim is measured, and
     the measurement is what those rows say (e.g. the nested-dropout gain is 1.78 dB over k = 1..8)."""
     rows = ResultsStore(RECORDED).read()
-    outcomes = {o.claim.name: o for o in measure_claims(rows, include_all=False)}
+    outcomes = {o.claim.name: o for o in measure_claims(rows)}
     for name, o in outcomes.items():
         assert (o.verdict == NOT_MEASURED) == (not o.claim.main_job), name
     dropout = outcomes["nested-dropout-prefixes"]
@@ -129,7 +154,7 @@ def test_main_job_claims_on_a_recorded_default_run():
 
 def test_claims_table_and_figures(tmp_path):
     rows = ResultsStore(RECORDED).read()
-    paths = write_claims(measure_claims(rows, include_all=False), tmp_path)
+    paths = write_claims(measure_claims(rows), tmp_path)
     names = {p.name for p in paths}
     assert {"claims.md", "claims.csv", "claims.tex"} <= names
     assert "claims_nested-dropout-prefixes.png" in names and "claims_nested-dropout-prefixes.pdf" in names
@@ -151,7 +176,7 @@ def test_table_cells_are_escaped():
 
 def test_table_only_without_results_is_one_line_and_exit_2(tmp_path):
     with pytest.raises(VQBenchError, match="no results store"):
-        write_claims_table(tmp_path, include_all=False)
+        write_claims_table(tmp_path)
     r = run_cli("claims", "--table-only", "--out", tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "run_all.py" in r.stderr
 

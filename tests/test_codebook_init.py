@@ -86,3 +86,19 @@ def test_the_fmnist_presets_that_collapsed_start_from_data():
     for preset in ("cvq-fmnist", "cvq-fmnist-drop25", "vq-fmnist-d49", "vcq-constant-fmnist", "vcq-cosine-fmnist"):
         assert tokenizer_config(preset).codebook_init == "data", preset
     assert tokenizer_config("vq-fmnist").codebook_init == "uniform"     # unit codes, unit inputs: no gap
+
+
+def test_a_checkpoint_written_before_a_field_existed_loads_with_that_fields_default(tmp_path):
+    """Fashion-MNIST CVQ runs trained before codebook_init existed started from +-1/K: their checkpoints
+    must not be described (or rebuilt) with the preset's current "data"."""
+    import json
+    from harness.models.checkpoints import load_tokenizer
+    r = run_cli("train", "cvq-fmnist", "--dataset", "procedural", "--quiet", "--run-dir", tmp_path / "run",
+                "--set", "steps=1", "--set", "batch_size=2", "--set", "perceptual_weight=0", "--set", "disc_weight=0")
+    assert r.returncode == 0, r.stderr
+    state_path = next((tmp_path / "run" / "checkpoints").glob("step_*/state.json"))
+    state = json.loads(state_path.read_text())
+    del state["model_config"]["codebook_init"]
+    state_path.write_text(json.dumps(state))
+    model, _, _ = load_tokenizer(tmp_path / "run")
+    assert model.cfg.codebook_init == "uniform" and tokenizer_config("cvq-fmnist").codebook_init == "data"

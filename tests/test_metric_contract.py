@@ -17,7 +17,7 @@ from harness.evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
 
 N = 6
 LAYOUT = TokenLayout.constant(16, 8, position_kind="spatial", grid=(4, 4))
-BATCH_FIELDS = {"real", "reconstruction", "samples", "indices", "labels", "layout", "image_ids"}
+BATCH_FIELDS = {"real", "reconstruction", "samples", "indices", "code_embeddings", "labels", "layout", "image_ids"}
 EXTERNAL_INPUTS = {"reference", "classifier"}    # set on the metric by the evaluation, not carried by batches
 
 
@@ -40,7 +40,8 @@ def inputs():
     indices = torch.randint(0, 8, (N, 16), generator=torch.Generator().manual_seed(3))
     # prompt_accuracy's judge: the real classifier recipe, briefly trained on procedural images of this size
     classifier = prompt_classifier("procedural", 32, 3, n_train=64, epochs=1, n_test=32, cache=False)
-    return {"real": real, "reconstruction": recon, "samples": samples, "indices": indices,
+    codes = torch.randn(8, 5, generator=torch.Generator().manual_seed(5))     # a codebook of 8 five-dim codes
+    return {"real": real, "reconstruction": recon, "samples": samples, "indices": indices, "codes": codes,
             "labels": torch.arange(N) % 3, "feats": feats,
             "reference": extractor.features(_images(4), get_protocol("adm").feature_input),
             "classifier": classifier}
@@ -63,6 +64,7 @@ def _batch(inputs, rows: slice, protocol: str) -> EvalBatch:
     memo = {(F.EXTRACTOR_NAME, how, f): v.select(torch.arange(N)[rows]) for f, v in inputs["feats"][how].items()}
     return EvalBatch(real=inputs["real"][rows], reconstruction=inputs["reconstruction"][rows],
                      samples=inputs["samples"][rows], indices=inputs["indices"][rows], labels=inputs["labels"][rows],
+                     code_embeddings=inputs["codes"][inputs["indices"][rows]],
                      layout=LAYOUT, image_ids=ids, feature_memo=memo)
 
 

@@ -4,9 +4,10 @@ and the test declared before running it (``Check``s on the measured quantities, 
 Verdict rule (the same for every claim, fixed before any run). A check "q > t" on a quantity measured
 as value v with standard error s:
 - holds if v - Z * s > t; does not hold if v + Z * s <= t; inconclusive otherwise (Z = 2);
-- s is the standard error of the mean over the claim's seeds when it has two or more; with one seed,
-  the bootstrap (or binomial) standard error its rows record; with neither, s = 0 and the verdict
-  rests on the declared margin alone (the table says so).
+- s is the standard error of the mean over the claim's seeds when it has two or more, scaled by
+  t_{0.975, n-1} / Z so that Z * s is Student's 95 % half-width; with one seed, the bootstrap (or
+  binomial) standard error its rows record (a recorded non-finite one makes the check inconclusive);
+  with none, s = 0 and the verdict rests on the declared margin alone (the table says so).
 A claim holds if all its checks hold, does not hold if any does not hold, and is inconclusive
 otherwise; a claim whose rows are missing is "not measured" with what is missing.
 """
@@ -106,6 +107,10 @@ def evaluate(claim: Claim, rows, suites: tuple[str, ...]) -> Outcome:
         if not per_seed:
             return Outcome(claim, {}, {}, (), NOT_MEASURED, str(e))
         note = f"{len(per_seed)} of {claim.seeds} seeds measured ({e})"
+    except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError) as e:
+        # rows of an unexpected shape (a curve without the prefix, a profile without a bound): the
+        # table says so instead of the whole report failing after the runs
+        return Outcome(claim, {}, {}, (), NOT_MEASURED, f"could not be measured: {type(e).__name__}: {e}")
     else:
         note = ""
     quantities = {name: _over_seeds([m[name] for m in per_seed]) for name in per_seed[0]}
@@ -123,8 +128,11 @@ def evaluate(claim: Claim, rows, suites: tuple[str, ...]) -> Outcome:
 
 
 def _over_seeds(values: list[Estimate]) -> Estimate:
-    """One seed: its estimate. Several: their mean, with the standard error of that mean over seeds."""
+    """One seed: its estimate. Several: their mean, with the standard error of that mean over seeds
+    scaled so that Z of them is Student's 95 % half-width for n - 1 degrees of freedom."""
     if len(values) == 1:
         return values[0]
+    from scipy.stats import t
     xs = [v.value for v in values]
-    return Estimate(statistics.fmean(xs), statistics.stdev(xs) / math.sqrt(len(xs)))
+    scale = float(t.ppf(0.975, len(xs) - 1)) / Z
+    return Estimate(statistics.fmean(xs), scale * statistics.stdev(xs) / math.sqrt(len(xs)))

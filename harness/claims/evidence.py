@@ -12,6 +12,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness.core.errors import VQBenchError
+from harness.core.registry import DEFAULT_PROTOCOL
+from harness.evaluation.protocols import row_protocol
+
+# protocol tags of rows that no evaluation protocol changes (pixel, token and curve metrics)
+PROTOCOL_FREE = ("canonical", "")
 
 
 def seed_label(label: str, seed: int) -> str:
@@ -55,22 +60,25 @@ class SeedRows:
     def __init__(self, rows: pd.DataFrame, suites: tuple[str, ...], seed: int):
         self.rows, self.suites, self.seed = rows, tuple(suites), seed
 
-    def _run_id(self, run: str) -> str:
-        ids = [f"{suite}/{seed_label(run, self.seed)}" for suite in self.suites]
-        present = set(self.rows["run_id"]) if not self.rows.empty else set()
-        return next((i for i in ids if i in present), ids[0])
-
     def _select(self, run: str, metric: str, split: str | None, k: int | None) -> pd.DataFrame:
-        run_id = self._run_id(run)
-        df = self.rows[(self.rows["run_id"] == run_id) & (self.rows["metric"] == metric)]
-        if split is not None:
+        """The rows of ``metric`` of run ``run`` from the first suite that has them."""
+        ids = [f"{suite}/{seed_label(run, self.seed)}" for suite in self.suites]
+        df = self.rows[self.rows["run_id"].isin(ids) & (self.rows["metric"] == metric)] if not self.rows.empty \
+            else self.rows
+        if not df.empty:       # the default protocol's rows only (a --protocol adm rerun shares the run id)
+            df = df[[row_protocol(r) in PROTOCOL_FREE or row_protocol(r) == DEFAULT_PROTOCOL
+                     for r in df.to_dict("records")]]
+        if split is not None and not df.empty:
             df = df[df["split"] == split]
-        if k is not None:
+        if k is not None and not df.empty:
             df = df[df["extra"].map(lambda e: json.loads(e).get("k")) == k]
         if df.empty:
             where = f"{metric}" + (f" (split {split})" if split else "") + (f" at k={k}" if k is not None else "")
-            raise MissingEvidence(f"no {where} row of run {run_id}")
-        return df
+            raise MissingEvidence(f"no {where} row of run {' or '.join(ids)}")
+        first = df[df["run_id"] == next(i for i in ids if (df["run_id"] == i).any())]
+        # a run retrained under another configuration in the same folder: its latest configuration only
+        latest = first.sort_values("finished_at", kind="stable")["config_hash"].iloc[-1]
+        return first[first["config_hash"] == latest]
 
     def value(self, run: str, metric: str, *, split: str | None = None, k: int | None = None,
               binomial: bool = False) -> Estimate:
@@ -81,7 +89,8 @@ class SeedRows:
         stderr = extra.get("stderr")
         if stderr is None and binomial and row["n_images"]:
             stderr = math.sqrt(max(value * (1 - value), 0.0) / int(row["n_images"]))
-        return Estimate(value, None if stderr is None or not math.isfinite(stderr) else float(stderr))
+        # a recorded but non-finite error stays NaN: the check is then inconclusive, not margin-only
+        return Estimate(value, None if stderr is None else float(stderr))
 
     def curve(self, run: str, metric: str, *, split: str | None = None) -> pd.Series:
         """A curve's values by k (the latest row of each k), sorted by k."""

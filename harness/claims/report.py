@@ -69,7 +69,8 @@ def to_latex(df: pd.DataFrame) -> str:
     spec = "p{3.2cm}p{2.2cm}p{3.2cm}p{4cm}p{2.6cm}lll"
     lines = [f"% {_tex_cell(RULE)}", r"\begin{tabular}{" + spec + "}", r"\toprule",
              " & ".join(_tex_cell(c) for c in COLUMNS) + r" \\", r"\midrule"]
-    lines += [" & ".join(_tex_cell(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [" & ".join(_tex_cell(v).replace("±", r"$\pm$") for v in row) + r" \\"
+              for row in df.itertuples(index=False)]
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 

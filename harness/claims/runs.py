@@ -5,7 +5,9 @@ from __future__ import annotations
 
 SWEEP_K = (256, 1024, 4096, 16384)     # the codebook sizes of the usage sweep (CVQ Table 3: 1,024 to 65,536)
 SWEEP_FAMILIES = (("cvq", "cvq-fmnist"), ("vq-d49", "vq-fmnist-d49"))     # (label prefix, preset)
-FQ_SINGLE = "fq-single-k2048-fmnist"   # fq-dual-fmnist's backbone with one codebook of 2 x 1,024 codes
+FQ_SINGLE = "fq-single-k2048-fmnist"   # fq-dual-fmnist's backbone with one codebook of 2 x 1,024 codes, no losses
+FQ_NO_DISENTANGLE = "fq-dual-no-disentangle-fmnist"   # fq-dual-fmnist without the disentanglement loss
+FQ_NO_LOSSES = "fq-dual-no-losses-fmnist"             # ... without it and without the representation loss
 CBCFG_ON_CONSTANT = "ar@vcq-constant+cbcfg"
 
 

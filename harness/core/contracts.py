@@ -235,6 +235,7 @@ class EvalBatch:
     reconstruction: torch.Tensor | None = None
     samples: torch.Tensor | None = None          # generated images (generation metrics)
     indices: torch.Tensor | None = None
+    code_embeddings: torch.Tensor | None = None   # N x T x D code vectors of ``indices`` (Tokenizer.code_embeddings)
     labels: torch.Tensor | None = None
     layout: TokenLayout | None = None
     image_ids: torch.Tensor | None = None      # each image's row in the split: orders gathered DDP results

@@ -48,17 +48,16 @@ def leave_process_group(finished: bool = True) -> None:
     """Destroy the process group before the interpreter exits: a gloo group left to the interpreter's
     teardown can abort the process (SIGABRT, "terminate called without an active exception") after
     its work is done (pytorch/pytorch#190489). A rank that finished its work first waits (bounded) for
-    the others before tearing its connections down, since a peer closing its sockets while another
-    rank still writes its checkpoint is what aborted rank 1 of two in CI; a rank that ``finished``
+    the others before tearing its connections down (a peer closing its sockets while another rank still
+    writes is the suspected cause of the 1-in-6 abort of rank 1 of two in CI); a rank that ``finished``
     False (it raised) leaves at once rather than wait for peers that may be stuck."""
     if not in_process_group():
         return
-    if finished and is_multi_process():
+    # gloo only: NCCL's barrier has no timeout of its own (a peer that raised would leave it waiting
+    # for the watchdog), and the abort seen was gloo's
+    if finished and is_multi_process() and dist.get_backend() == "gloo":
         try:
-            if dist.get_backend() == "gloo":
-                dist.monitored_barrier(timeout=timedelta(seconds=LEAVE_TIMEOUT_S))
-            else:
-                dist.barrier()
+            dist.monitored_barrier(timeout=timedelta(seconds=LEAVE_TIMEOUT_S))
         except (RuntimeError, dist.DistError):      # a peer that died: leave anyway
             pass
     dist.destroy_process_group()

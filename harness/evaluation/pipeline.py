@@ -66,12 +66,14 @@ def evaluate_tokenizer(model: Tokenizer, dataset, metrics: list[Metric], batch_s
     if progress and d.is_main:
         from tqdm.auto import tqdm
         batches = tqdm(batches, desc="eval", dynamic_ncols=True)
+    embeddings = any("code_embeddings" in m.requires for m in metrics)
     for rows in batches:
         real, labels = dataset.batch(torch.tensor(list(rows)))
         real = real.to(d.device)
         out = model(real)
         batch = EvalBatch(real=real, reconstruction=out.reconstruction.clamp(-1, 1),
                           indices=out.indices, labels=labels, layout=model.layout,
+                          code_embeddings=model.code_embeddings(out.indices) if embeddings else None,
                           image_ids=torch.tensor(list(rows)), dataset=describe)
         for m in metrics:
             m.update(batch)

@@ -5,7 +5,7 @@ its weights (the EMA copy when there is one) are loaded into it.
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,10 +49,12 @@ def load_tokenizer(checkpoint: str | Path, device: torch.device | str = "cpu",
     load_all()
     overrides = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v)
                  for k, v in state["model_config"].items()}
-    # written before downsample_padding existed: every encoder then padded all sides (the LlamaGen presets
-    # have since switched to right-bottom, which would silently shift such a checkpoint's grid)
-    if "downsample_padding" in {f.name for f in fields(tokenizer_config(state["preset"]))}:
-        overrides.setdefault("downsample_padding", "symmetric")
+    # a field the checkpoint's config lacks did not exist when it was written: it behaved as the field's
+    # default (new fields default to the old behaviour), not as the preset sets it today (e.g. the LlamaGen
+    # presets' right-bottom padding, the Fashion-MNIST VCQ presets' conv stem)
+    for f in fields(tokenizer_config(state["preset"])):
+        if f.name not in overrides and f.default is not MISSING:
+            overrides[f.name] = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else str(f.default)
     _, model = build_tokenizer(state["preset"], overrides)
     prefix = "ema." if use_ema and any(k.startswith("ema.") for k in weights) else "model."
     check_finite(path, weights, prefix)
