@@ -54,3 +54,13 @@ def test_analyze_schedule_cli(tmp_path):
     assert lines[0] == "t,K_t,cumulative_bits" and len(lines) == 257 and lines[-1].startswith("255,16384,")
     bad = run_cli("analyze", "schedule", "--k-min", "10", "--k-max", "4")
     assert bad.returncode == 2 and bad.stderr.startswith("error: analyze schedule")
+
+
+def test_analyze_schedule_says_where_table_2_and_the_bound_differ():
+    table2 = ("--k-min", "2", "--k-max", "16384", "--length", "256", "--image-size", "256", "--dataset-size", "1281167")
+    cosine = run_cli("analyze", "schedule", "--schedule", "cosine", *table2)
+    assert cosine.returncode == 0 and "Table 2 lists t* = 5 here, not 9" in cosine.stdout
+    linear = run_cli("analyze", "schedule", "--schedule", "linear", *table2)
+    assert "Table 2 lists t* = 4 here too" in linear.stdout
+    other = run_cli("analyze", "schedule", "--schedule", "cosine", *table2[:-1], "10000")
+    assert "this setting differs" in other.stdout
