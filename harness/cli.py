@@ -570,7 +570,9 @@ def cmd_run(args) -> int:
         print(Path(table).read_text())
         if args.suite == "default" and args.protocol is None:      # the main job also measures its claims
             from harness.claims.runner import write_claims_table
+            from harness.reporting.convergence import write_convergence
             print(write_claims_table(out)[0].read_text())
+            print(write_convergence(out).read_text())
         print(f"tables and results written to {out}")
     return 0
 
@@ -582,8 +584,10 @@ def cmd_claims(args) -> int:
     else:
         table = run_claims(args.out, include_all=args.all, device=args.device, progress=not args.quiet)
     if table is not None:                      # the main process writes (and prints) the table
+        from harness.reporting.convergence import write_convergence
         print(table.read_text())
-        print(f"claims table written to {table}")
+        print(write_convergence(args.out).read_text())
+        print(f"claims table written to {table}; whether each tokenizer converged: {args.out / 'convergence.md'}")
     return 0
 
 
