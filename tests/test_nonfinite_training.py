@@ -193,8 +193,8 @@ def test_generator_overflowing_gradients_stop_the_run(tokenizer_run, tmp_path, m
     """A hook makes the generator's first parameter's gradient infinite from 0-based step 2 on."""
     real_adamw = gen_module.adamw
 
-    def adamw(params, tc):
-        params = list(params)
+    def adamw(params, tc):           # the loop passes the module (its parameters grouped for weight decay)
+        params = list(params.parameters() if isinstance(params, torch.nn.Module) else params)
         due = _after_calls(2)
         params[0].register_hook(lambda g: g * math.inf if due() else g)
         return real_adamw(params, tc)

@@ -48,9 +48,10 @@ def run_claims(out_dir: str | Path, *, include_all: bool, device: str = "auto", 
     then write the claims table; returns its Markdown path (None on processes other than the main one)."""
     from harness.core.distributed import is_main_process
     from harness.suites import run_suite
-    run_suite("default", out_dir, device=device, progress=progress)
+    # the main job's timings.md stays: the default suite's pass here is usually a resume with nothing to do
+    run_suite("default", out_dir, device=device, progress=progress, timings="timings_claims_default.md")
     if include_all:
-        run_suite("claims", out_dir, device=device, progress=progress)
+        run_suite("claims", out_dir, device=device, progress=progress, timings="timings_claims.md")
     if not is_main_process():
         return None
     return write_claims_table(out_dir)[0]

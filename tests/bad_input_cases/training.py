@@ -82,7 +82,7 @@ CASES = [
     Case("ckpt-every-negative", _train("ckpt_every=-1"), "ckpt_every=-1"),
     Case("log-every-zero", _train("log_every=0"), "log_every=0"),
     Case("seed-negative", _train("seed=-1"), "seed=-1"),
-    Case("schedule-unknown", _train("lr_schedule=linear"), "lr_schedule=linear"),
+    Case("schedule-unknown", _train("lr_schedule=exponential"), "lr_schedule=exponential"),
     # the loss's settings
     Case("pixel-weight-inf", _train("pixel_weight=inf"), "pixel_weight=inf"),
     Case("perceptual-weight-negative", _train("perceptual_weight=-1"), "perceptual_weight=-1"),
