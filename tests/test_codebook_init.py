@@ -102,3 +102,4 @@ def test_a_checkpoint_written_before_a_field_existed_loads_with_that_fields_defa
     state_path.write_text(json.dumps(state))
     model, _, _ = load_tokenizer(tmp_path / "run")
     assert model.cfg.codebook_init == "uniform" and tokenizer_config("cvq-fmnist").codebook_init == "data"
+

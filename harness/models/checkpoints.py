@@ -5,6 +5,7 @@ its weights (the EMA copy when there is one) are loaded into it.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import NamedTuple
@@ -108,11 +109,34 @@ def run_text_condition(state: dict) -> TextCondition | None:
     return TextCondition(record["text_encoder"], int(record.get("text_tokens", 0)))
 
 
+def tokenizer_checkpoint_of(state: dict, generator_checkpoint: Path) -> Path:
+    """The tokenizer checkpoint a generator trained on. Its path was recorded as given, so a relative one
+    is relative to the folder training ran from; tried in order: the path as recorded, the path relative
+    to the generator's run folder (``tokenizer_from_run``, recorded since), and a sibling run folder of
+    the recorded name (suite folders: ``runs/<tokenizer>/checkpoints/step_...``), so a results folder
+    stays usable from another working directory or after it is moved."""
+    data = state["data"]
+    recorded = Path(data["tokenizer"])
+    run_dir = Path(generator_checkpoint).parent.parent            # <run>/checkpoints/step_XXXXXXXX
+    candidates = [recorded]
+    if data.get("tokenizer_from_run"):
+        candidates.append(Path(os.path.normpath(run_dir / data["tokenizer_from_run"])))
+    if not recorded.is_absolute() and len(recorded.parts) >= 3 and recorded.parts[-2] == "checkpoints":
+        candidates.append(run_dir.parent / Path(*recorded.parts[-3:]))
+    for candidate in candidates:
+        if (candidate / "state.json").is_file():
+            return candidate
+    raise VQBenchError(f"generator checkpoint {generator_checkpoint}: its tokenizer checkpoint {recorded} is not "
+                       f"there (tried {', '.join(map(str, candidates))}); run from the folder it was trained from, "
+                       "or keep the tokenizer's run folder beside the generator's")
+
+
 def load_pair(checkpoint, device):
     """(generator, its state, tokenizer, tokenizer state, tokenizer checkpoint) of a generator checkpoint."""
-    state = ckpt.load_state(ckpt.resolve(checkpoint))
+    path = ckpt.resolve(checkpoint)
+    state = ckpt.load_state(path)
     if state.get("kind") != "generator":
         raise VQBenchError(f"{checkpoint} is not a generator checkpoint (kind={state.get('kind')!r})")
-    tokenizer, tok_state, tok_path = load_tokenizer(state["data"]["tokenizer"], device)
+    tokenizer, tok_state, tok_path = load_tokenizer(tokenizer_checkpoint_of(state, path), device)
     generator, state, _ = load_generator(checkpoint, tokenizer, device)
     return generator, state, tokenizer, tok_state, tok_path

@@ -21,6 +21,7 @@ the batch at step s is a pure function of (seed, s) and RNG states are saved.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,8 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
     follow_rank0_rng(d)
     run_dir = Path(run_dir)
     data_info = {"dataset": dataset, "split": "train", "n_train": n_train,
-                 "tokenizer": str(tok_path), "tokenizer_preset": tok_state["preset"],
+                 "tokenizer": str(tok_path), "tokenizer_from_run": os.path.relpath(tok_path, run_dir),
+                 "tokenizer_preset": tok_state["preset"],
                  "tokenizer_config_hash": tok_state["config_hash"], "tokenizer_step": tok_state["step"]}
     run_info = {"kind": "generator", "preset": preset, "family": model.family,
                 "model_config": to_dict(cfg), "train_config": to_dict(tc), "data": data_info,
