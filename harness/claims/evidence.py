@@ -15,8 +15,9 @@ from harness.core.errors import VQBenchError
 from harness.core.registry import DEFAULT_PROTOCOL
 from harness.evaluation.protocols import row_protocol
 
-# protocol tags of rows that no evaluation protocol changes (pixel, token and curve metrics)
-PROTOCOL_FREE = ("canonical", "")
+# the rows claims read: those no evaluation protocol changes (pixel, token and curve metrics: "canonical")
+# and the Inception metrics' under the default protocol
+READ_PROTOCOLS = ("canonical", "", DEFAULT_PROTOCOL)
 
 
 def seed_label(label: str, seed: int) -> str:
@@ -66,8 +67,7 @@ class SeedRows:
         df = self.rows[self.rows["run_id"].isin(ids) & (self.rows["metric"] == metric)] if not self.rows.empty \
             else self.rows
         if not df.empty:       # the default protocol's rows only (a --protocol adm rerun shares the run id)
-            df = df[[row_protocol(r) in PROTOCOL_FREE or row_protocol(r) == DEFAULT_PROTOCOL
-                     for r in df.to_dict("records")]]
+            df = df[[row_protocol(r) in READ_PROTOCOLS for r in df.to_dict("records")]]
         if split is not None and not df.empty:
             df = df[df["split"] == split]
         if k is not None and not df.empty:

@@ -9,10 +9,11 @@ compare tokenizers at a fixed budget, not at convergence.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+from harness.core import checkpoint as ckpt
+from harness.core.errors import VQBenchError
 from harness.core.io import write_atomic
 
 THRESHOLD_DB = 0.2
@@ -59,8 +60,13 @@ def convergence_table(out_dir: str | Path) -> str:
 
 
 def _final_state(run_dir: Path) -> dict | None:
-    states = sorted((run_dir / "checkpoints").glob("step_*/state.json"))
-    return json.loads(states[-1].read_text()) if states else None
+    """The state of the checkpoint the run folder's ``latest`` names; None for a folder without one (or a
+    damaged one: this report leaves it out rather than fail after the suite's work is done)."""
+    try:
+        path = ckpt.latest(run_dir / "checkpoints")
+        return ckpt.load_state(path) if path is not None else None
+    except VQBenchError:
+        return None
 
 
 def write_convergence(out_dir: str | Path) -> Path:
