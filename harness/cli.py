@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default=None,
                    help="evaluate the suite's Inception metrics under this protocol instead of the suite's own "
                         "(metrics it does not define are left out; `vqbench list protocols`)")
+    p.add_argument("--seeds", type=positive_int, default=None,
+                   help="train and evaluate every run with seeds 0 .. SEEDS-1 (labels <run>.seed1, ...) and also "
+                        "write results_seeds.md: each run's mean +- std over its seeds (default: the suite's, 1)")
     _add_device(p)
 
     p = sub.add_parser("claims", help="measure the seed papers' claims and write the claims table",
@@ -565,7 +568,8 @@ def cmd_probe(args) -> int:
 def cmd_run(args) -> int:
     from harness.suites import run_suite
     out = args.out or Path("reports") / args.suite
-    table = run_suite(args.suite, out, device=args.device, progress=not args.quiet, protocol=args.protocol)
+    table = run_suite(args.suite, out, device=args.device, progress=not args.quiet, protocol=args.protocol,
+                      seeds=args.seeds)
     if table is not None:
         print(Path(table).read_text())
         if args.suite == "default" and args.protocol is None:      # the main job also measures its claims

@@ -18,7 +18,8 @@ from harness.core.contracts import SamplerConfig
 from harness.core.distributed import barrier, setup
 from harness.core.registry import SUITES
 from harness.core.io import write_atomic
-from harness.core.results import ResultsStore, now
+from harness.core.errors import VQBenchError
+from harness.core.results import ResultsStore, now, seed_label
 from harness.evaluation.entropy import EntropyCurve
 from harness.evaluation.probe import LinearProbes
 from harness.evaluation.progressive import ProgressiveCurves
@@ -57,12 +58,17 @@ class GeneratorRun:
 
 @dataclass(frozen=True)
 class Suite:
+    """``seeds``: every run is repeated with training seeds 0 .. seeds - 1 (``seed_replica``); the tables
+    then also show each run's mean +- std over its seeds (``results_seeds.md``)."""
     name: str
     description: str
     runs: tuple[TokenizerRun, ...]
     generators: tuple[GeneratorRun, ...] = ()
+    seeds: int = 1
 
     def __post_init__(self):
+        if self.seeds < 1:
+            raise ValueError(f"suite {self.name}: seeds must be at least 1, got {self.seeds}")
         labels = {r.label for r in self.runs}
         for g in self.generators:
             if g.tokenizer not in labels:
@@ -198,6 +204,26 @@ def _claims_suite() -> Suite:
 register_suite(_claims_suite())
 
 
+def seed_replica(spec: TokenizerRun | GeneratorRun, seed: int) -> TokenizerRun | GeneratorRun:
+    """``spec`` trained with ``--set seed=<seed>`` under ``seed_label(label, seed)``; a generator's replica
+    trains on its tokenizer's replica of the same seed and samples with that seed. Seed 0 is ``spec``."""
+    if seed == 0:
+        return spec
+    changes = dict(label=seed_label(spec.label, seed), overrides=spec.overrides + (f"seed={seed}",))
+    if isinstance(spec, GeneratorRun):
+        changes |= dict(tokenizer=seed_label(spec.tokenizer, seed),
+                        train_label=spec.train_label and seed_label(spec.train_label, seed),
+                        evaluations=tuple(_sampled_with_seed(e, seed) for e in spec.evaluations))
+    return dataclasses.replace(spec, **changes)
+
+
+def _sampled_with_seed(evaluation: Evaluation, seed: int) -> Evaluation:
+    if not isinstance(evaluation, GenerationMetrics):
+        return evaluation
+    npz = evaluation.npz and evaluation.npz.with_name(f"{evaluation.npz.stem}.seed{seed}{evaluation.npz.suffix}")
+    return dataclasses.replace(evaluation, seed=seed, npz=npz)
+
+
 def under_protocol(evaluation: Evaluation, protocol: str | None) -> Evaluation | None:
     """``evaluation`` with its Inception metrics under ``protocol`` (None: unchanged), without the metrics
     the protocol does not define; None when none is left."""
@@ -209,12 +235,14 @@ def under_protocol(evaluation: Evaluation, protocol: str | None) -> Evaluation |
 
 
 def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool = True,
-              protocol: str | None = None, timings: str | None = "timings.md") -> Path | None:
+              protocol: str | None = None, timings: str | None = "timings.md", seeds: int | None = None) -> Path | None:
     """Train and evaluate every run of suite ``name`` into ``out_dir``; returns the Markdown table path.
 
     Each trained run is loaded once and its evaluations recorded by the one pipeline
     (harness.evaluation.recording): already stored rows are not recomputed. ``protocol`` evaluates the
-    Inception metrics under that protocol instead of the suite's own, leaving out those it does not define."""
+    Inception metrics under that protocol instead of the suite's own, leaving out those it does not define.
+    ``seeds`` (default: the suite's) repeats every run with seeds 0 .. seeds - 1, all runs of one seed before
+    the next seed's, so an interrupted run has whole seeds to show."""
     from harness.reporting.figures import render_figures
     from harness.reporting.tables import render
     from harness.training.train_generator import train_generator
@@ -223,6 +251,9 @@ def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool 
     suite = SUITES.get(name)
     if protocol is not None:
         get_protocol(protocol)
+    seeds = suite.seeds if seeds is None else seeds
+    if seeds < 1:
+        raise VQBenchError(f"--seeds must be at least 1, got {seeds}")
     d = setup(device)
     out_dir = Path(out_dir)
     store = ResultsStore(out_dir / "results.jsonl")
@@ -240,29 +271,30 @@ def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool 
                 record(run, [_in_folder(e, out_dir, label)], store, d)
         barrier(d)
 
-    for spec in suite.runs:
-        if d.is_main and progress:
-            print(f"[{suite.name}] {spec.label}: train {spec.preset} on {spec.dataset}", flush=True)
-        t0 = time.time()
-        with stages("train tokenizers"):
-            final = train_tokenizer(spec.preset, out_dir / "runs" / spec.label, overrides=spec.overrides,
-                                    dataset=spec.dataset, n_train=spec.n_train, resume=True,
-                                    device=device, progress=progress)
-        evaluate(final, spec.label, [dataclasses.replace(e, dataset=spec.dataset) for e in spec.evaluations])
-        if d.is_main and progress:
-            print(f"[{suite.name}] {spec.label}: done in {time.time() - t0:.0f}s", flush=True)
-    for spec in suite.generators:
-        if d.is_main and progress:
-            print(f"[{suite.name}] {spec.label}: train {spec.preset} on the tokens of {spec.tokenizer}", flush=True)
-        t0 = time.time()
-        with stages("train generators"):
-            final = train_generator(spec.preset, out_dir / "runs" / spec.tokenizer,
-                                    out_dir / "runs" / (spec.train_label or spec.label), overrides=spec.overrides,
-                                    dataset=spec.dataset, n_train=spec.n_train, resume=True, device=device,
-                                    progress=progress)
-        evaluate(final, spec.label, spec.evaluations)
-        if d.is_main and progress:
-            print(f"[{suite.name}] {spec.label}: done in {time.time() - t0:.0f}s", flush=True)
+    for seed in range(seeds):
+        for spec in (seed_replica(r, seed) for r in suite.runs):
+            if d.is_main and progress:
+                print(f"[{suite.name}] {spec.label}: train {spec.preset} on {spec.dataset}", flush=True)
+            t0 = time.time()
+            with stages("train tokenizers"):
+                final = train_tokenizer(spec.preset, out_dir / "runs" / spec.label, overrides=spec.overrides,
+                                        dataset=spec.dataset, n_train=spec.n_train, resume=True,
+                                        device=device, progress=progress)
+            evaluate(final, spec.label, [dataclasses.replace(e, dataset=spec.dataset) for e in spec.evaluations])
+            if d.is_main and progress:
+                print(f"[{suite.name}] {spec.label}: done in {time.time() - t0:.0f}s", flush=True)
+        for spec in (seed_replica(g, seed) for g in suite.generators):
+            if d.is_main and progress:
+                print(f"[{suite.name}] {spec.label}: train {spec.preset} on the tokens of {spec.tokenizer}", flush=True)
+            t0 = time.time()
+            with stages("train generators"):
+                final = train_generator(spec.preset, out_dir / "runs" / spec.tokenizer,
+                                        out_dir / "runs" / (spec.train_label or spec.label), overrides=spec.overrides,
+                                        dataset=spec.dataset, n_train=spec.n_train, resume=True, device=device,
+                                        progress=progress)
+            evaluate(final, spec.label, spec.evaluations)
+            if d.is_main and progress:
+                print(f"[{suite.name}] {spec.label}: done in {time.time() - t0:.0f}s", flush=True)
     barrier(d)
     if not d.is_main:
         return None

@@ -1,6 +1,8 @@
 """The CLI front door and the resumable suite runner."""
 import json
 
+import pytest
+
 from conftest import REPO, run_cli
 from harness.cli import main
 from harness.suites import run_suite
@@ -75,3 +77,30 @@ def test_tiny_suite_runs_resumes_and_reports(tmp_path, capsys):
     assert (tmp_path / "tables" / "results.tex").exists()
     assert main(["report", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_suite_over_seeds_trains_replicas_and_tables_mean_and_std(tmp_path):
+    """--seeds 2: every run again with seed 1 (the generator on the tokenizer of seed 1, sampled with seed 1),
+    and results_seeds.* with each value's mean and sample std over the two seeds."""
+    import pandas as pd
+    assert main(["run", "tiny", "--out", str(tmp_path), "--seeds", "2", "--quiet", "--device", "cpu"]) == 0
+    rows = pd.read_json(tmp_path / "results.jsonl", lines=True)
+    assert {"tiny/vq-tiny", "tiny/vq-tiny.seed1", "tiny/ar-tiny@vq-tiny", "tiny/ar-tiny@vq-tiny.seed1"} \
+        == set(rows["run_id"])
+    tok = rows[rows["run_id"].str.startswith("tiny/vq-tiny")]
+    assert set(tok[tok["run_id"] == "tiny/vq-tiny.seed1"]["seed"]) == {1}          # tokenizer rows: training seed
+    gen = rows[rows["run_id"] == "tiny/ar-tiny@vq-tiny.seed1"]
+    assert set(gen["seed"]) == {1} and (tmp_path / "samples" / "ar-tiny@vq-tiny.seed1.npz").exists()
+    from harness.core.checkpoint import latest, load_state
+    trained_on = load_state(latest(tmp_path / "runs" / "ar-tiny@vq-tiny.seed1" / "checkpoints"))["data"]["tokenizer_from_run"]
+    assert "vq-tiny.seed1" in trained_on
+    psnr = tok[(tok["metric"] == "psnr")].drop_duplicates("run_id", keep="last")["value"]
+    assert len(psnr) == 2 and psnr.iloc[0] != psnr.iloc[1]                        # another seed, another run
+    wide = pd.read_csv(tmp_path / "results_seeds.csv")
+    line = wide[wide["run_id"] == "tiny/vq-tiny"].iloc[0]
+    assert line["seed"] == "0,1"
+    assert line["psnr ↑"] == pytest.approx(psnr.mean(), rel=1e-9)
+    assert line["psnr_seedstd ↓"] == pytest.approx(psnr.std(ddof=1), rel=1e-9)
+    text = (tmp_path / "results_seeds.md").read_text()
+    assert "± " in text and "standard deviation over the 2 training seeds" in text
+    assert "tiny/vq-tiny.seed1" not in text and "tiny/vq-tiny.seed1" in (tmp_path / "results.md").read_text()

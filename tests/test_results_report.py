@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -265,3 +266,20 @@ def test_render_gives_each_kind_its_table_and_curves_their_own_csv(tmp_path):
     long = pd.read_csv(curves)
     assert long["k"].tolist() == [1, 2, 4] and long["value"].tolist() == [11.0, 12.0, 14.0]
     assert "% Generators" in tex.read_text()
+
+
+def test_seed_means_of_replicas_only_latest_rows():
+    """A run with seeds 0, 1, 2 becomes one row: mean and sample std of its latest value per seed; a run of one
+    seed and a metric's own spread (gkid_std) stay out of the seeds table."""
+    from harness.reporting.tables import seed_means
+    specs = [("s/a", 20.0), ("s/a.seed1", 21.0), ("s/a.seed2", 25.0), ("s/a.seed2", 23.0), ("s/b", 30.0)]
+    long = [r for run_id, v in specs for r in rows(run_id, {"psnr": v})]
+    long += [r for run_id in ("s/a", "s/a.seed1")
+             for r in make_rows(run(run_id), {"gkid_std": 0.1}, {"gkid_std": False}, "canonical", n_images=100)]
+    df = pd.DataFrame(long)
+    out = seed_means(df).set_index("metric")
+    assert set(out["run_id"]) == {"s/a"} and set(out.index) == {"psnr", "psnr_seedstd"}
+    assert out.loc["psnr", "value"] == pytest.approx(np.mean([20, 21, 23]))
+    assert out.loc["psnr_seedstd", "value"] == pytest.approx(np.std([20, 21, 23], ddof=1))
+    assert out.loc["psnr", "seed"] == "0,1,2"
+    assert seed_means(df[df["run_id"] == "s/b"]).empty

@@ -2,7 +2,7 @@
 number an ``Estimate`` with its standard error where the rows give one.
 
 Runs of seed 0 keep their suite label (``vq-fmnist``); a claim's extra seeds are the same run trained
-with ``--set seed=s`` under the label ``seed_label(label, s)`` (``vq-fmnist.seed1``)."""
+with ``--set seed=s`` under the label ``seed_label(label, s)`` (``vq-fmnist.seed1``), as ``vqbench run --seeds`` trains them."""
 from __future__ import annotations
 
 import json
@@ -13,15 +13,12 @@ import pandas as pd
 
 from harness.core.errors import VQBenchError
 from harness.core.registry import DEFAULT_PROTOCOL
+from harness.core.results import seed_label
 from harness.evaluation.protocols import row_protocol
 
 # the rows claims read: those no evaluation protocol changes (pixel, token and curve metrics: "canonical")
 # and the Inception metrics' under the default protocol
 READ_PROTOCOLS = ("canonical", "", DEFAULT_PROTOCOL)
-
-
-def seed_label(label: str, seed: int) -> str:
-    return label if seed == 0 else f"{label}.seed{seed}"
 
 
 class MissingEvidence(VQBenchError):

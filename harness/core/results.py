@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
@@ -96,6 +97,21 @@ EXTRA_SCHEMA = {
     "bootstrap_seed": "seed of the bootstrap draws",
     "batch_images": "images per evaluation batch (per-batch legacy values such as taming's perplexity depend on it)",
 }
+
+
+SEED_SUFFIX = re.compile(r"\.seed([1-9][0-9]*)$")
+
+
+def seed_label(label: str, seed: int) -> str:
+    """The run label of ``label`` trained with seed ``seed``: seed 0 keeps the label (``vq-fmnist``),
+    another seed gets a suffix (``vq-fmnist.seed1``), so a run of several seeds keeps its seed-0 rows."""
+    return label if seed == 0 else f"{label}.seed{seed}"
+
+
+def unseeded(label: str) -> tuple[str, int]:
+    """``seed_label``'s inverse: (``vq-fmnist``, 1) from ``vq-fmnist.seed1`` (also of a ``suite/label`` run id)."""
+    m = SEED_SUFFIX.search(label)
+    return (label[:m.start()], int(m.group(1))) if m else (label, 0)
 
 
 def check_extra(extra: Mapping, what: str) -> None:

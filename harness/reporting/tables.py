@@ -120,7 +120,7 @@ def _labelled(df: pd.DataFrame) -> pd.DataFrame:
     # which facts went into the header (per row), so the footnotes leave them out
     df["n_split"] = df["fe_split"] = False
     # a value and its spread (X, X_std) split their columns alike, so they stay a pair (spread_columns)
-    family = df["metric"].str.replace("_std", "", n=1, regex=False).str.removesuffix(STDERR)
+    family = df["metric"].str.removesuffix(SEED_STD).str.replace("_std", "", n=1, regex=False).str.removesuffix(STDERR)
     for (metric, protocol, higher), group in df.groupby(["metric", "protocol", "higher_is_better"], sort=False):
         kin = df[(family == family[group.index[0]]) & (df["protocol"] == protocol)]
         split_n = kin["n_images"].nunique(dropna=False) > 1
@@ -180,7 +180,12 @@ def footnotes(df: pd.DataFrame) -> list[str]:
         notes.append("± after a mean over images (PSNR, SSIM, LPIPS) or an FID: its bootstrap standard error over "
                      "the evaluated images redrawn with replacement (seeded; draws and 95 % interval in each row's "
                      "extra; the *_se columns of the CSV).")
-    if any("_std" in c.split(" ", 1)[0] for c in hidden):
+    if any(c.split(" ", 1)[0].endswith(SEED_STD) for c in hidden):
+        n_seeds = sorted({len(str(s).split(",")) for s in long["seed"]})
+        notes.append(f"± after a mean over seeds: the sample standard deviation over the {'/'.join(map(str, n_seeds))} "
+                     "training seeds of each run (the seed column lists them; each seed's own row is in the main "
+                     "table).")
+    if any("_std" in c.split(" ", 1)[0] and not c.split(" ", 1)[0].endswith(SEED_STD) for c in hidden):
         notes.append("± after KID or IS: the metric's own spread, KID's standard deviation over its subsets, IS's "
                      "over its splits (the *_std rows of the store).")
     shrunk = sorted({int(e["kid_subset_size"]) for e in (row_extra(r) for _, r in long.iterrows())
@@ -226,7 +231,9 @@ def spread_columns(wide: pd.DataFrame) -> dict[str, str]:
     pairs = {}
     for label, c in by_label.items():
         name, _, rest = label.partition(" ")
-        if name.endswith(STDERR):
+        if name.endswith(SEED_STD):
+            base = by_label.get(f"{name.removesuffix(SEED_STD)} {rest}".strip())
+        elif name.endswith(STDERR):
             base = by_label.get(f"{name.removesuffix(STDERR)} {rest}".strip())
         else:
             base = by_label.get(f"{name.replace('_std', '', 1)} {rest}".strip()) if "_std" in name else None
@@ -398,11 +405,26 @@ def curves_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def render(df: pd.DataFrame, out_dir: str | Path, name: str = "results") -> list[Path]:
     """Write ``name``.md / .csv / .tex under ``out_dir`` (and ``name``_curves.csv when there are curve
-    rows); returns their paths (Markdown first). Tokenizer and generator rows get a table each."""
+    rows; ``name``_seeds.md / .csv / .tex when runs were repeated over seeds); returns their paths (Markdown
+    first). Tokenizer and generator rows get a table each."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     curve = is_curve_row(df)
     table = df[~curve]
+    paths, texts = _tables(table, out_dir, name)
+    if not df.empty and curve.any():
+        paths.append(out_dir / f"{name}_curves.csv")
+        texts.append(_safe_csv(curves_table(df)))
+    over_seeds = seed_means(table)
+    if not over_seeds.empty:
+        more = _tables(over_seeds, out_dir, f"{name}_seeds")
+        paths, texts = paths + more[0], texts + more[1]
+    for path, text in zip(paths, texts):
+        write_atomic(path, text.encode("utf-8"))      # a failure is already one line naming the file
+    return paths
+
+
+def _tables(table: pd.DataFrame, out_dir: Path, name: str) -> tuple[list[Path], list[str]]:
     kinds = list(dict.fromkeys(table["kind"])) if not table.empty else []
     if len(kinds) > 1:
         parts = [(KIND_TITLES.get(k, k), table[table["kind"] == k]) for k in kinds]
@@ -410,14 +432,43 @@ def render(df: pd.DataFrame, out_dir: str | Path, name: str = "results") -> list
         tex = "\n".join(f"% {tex_escape(title)}\n{to_latex(part)}" for title, part in parts)
     else:
         md, tex = to_markdown(table), to_latex(table)
-    paths = [out_dir / f"{name}.md", out_dir / f"{name}.csv", out_dir / f"{name}.tex"]
-    texts = [md, _safe_csv(wide_table(table)), tex]
-    if not df.empty and curve.any():
-        paths.append(out_dir / f"{name}_curves.csv")
-        texts.append(_safe_csv(curves_table(df)))
-    for path, text in zip(paths, texts):
-        write_atomic(path, text.encode("utf-8"))      # a failure is already one line naming the file
-    return paths
+    return ([out_dir / f"{name}.md", out_dir / f"{name}.csv", out_dir / f"{name}.tex"],
+            [md, _safe_csv(wide_table(table)), tex])
+
+
+SEED_STD = "_seedstd"
+# what a value of one run is, apart from its seed (the run id without its .seedN suffix)
+_REPLICA_KEYS = ["run_id", "model", "preset", "dataset", "split", "resolution", "metric", "protocol", "n_images",
+                 "feature_extractor", "higher_is_better", "kind"]
+
+
+def seed_means(df: pd.DataFrame) -> pd.DataFrame:
+    """The long rows of runs trained with several seeds (``vqbench run --seeds``: ``label``, ``label.seed1``,
+    ...) as one run each: ``value`` the mean over its seeds, a row ``<metric>_seedstd`` with their sample
+    standard deviation (n - 1), ``seed`` the seeds (``0,1,2``). A value measured on one seed only, and a
+    metric's own spread (``*_std``, ``*_se``), are left out. Empty when no run has a second seed."""
+    from harness.core.results import unseeded
+    if df.empty or "run_id" not in df:
+        return df.iloc[0:0]
+    rows = df[~df["metric"].str.contains("_std", regex=False) & ~df["metric"].str.endswith(STDERR)].copy()
+    for c in _REPLICA_KEYS:
+        rows[c] = rows[c].astype(object).where(rows[c].notna(), "") if c in rows else ""
+    # the latest row of a value per replica (a re-evaluation replaces, never adds a seed)
+    rows = rows.drop_duplicates(subset=_REPLICA_KEYS, keep="last")
+    split = [unseeded(str(r)) for r in rows["run_id"]]
+    rows["run_id"], rows["replica"] = [b for b, _ in split], [s for _, s in split]
+    out = []
+    for _, group in rows.groupby(_REPLICA_KEYS, sort=False, dropna=False):
+        if group["replica"].nunique() < 2:
+            continue
+        first = group.iloc[-1].to_dict()
+        values = pd.to_numeric(group["value"], errors="coerce").astype(float)
+        seeds = ",".join(map(str, sorted(group["replica"])))
+        mean = dict(first, value=float(values.mean()), seed=seeds, extra="{}")
+        std = dict(mean, metric=first["metric"] + SEED_STD, value=float(values.std(ddof=1)), higher_is_better=False)
+        out += [mean, std]
+    columns = [c for c in df.columns if c != "replica"]
+    return pd.DataFrame(out, columns=columns) if out else df.iloc[0:0]
 
 
 def check_out_dir(out_dir: str | Path) -> None:
