@@ -80,7 +80,7 @@ def vqbench_eval(model, ds, batch_size: int, device: str, metrics=METRICS, proto
     return {v.name: v.value for v in values}
 
 
-PROTOCOL_METRICS = ("rfid", "precision-recall", "inception-score")
+PROTOCOL_METRICS = ("rfid", "precision-recall", "density-coverage", "inception-score")
 
 
 def protocol_rows(model, ds, batch_size: int, device: str, t_floor: float) -> list[str]:
@@ -88,8 +88,14 @@ def protocol_rows(model, ds, batch_size: int, device: str, t_floor: float) -> li
     from harness.core.registry import PROTOCOLS
     from harness.evaluation.protocols import protocol_metrics
     rows = []
+    from harness.core.errors import MissingWeightsError
     for e in PROTOCOLS.entries():
         metrics = protocol_metrics(PROTOCOL_METRICS, e.name)
+        try:
+            e.obj.check_available()
+        except MissingWeightsError as err:
+            rows.append(f"| {e.name} | {', '.join(metrics)} | not run | | {err} |")
+            continue
         shutil.rmtree(Path(os.environ["VQBENCH_CACHE"]) / "features", ignore_errors=True)
         values, t = timed(lambda: vqbench_eval(model, ds, batch_size, device, metrics, e.name))
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if not k.endswith("_std"))
@@ -248,8 +254,8 @@ def main() -> None:
     if by_protocol:
         lines += ["", "## Each evaluation protocol (`vqbench list protocols`), one cold pass",
                   "",
-                  "The Inception metrics each protocol defines of rfid, precision-recall and inception-score, from an "
-                  "empty feature cache; x floor against the Inception forward above (real + reconstruction). "
+                  "The metrics each protocol defines of rfid, precision-recall, density-coverage and "
+                  "inception-score, from an empty feature cache; x floor against the Inception forward above (real + reconstruction). "
                   "rFID's 100 bootstrap draws are included; IS is NaN without torch-fidelity's classifier file.",
                   "",
                   "| protocol | metrics | seconds | x floor | values |",

@@ -455,7 +455,7 @@ def cmd_eval(args) -> int:
     from harness.core import checkpoint as ckpt
     from harness.evaluation.record import evaluate_and_record
     from harness.core.results import ResultsStore
-    from harness.evaluation.metrics.fidelity import GENERATION_METRICS
+    from harness.evaluation.metrics.fidelity import ALL_GENERATION_METRICS
     from harness.evaluation.protocols import get_protocol, protocol_metrics
     from harness.suites import TOKENIZER_METRICS
     get_protocol(args.protocol)
@@ -463,7 +463,7 @@ def cmd_eval(args) -> int:
     if ckpt.load_state(ckpt.resolve(args.checkpoint)).get("kind") == "generator":
         from harness.evaluation.record_generation import evaluate_generator_and_record
         metrics = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else protocol_metrics(
-            (*GENERATION_METRICS, "sfid"), args.protocol)
+            ALL_GENERATION_METRICS, args.protocol)
         rows = evaluate_generator_and_record(
             args.checkpoint, ResultsStore(args.results), run_id=args.run_id or ckpt.run_name(args.checkpoint),
             sampler=_sampler(args), n_samples=args.n_samples, metrics=metrics, batch_size=args.batch_size,

