@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the suite folder (default: reports/default, the main job's)")
     p.add_argument("--table-only", action="store_true",
                    help="train and evaluate nothing: measure the claims on the folder's results as they are")
+    p.add_argument("--seeds", type=positive_int, default=None,
+                   help="train every run the claims need with seeds 0 .. SEEDS-1 and test each claim over them "
+                        "(default: 1; with --table-only, as many as the folder holds)")
     _add_device(p)
 
     p = sub.add_parser("eval-samples", help="score a samples .npz against an ADM reference batch or a dataset split",
@@ -584,9 +587,10 @@ def cmd_run(args) -> int:
 def cmd_claims(args) -> int:
     from harness.claims.runner import run_claims, write_claims_table
     if args.table_only:
-        table = write_claims_table(args.out)[0]
+        table = write_claims_table(args.out, args.seeds)[0]
     else:
-        table = run_claims(args.out, include_all=args.all, device=args.device, progress=not args.quiet)
+        table = run_claims(args.out, include_all=args.all, device=args.device, progress=not args.quiet,
+                           seeds=args.seeds or 1)
     if table is not None:                      # the main process writes (and prints) the table
         from harness.reporting.convergence import write_convergence
         print(table.read_text())

@@ -73,6 +73,22 @@ def test_seeds_are_averaged_and_their_spread_is_the_error():
     assert out.verdict == HOLDS                    # 1.067 - 4.30 * 0.233 = 0.063 > 0
 
 
+def test_claims_table_reads_as_many_seeds_as_the_folder_holds():
+    """After `vqbench run default --seeds 3` the store has <run>.seed1/.seed2 replicas: every claim is then
+    tested over 3 seeds (a claim with a replica missing says so and cannot hold)."""
+    from harness.claims.runner import seeds_in
+    recorded = pd.read_json(RECORDED, lines=True, dtype=False)
+    assert seeds_in(recorded) == 1
+    replicas = recorded[recorded["run_id"] == recorded["run_id"].iloc[0]].copy()
+    replicas["run_id"] = replicas["run_id"] + ".seed2"
+    both = pd.concat([recorded, replicas], ignore_index=True)
+    assert seeds_in(both) == 3
+    outcomes = measure_claims(both)
+    assert all(o.claim.seeds >= 3 for o in outcomes)
+    measured = [o for o in outcomes if o.note and "of 3 seeds measured" in o.note]
+    assert measured and all(o.verdict != HOLDS for o in measured)
+
+
 def test_one_seed_uses_the_rows_bootstrap_error():
     rows = _rows(("a", "psnr", 10.0, {"stderr": 0.3}), ("b", "psnr", 9.5, {"stderr": 0.4}))
     out = evaluate(_toy_claim(1), rows, SUITES_READ)
