@@ -69,3 +69,53 @@ def test_a_spread_pairs_with_its_value_whatever_their_directions():
                      {"inception_score": True, "inception_score_std": False}, "adm", n_images=150)
     md = to_markdown(pd.DataFrame(rows))
     assert "3.250 ± 0.500" in md and "inception_score_std" not in md.splitlines()[2]
+
+
+# ---------------------------------------------------------------- token statistics and probes (item 3, second part)
+# Stated before running: unique_ratio records the bootstrap of its per-image ratios (as PSNR does); codebook
+# usage, entropy and perplexity record a seeded bootstrap whose usage draws sit below the value (a redrawn
+# set holds fewer distinct images); probe accuracies record sqrt(p (1 - p) / n).
+def _token_batches(n=64, t=16, k=1024, seed=0):
+    from harness.core.contracts import TokenLayout
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(k, (n, t), generator=g)
+    layout = TokenLayout.constant(t, k)
+    return [EvalBatch(indices=idx[s], layout=layout, image_ids=torch.arange(n)[s])
+            for s in (slice(0, 20), slice(20, n))], idx
+
+
+def test_unique_ratio_and_codebook_usage_record_a_bootstrap():
+    from harness.evaluation.metrics.bootstrap import bootstrap_mean
+    batches, idx = _token_batches()
+    usage, unique = build_metrics(["codebook_usage", "unique_ratio"])
+    for b in batches:
+        usage.update(b)
+        unique.update(b)
+    values = {v.name: v for v in metric_values([usage, unique])}
+    per_image = torch.tensor([len(set(row.tolist())) / idx.shape[1] for row in idx], dtype=torch.float64)
+    assert values["unique_ratio"].extra["stderr"] == pytest.approx(bootstrap_mean(per_image)["stderr"])
+    for name in ("codebook_usage", "code_entropy_bits", "code_perplexity"):
+        extra = values[name].extra
+        assert extra["stderr"] > 0 and extra["bootstrap_resamples"] == 200
+    assert values["codebook_usage"].extra["bootstrap_bias"] < 0
+    again = build_metrics(["codebook_usage"])[0]
+    for b in _token_batches()[0]:
+        again.update(b)
+    assert {v.name: v for v in metric_values([again])}["codebook_usage"].extra == values["codebook_usage"].extra
+
+
+def test_probe_accuracy_records_its_binomial_error():
+    from harness.evaluation.probe import binomial_stderr
+    assert binomial_stderr(0.9, 100) == {"stderr": pytest.approx(0.03), "stderr_kind": "binomial"}
+    assert binomial_stderr(float("nan"), 100) == {}
+
+
+def test_a_spread_at_rounding_level_shows_as_zero():
+    rows = make_rows({"run_id": "r", "kind": "tokenizer", "model": "m", "preset": "p", "config_hash": "h",
+                      "dataset": "d", "split": "test", "resolution": 28, "seed": 0, "started_at": "t"},
+                     {"rkid": 0.0935, "rkid_std": 1.4e-17}, {"rkid": False, "rkid_std": False}, "torch-fidelity",
+                     n_images=150)
+    import pandas as pd
+    text = to_markdown(pd.DataFrame(rows))
+    assert "0.09350 ± 0.00000 " in text or "0.0935 ± 0.0000 " in text
+    assert "e-17" not in text and "000000000000" not in text

@@ -90,9 +90,12 @@ EXTRA_SCHEMA = {
     "kid_subset_shrunk": "KID: true when N forced the subsets below 1000 images (they overlap; the std understates)",
     "generated_by": "geneval: what `vqbench geneval generate` recorded of the samples (checkpoint, sampler, seed)",
     "distinct_prompts": "generation (text-conditioned): the number of distinct prompts sampled",
-    "stderr": "bootstrap standard error of the value over redrawn evaluation images (harness.evaluation.metrics.bootstrap)",
+    "stderr": "standard error of the value: bootstrap over redrawn evaluation images (harness.evaluation.metrics.bootstrap), "
+              "or binomial for an accuracy (stderr_kind)",
+    "stderr_kind": "how stderr was estimated when not by the bootstrap: binomial (an accuracy over n_images)",
     "ci95": "bootstrap 95 % percentile interval [low, high] of a mean over images",
-    "bootstrap_bias": "FID: mean of the bootstrap draws minus the value (redrawn sets repeat images, which raises FID)",
+    "bootstrap_bias": "FID, codebook usage: mean of the bootstrap draws minus the value (redrawn sets repeat images, "
+                      "which raises FID and lowers usage)",
     "bootstrap_resamples": "number of bootstrap draws behind stderr (0: skipped, an FID of more than 2,048 images per set)",
     "bootstrap_seed": "seed of the bootstrap draws",
     "batch_images": "images per evaluation batch (per-batch legacy values such as taming's perplexity depend on it)",

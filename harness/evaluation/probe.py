@@ -139,6 +139,13 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
             "iterations": probe.iterations}
 
 
+def binomial_stderr(accuracy: float, n: int) -> dict:
+    """An accuracy's standard error over its n test images, each right or wrong: sqrt(p (1 - p) / n)."""
+    if not math.isfinite(accuracy) or n < 1:
+        return {}
+    return {"stderr": math.sqrt(accuracy * (1 - accuracy) / n), "stderr_kind": "binomial"}
+
+
 def prefix_names(ks: Iterable[int | None], total: int) -> dict[str, int]:
     """``{"k1": 1, "k10": 10, "all": T}``: requested prefix lengths clipped to T (None: all), by row
     suffix; a k reaching T is named ``all``."""
@@ -201,8 +208,10 @@ class LinearProbes(Evaluation):
             extra = {"k_total": model.layout.num_positions, "unit": unit, "n_train": len(train_ds),
                      "train_split": self.train_split, "l2": self.l2, "lbfgs_iterations": acc["iterations"],
                      "feature_dim": int(train_x[k].shape[1]), "num_classes": num_classes, "probe": PROTOCOL}
-            out.append(Measurement(f"probe_top1_{suffix}", acc["top1"], True, len(test_ds), k=k, extra=extra))
-            out.append(Measurement(f"probe_top5_{suffix}", acc["top5"], True, len(test_ds), k=k, extra=extra,
+            out.append(Measurement(f"probe_top1_{suffix}", acc["top1"], True, len(test_ds), k=k,
+                                   extra=extra | binomial_stderr(acc["top1"], len(test_ds))))
+            out.append(Measurement(f"probe_top5_{suffix}", acc["top5"], True, len(test_ds), k=k,
+                                   extra=extra | binomial_stderr(acc["top5"], len(test_ds)),
                                    reason=f"top-5 accuracy is 1 by definition with {num_classes} classes"
                                    if math.isnan(acc["top5"]) else ""))
         return out

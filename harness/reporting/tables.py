@@ -177,9 +177,10 @@ def footnotes(df: pd.DataFrame) -> list[str]:
                      "reference images) against the reference split's images; *_nocfg: the same sampler without "
                      "guidance; sampler settings in each row's extra.")
     if any(c.split(" ", 1)[0].endswith(STDERR) for c in hidden):
-        notes.append("± after a mean over images (PSNR, SSIM, LPIPS) or an FID: its bootstrap standard error over "
-                     "the evaluated images redrawn with replacement (seeded; draws and 95 % interval in each row's "
-                     "extra; the *_se columns of the CSV).")
+        notes.append("± after a mean over images (PSNR, SSIM, LPIPS, unique ratio), an FID or a codebook usage, "
+                     "entropy or perplexity: its bootstrap standard error over the evaluated images redrawn with "
+                     "replacement (seeded; draws and 95 % interval or bias in each row's extra; the *_se columns "
+                     "of the CSV); after a probe accuracy: its binomial standard error over the test images.")
     if any(c.split(" ", 1)[0].endswith(SEED_STD) for c in hidden):
         n_seeds = sorted({len(str(s).split(",")) for s in long["seed"]})
         notes.append(f"± after a mean over seeds: the sample standard deviation over the {'/'.join(map(str, n_seeds))} "
@@ -259,6 +260,8 @@ def _cells(wide: pd.DataFrame, missing: str, bold, escape=str, pm: str = "±") -
             best = (max if c.endswith(UP) else min)(present) if len(present) >= 2 else None
             spread = (pd.to_numeric(wide[spreads[c]], errors="coerce").astype(float) if c in spreads
                       else pd.Series(math.nan, index=wide.index))
+            # a spread at rounding level of its value is zero (KID whose subsets are the whole set: 1e-17)
+            spread = spread.where(~(spread.abs() <= 1e-12 * values.abs()), 0.0)
             columns[c] = [missing if v is None else (bold(f"{v:.{d}f}") if v == best else f"{v:.{d}f}")
                           + (f" {pm} {sd:.{_spread_decimals(sd, d)}f}" if math.isfinite(sd) else "")
                           for v, sd in zip(shown, spread)]

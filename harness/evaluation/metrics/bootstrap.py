@@ -25,7 +25,7 @@ LEVEL = 0.95
 CHUNK = 64                   # draws of a mean generated at a time (memory: CHUNK x N indices)
 
 
-def _draws(n: int, resamples: int, seed: int):
+def resample_indices(n: int, resamples: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     for start in range(0, resamples, CHUNK):
         yield torch.randint(n, (min(CHUNK, resamples - start), n), generator=g)
@@ -37,7 +37,7 @@ def bootstrap_mean(values: torch.Tensor, resamples: int = MEAN_RESAMPLES, seed: 
     values = values.double().flatten()
     if len(values) < 2:
         return {}
-    draws = torch.cat([values[idx].mean(1) for idx in _draws(len(values), resamples, seed)])
+    draws = torch.cat([values[idx].mean(1) for idx in resample_indices(len(values), resamples, seed)])
     tail = (1 - LEVEL) / 2
     low, high = torch.quantile(draws, torch.tensor([tail, 1 - tail], dtype=draws.dtype)).tolist()
     return {"stderr": float(draws.std()), "ci95": [low, high], "bootstrap_resamples": resamples,
@@ -52,30 +52,35 @@ def bootstrap_statistic(statistic: Callable[[torch.Tensor], float], n: int, valu
     interval is given, only their spread (``stderr``) and that offset (``bootstrap_bias``)."""
     if n < 2:
         return {}
-    draws = torch.tensor([statistic(idx) for chunk in _draws(n, resamples, seed) for idx in chunk],
+    draws = torch.tensor([statistic(idx) for chunk in resample_indices(n, resamples, seed) for idx in chunk],
                          dtype=torch.float64)
     return {"stderr": float(draws.std()), "bootstrap_bias": float(draws.mean()) - value,
             "bootstrap_resamples": resamples, "bootstrap_seed": seed}
 
 
 class PerImageValues:
-    """The per-image values a mean metric has seen, with their image ids: ``record`` gathers every rank's
-    (in image order, so a sharded evaluation bootstraps the same draws) and bootstraps their mean."""
+    """The per-image values a metric has seen (one number, or one row such as an image's codes, per image),
+    with their image ids: ``gathered`` collects every rank's in image order, so a sharded evaluation
+    bootstraps the same draws; ``record`` bootstraps the mean of one number per image."""
 
-    def __init__(self, what: str):
-        self.what = what
+    def __init__(self, what: str, dtype: torch.dtype = torch.float64):
+        self.what, self.dtype = what, dtype
         self.values: list[torch.Tensor] = []
         self.ids: list[torch.Tensor] = []
         self.seen = 0
 
     def add(self, values: torch.Tensor, image_ids: torch.Tensor | None) -> None:
-        n = values.numel()
+        n = len(values)
         self.ids.append(batch_image_ids(image_ids, self.seen, n, self.what))
-        self.values.append(values.detach().double().flatten().cpu())
+        self.values.append(values.detach().to("cpu", self.dtype).reshape(n, -1))
         self.seen += n
 
-    def record(self) -> dict:
+    def gathered(self) -> torch.Tensor:
+        """N x D: every rank's rows in image-id order."""
         ids = gather_rows(torch.cat(self.ids) if self.ids else torch.zeros(0, dtype=torch.int64))
-        values = gather_rows(torch.cat(self.values) if self.values else torch.zeros(0, dtype=torch.float64))
+        values = gather_rows(torch.cat(self.values) if self.values else torch.zeros(0, 1, dtype=self.dtype))
         check_distinct_ids(ids, self.what)
-        return bootstrap_mean(values[ids.argsort()])
+        return values[ids.argsort()]
+
+    def record(self) -> dict:
+        return bootstrap_mean(self.gathered().flatten())

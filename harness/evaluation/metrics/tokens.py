@@ -25,6 +25,10 @@ from harness.core.contracts import EvalBatch, Metric, TokenLayout
 from harness.core.errors import VQBenchError
 from harness.core.distributed import max_over_ranks
 from harness.core.registry import METRICS
+from harness.evaluation.metrics.bootstrap import SEED as BOOTSTRAP_SEED, PerImageValues, resample_indices
+
+USAGE_RESAMPLES = 200             # each draw: one histogram of N x T x k codes
+BOOTSTRAP_MAX_CODES = 4_000_000   # above this many codes no bootstrap (ImageNet's 50k x 256 would take minutes)
 
 
 def factor_indices(indices: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
@@ -62,6 +66,7 @@ class CodebookUsage(Metric):
     def __init__(self):
         super().__init__()
         self.layout: TokenLayout | None = None
+        self.per_image_codes = PerImageValues("metric 'codebook_usage'", torch.int32)
 
     @classmethod
     def outputs(cls, layout: TokenLayout | None) -> tuple[str, ...]:
@@ -85,6 +90,7 @@ class CodebookUsage(Metric):
         """Forget the layout too: the next split may come from another tokenizer."""
         self._states, self._defaults, self.layout = {}, {}, None
         self.higher_is_better = type(self).higher_is_better
+        self.per_image_codes = PerImageValues("metric 'codebook_usage'", torch.int32)
 
     @property
     def variable(self) -> bool:
@@ -101,6 +107,7 @@ class CodebookUsage(Metric):
         # offset each factor's (and position's) codes into its own block, then one bincount
         by_factor = idx + torch.arange(k).view(1, 1, k) * kmax
         self.codes = self.codes + torch.bincount(by_factor.flatten(), minlength=k * kmax).view(k, kmax)
+        self.per_image_codes.add(by_factor.reshape(n, -1).to(torch.int32), batch.image_ids)
         if self.variable:
             slot = torch.arange(k).view(1, 1, k) * t + torch.arange(t).view(1, t, 1)
             counts = torch.bincount((idx + slot * kmax).flatten(), minlength=k * t * kmax)
@@ -119,7 +126,34 @@ class CodebookUsage(Metric):
             sizes = torch.tensor(self.layout.codebook_sizes, dtype=torch.float64)
             per_position = (self.codes_per_position > 0).sum(-1) / sizes     # k x T
             out["codebook_usage_per_position"] = float(per_position.mean())
+        self.value_extra = self._bootstrap(out)
         return out
+
+    def _usage_of(self, hist: torch.Tensor) -> dict[str, float]:
+        """The split-level values of a k x K_max code histogram (as ``compute``)."""
+        usage = (hist > 0).sum(1).double() / self.layout.max_codebook_size
+        entropy = float(entropy_bits(hist).mean())
+        out = {"codebook_usage": float(usage.mean()), "code_entropy_bits": entropy, "code_perplexity": 2.0 ** entropy}
+        return out | ({f"codebook_usage_f{i}": float(u) for i, u in enumerate(usage)} if len(usage) > 1 else {})
+
+    def _bootstrap(self, out: dict[str, float]) -> dict[str, dict]:
+        """Usage, entropy and perplexity over the evaluated images redrawn with replacement (not the per-position
+        usage). A redrawn set holds fewer distinct images, so usage draws sit below the value: like FID, the
+        record gives their spread and that offset (``bootstrap_bias``), no interval. Skipped above
+        ``BOOTSTRAP_MAX_CODES`` codes (each draw is a histogram of all of them)."""
+        codes = self.per_image_codes.gathered()
+        if codes.numel() > BOOTSTRAP_MAX_CODES or len(codes) < 2:
+            return {name: {"bootstrap_resamples": 0} for name in out if name != "codebook_usage_per_position"}
+        size = self.layout.num_factors * self.layout.max_codebook_size
+        kmax = self.layout.max_codebook_size
+        draws = [self._usage_of(torch.bincount(codes[idx].flatten().long(), minlength=size).view(-1, kmax))
+                 for chunk in resample_indices(len(codes), USAGE_RESAMPLES, BOOTSTRAP_SEED) for idx in chunk]
+        record = {}
+        for name in draws[0]:
+            values = torch.tensor([d[name] for d in draws], dtype=torch.float64)
+            record[name] = {"stderr": float(values.std()), "bootstrap_bias": float(values.mean()) - out[name],
+                            "bootstrap_resamples": USAGE_RESAMPLES, "bootstrap_seed": BOOTSTRAP_SEED}
+        return record
 
 
 @METRICS.register("unique_ratio", description="distinct tokens in an image / tokens per image, mean over images")
@@ -132,6 +166,11 @@ class UniqueRatio(Metric):
         super().__init__()
         self.add_state("total", torch.zeros((), dtype=torch.float64))
         self.add_state("count", torch.zeros((), dtype=torch.int64))
+        self.per_image_values = PerImageValues("metric 'unique_ratio'")
+
+    def reset(self) -> None:
+        super().reset()
+        self.per_image_values = PerImageValues("metric 'unique_ratio'")
 
     def update(self, batch: EvalBatch) -> None:
         layout = batch.layout
@@ -140,12 +179,15 @@ class UniqueRatio(Metric):
         keys = (idx + torch.arange(layout.num_factors) * layout.max_codebook_size).flatten(1)
         s = keys.sort(1).values
         distinct = 1 + (s[:, 1:] != s[:, :-1]).sum(1)
-        self.total = self.total + (distinct.double() / keys.shape[1]).sum()
+        ratio = distinct.double() / keys.shape[1]
+        self.total = self.total + ratio.sum()
         self.count = self.count + keys.shape[0]
+        self.per_image_values.add(ratio, batch.image_ids)
 
     def compute(self) -> dict[str, float]:
         if int(self.count) == 0:
             raise VQBenchError("unique_ratio saw no images")
+        self.value_extra = {"unique_ratio": self.per_image_values.record()}     # a mean over images
         return {"unique_ratio": float(self.total / self.count)}
 
 
