@@ -13,7 +13,7 @@ from harness.core.arguments import (Parser, finite_float, non_negative_float, no
 from harness.core.errors import VQBenchError
 
 LIST_KINDS = ("tokenizers", "generators", "metrics", "evaluations", "protocols", "datasets", "suites", "text-encoders",
-              "claims")
+              "claims", "tracks")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -282,18 +282,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", type=Path, help="results .jsonl files")
     p.add_argument("--out", type=Path, required=True, help="folder for results.md/.csv/.tex")
 
+    p = sub.add_parser("leaderboard", help="write the static leaderboard site from results stores",
+                       description="Write a static site (no network needed) with one page per track (`vqbench list "
+                                   "tracks`): reproduced entries beside the papers' published numbers, one page "
+                                   "per entry with its provenance and curves, and Pareto figures.")
+    p.add_argument("results", nargs="+", type=Path, help="results .jsonl files (e.g. reports/default/results.jsonl)")
+    p.add_argument("--out", type=Path, required=True, help="the site folder (replaced whole when complete)")
+
     from harness.evaluation.geneval.cli import add_prompts_parser
     add_prompts_parser(sub)
 
-    p = sub.add_parser("import", help="a released tokenizer checkpoint as a vqbench run (llamagen-vq16, llamagen-vq8)",
+    p = sub.add_parser("import", help="a released tokenizer checkpoint as a vqbench run (llamagen-vq16, llamagen-vq8, "
+                                      "taming-vqgan-f16-16384)",
                        description="Map a released checkpoint's state dict onto the matching preset and write a "
                                    "vqbench tokenizer run (evaluate it with `vqbench eval RUN_DIR`, train generators "
                                    "on it with --tokenizer RUN_DIR). Nothing is downloaded: give the file.")
-    p.add_argument("name", help="llamagen-vq16 (vq_ds16_c2i.pt) or llamagen-vq8 (vq_ds8_c2i.pt)")
+    p.add_argument("name", help="llamagen-vq16 (vq_ds16_c2i.pt), llamagen-vq8 (vq_ds8_c2i.pt) or "
+                                "taming-vqgan-f16-16384 (vqgan_imagenet_f16_16384's ckpts/last.ckpt)")
     p.add_argument("file", type=Path, help="the released checkpoint file")
     p.add_argument("--out", type=Path, required=True, help="the new run folder")
-    p.add_argument("--weights", default="model", choices=("model", "ema"),
-                   help="which state dict of the file (LlamaGen's scripts load 'model')")
+    p.add_argument("--weights", default=None, choices=("model", "ema", "state_dict"),
+                   help="which state dict of the file: LlamaGen's 'model' (default, what its scripts load) or "
+                        "'ema'; taming's Lightning checkpoint has only 'state_dict' (default)")
     p.add_argument("--dataset", required=True,
                    help="the dataset the run evaluates on by default, e.g. imagefolder:/data/imagenet (its "
                         "val/ folder is LlamaGen's rFID split: --split val)")
@@ -580,6 +590,8 @@ def cmd_run(args) -> int:
             from harness.reporting.convergence import write_convergence
             print(write_claims_table(out)[0].read_text())
             print(write_convergence(out).read_text())
+            from harness.leaderboard.site import build_site
+            print(f"leaderboard site: {build_site([out / 'results.jsonl'], out / 'site')}")
         print(f"tables and results written to {out}")
     return 0
 
@@ -608,6 +620,13 @@ def cmd_report(args) -> int:
     df = pd.concat(frames, ignore_index=True)
     for path in render(df, args.out) + render_figures(df, args.out):
         print(path)
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from harness.leaderboard.site import build_site
+    index = build_site(args.results, args.out)
+    print(f"leaderboard written: open {index}")
     return 0
 
 
@@ -755,7 +774,7 @@ def cmd_geneval_prompts(args) -> int:
 COMMANDS = {"analyze": cmd_analyze, "consolidate": cmd_consolidate, "list": cmd_list, "params": cmd_params,
             "describe": cmd_describe, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
             "progressive": cmd_progressive, "probe": cmd_probe,
-            "run": cmd_run, "claims": cmd_claims, "report": cmd_report, "geneval-prompts": cmd_geneval_prompts, "geneval": cmd_geneval,
+            "run": cmd_run, "claims": cmd_claims, "report": cmd_report, "leaderboard": cmd_leaderboard, "geneval-prompts": cmd_geneval_prompts, "geneval": cmd_geneval,
             "published": cmd_published, "import": cmd_import, "eval-samples": cmd_eval_samples,
             "reference": cmd_reference}
 

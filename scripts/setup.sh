@@ -8,6 +8,7 @@
 #   5. pyiqa 0.1.7 --no-deps: VQGAN-LC's PSNR, for tests/test_legacy_pixel_packages.py (it would pull
 #      tb-nightly, imgaug, openai-clip, lmdb, ...)
 #   6. Fashion-MNIST: Debian's dataset-fashion-mnist when apt is usable, else torchvision's downloader
+#   7. Chromium + chromium-driver (Debian's) for the leaderboard's browser test, when apt is usable
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -56,4 +57,17 @@ if [ ! -f "$FMNIST_DEB" ]; then
     "$PY" -m harness.data.download fashion-mnist
 fi
 "$PY" -c "from harness.data.datasets import open_dataset; ds = open_dataset('fashion-mnist', 'test'); print(f'[setup] Fashion-MNIST ready ({len(ds)} test images)')"
+
+echo "[setup] Chromium (the leaderboard site's browser test, tests/test_leaderboard_browser.py)"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo -n"
+    if command -v apt-get >/dev/null && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
+        $SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+            || { $SUDO apt-get update -q >/dev/null 2>&1 \
+                 && $SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1; } \
+            || echo "[setup] apt could not install chromium; the browser test will be skipped (it fails under CI)"
+    else
+        echo "[setup] no apt: install Chromium and its driver yourself to run the browser test"
+    fi
+fi
 echo "[setup] done"

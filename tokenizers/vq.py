@@ -7,7 +7,9 @@ Pixel, LPIPS and PatchGAN losses are added by the shared trainer (harness/traini
 
 Presets: ``vq-tiny`` (tests), ``vq-fmnist`` (default suite, 7x7 tokens on 28x28 Fashion-MNIST), the
 ImageNet-256 presets ``vq-f16-imagenet`` (16x16 tokens) and ``vq-f8-imagenet`` (32x32 tokens) with
-LlamaGen's VQ-16 / VQ-8 widths, K = 16384 and LlamaGen's training recipe, and the CVQ paper's "Vanilla
+LlamaGen's VQ-16 / VQ-8 widths, K = 16384 and LlamaGen's training recipe, ``vqgan-taming-f16-imagenet``
+(taming-transformers' released VQGAN ImageNet f16-16384, which ``vqbench import taming-vqgan-f16-16384``
+loads: 256-dim unnormalised codes, right-bottom padded downsampling), and the CVQ paper's "Vanilla
 VQ" baselines ``vq-vanilla-*-imagenet`` (Tables 1, 3): VQGAN's codes, unnormalised, at the dimension of
 CVQ's codes (256 = 16 x 16), since Sec. 4 keeps "dimensionality parity" with CVQ (identical lookup
 complexity: N tokens of 256-dim codes against K codes); 256 tokens at ratio 16 for K = 1024 ... 65536
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from harness.models.conv_tokenizer import ConvBackbone, ConvTokenizer
 from harness.models.quantizers.vq import FMNIST_CODEBOOK_INIT, CodebookInit, VectorQuantizer
 from harness.core.registry import TOKENIZERS
-from harness.models.paper_recipes import CVQ_VQ_BASELINE, LLAMAGEN_TOKENIZER
+from harness.models.paper_recipes import CVQ_VQ_BASELINE, LLAMAGEN_TOKENIZER, TAMING_VQGAN
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,16 @@ def vq_f16_imagenet() -> VQConfig:
                      description="LlamaGen VQ-8: 32x32 tokens at 256x256, K=16384, dim 8")
 def vq_f8_imagenet() -> VQConfig:
     return VQConfig(ch_mult=(1, 2, 2, 4), downsample_padding="right-bottom")
+
+
+@TOKENIZERS.register("vqgan-taming-f16-imagenet", family="vq", scale="paper", recipe=TAMING_VQGAN,
+                     description="taming-transformers' released VQGAN ImageNet f16-16384 (vqgan_imagenet_f16_16384): "
+                                 "16x16 tokens at 256x256, K=16384, 256-dim codes by plain euclidean distance, "
+                                 "right-bottom padded downsampling (`vqbench import taming-vqgan-f16-16384`)")
+def vqgan_taming_f16_imagenet() -> VQConfig:
+    # taming's VQModel at ch 128, ch_mult 1,1,2,2,4, 2 res blocks, attention at 16 (the lowest level) and in
+    # the middle, z 256, embed_dim 256, n_embed 16384; VectorQuantizer2 looks codes up unnormalised
+    return VQConfig(codebook_dim=256, l2_norm=False, downsample_padding="right-bottom")
 
 
 def _register_cvq_baselines():

@@ -9,8 +9,8 @@ import pandas as pd
 
 from harness.claims.claim import HOLDS, NOT_MEASURED, Outcome, Z
 from harness.core.io import write_atomic
-from harness.reporting.figures import _figure, _styled, plain_text, save_figure
-from harness.reporting.tables import _safe_csv, _tex_cell, check_out_dir, md_escape
+from harness.reporting.figures import new_figure, print_styled, plain_text, save_figure
+from harness.reporting.tables import safe_csv, tex_cell, check_out_dir, md_escape
 
 COLUMNS = ("claim", "source", "paper's number", "vqbench's measurement", "test", "verdict", "seeds", "note")
 RULE = (f"Verdict rule, declared before the runs: a check q > t holds if q - {Z:g} se > t and does not "
@@ -67,19 +67,19 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 def to_latex(df: pd.DataFrame) -> str:
     spec = "p{3.2cm}p{2.2cm}p{3.2cm}p{4cm}p{2.6cm}lll"
-    lines = [f"% {_tex_cell(RULE)}", r"\begin{tabular}{" + spec + "}", r"\toprule",
-             " & ".join(_tex_cell(c) for c in COLUMNS) + r" \\", r"\midrule"]
-    lines += [" & ".join(_tex_cell(v).replace("±", r"$\pm$") for v in row) + r" \\"
+    lines = [f"% {tex_cell(RULE)}", r"\begin{tabular}{" + spec + "}", r"\toprule",
+             " & ".join(tex_cell(c) for c in COLUMNS) + r" \\", r"\midrule"]
+    lines += [" & ".join(tex_cell(v).replace("±", r"$\pm$") for v in row) + r" \\"
               for row in df.itertuples(index=False)]
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
-@_styled
+@print_styled
 def plot_claim(outcome: Outcome, path: Path) -> list[Path]:
     """The claim's shown quantities as points with 2-se bars (or the seeds' spread), checks' thresholds
     dashed, and the verdict in the title."""
     names = list(outcome.claim.shown or (c.quantity for c in outcome.claim.checks))
-    fig, axes = _figure(len(names), width=max(3.5, 1.9 * len(names)))
+    fig, axes = new_figure(len(names), width=max(3.5, 1.9 * len(names)))
     thresholds = {c.quantity: c.threshold for c in outcome.claim.checks}
     for ax, name in zip(axes, names):
         e, seeds = outcome.quantities[name], outcome.per_seed[name]
@@ -102,7 +102,7 @@ def write_claims(outcomes: list[Outcome], out_dir: str | Path, name: str = "clai
     check_out_dir(out_dir)
     df = claims_frame(outcomes)
     paths = [out_dir / f"{name}.md", out_dir / f"{name}.csv", out_dir / f"{name}.tex"]
-    for path, text in zip(paths, (to_markdown(df), _safe_csv(df), to_latex(df))):
+    for path, text in zip(paths, (to_markdown(df), safe_csv(df), to_latex(df))):
         write_atomic(path, text.encode("utf-8"))
     for o in outcomes:
         if o.verdict != NOT_MEASURED:

@@ -174,6 +174,12 @@ class ClaimInfo(Info):
     statement."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrackInfo(Info):
+    """A leaderboard track (harness.leaderboard.tracks.Track): a frozen setting whose entries are
+    comparable by construction; the description names its data, token budget and protocol."""
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -290,12 +296,13 @@ TEXT_ENCODERS = Registry("text encoder", TextEncoderInfo)
 EVALUATIONS = Registry("evaluation", EvaluationInfo)
 PROTOCOLS = Registry("protocol", ProtocolInfo)
 CLAIMS = Registry("claim", ClaimInfo)
+TRACKS = Registry("track", TrackInfo)
 DEFAULT_PROTOCOL = "torch-fidelity"        # the evaluation protocol Inception metrics follow unless told
 
 ALL = {"tokenizers": TOKENIZERS, "generators": GENERATORS, "metrics": METRICS,
        "datasets": DATASETS, "suites": SUITES, "feature-extractors": FEATURE_EXTRACTORS,
        "text-encoders": TEXT_ENCODERS, "evaluations": EVALUATIONS, "protocols": PROTOCOLS,
-       "claims": CLAIMS}
+       "claims": CLAIMS, "tracks": TRACKS}
 
 
 def check_generator_layout(family: str, layout) -> None:

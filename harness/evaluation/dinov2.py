@@ -6,8 +6,8 @@ torch-fidelity (0.4) builds ``dinov2-vit-l-14`` with ``torch.hub.load("facebookr
 torch.hub's cache (``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``), so evaluation runs offline once the
 cache holds both. torch-fidelity's input: uint8 images, TF1-bilinear resize to 224 x 224, ImageNet mean
 and std; the feature is the normalized CLS embedding (1024-d). vqbench feeds it the same uint8 images as
-every protocol (rounded from [-1, 1], grey repeated to RGB) and uses the embedding where the Inception
-protocols use pool3.
+every protocol (rounded from [-1, 1], grey repeated to RGB; harness.evaluation.features) and uses the
+embedding where the Inception protocols use pool3.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from harness.core.errors import MissingWeightsError
-from harness.evaluation.features import DINOV2_NAME, FeatureInput, InceptionFeatures, uint8_levels
 
+DINOV2_NAME = "dinov2-vit-l-14"      # torch-fidelity's name of DINOv2 ViT-L/14
 HUB_REPO, HUB_ENTRY = "facebookresearch/dinov2", "dinov2_vitl14"
 HUB_CHECKPOINT = "dinov2_vitl14_pretrain.pth"
 DINOV2_DIM = 1024
@@ -49,8 +49,9 @@ def dinov2_unavailable_reason() -> str | None:
             "its hub folder here, or set TORCH_HOME to a folder holding hub/ with both")
 
 
-class DINOv2Features(nn.Module):
-    """torch-fidelity's ``dinov2-vit-l-14`` extractor behind vqbench's ``features(images, how)``."""
+class DINOv2Network(nn.Module):
+    """torch-fidelity's ``dinov2-vit-l-14`` extractor: ``embed(uint8 N x 3 x H x W) -> N x 1024`` (the
+    feature pass, harness.evaluation.features, quantizes the images and wraps the embedding)."""
 
     dim = DINOV2_DIM
 
@@ -68,15 +69,12 @@ class DINOv2Features(nn.Module):
         return next(self.net.parameters()).device
 
     @torch.no_grad()
-    def features(self, images: torch.Tensor, how: FeatureInput) -> InceptionFeatures:
-        parts = []
-        for chunk in images.split(32):
-            u8 = uint8_levels(chunk.to(self.device), how).to(torch.uint8)
-            parts.append(self.net(u8)[0].float().cpu())
-        return InceptionFeatures(torch.cat(parts) if parts else torch.zeros(0, self.dim))
+    def embed(self, u8: torch.Tensor) -> torch.Tensor:
+        parts = [self.net(chunk.to(self.device))[0].float().cpu() for chunk in u8.split(32)]
+        return torch.cat(parts) if parts else torch.zeros(0, self.dim)
 
 
 @functools.lru_cache(maxsize=None)
-def shared_dinov2(device: str = "cpu") -> DINOv2Features:
+def shared_dinov2(device: str = "cpu") -> DINOv2Network:
     """One frozen instance per device and process."""
-    return DINOv2Features().to(device)
+    return DINOv2Network().to(device)

@@ -44,6 +44,7 @@ from harness.core.errors import MissingWeightsError, VQBenchError
 from harness.core.io import write_atomic
 from harness.core.registry import FEATURE_EXTRACTORS
 from harness.core.weights import cache_dir, file_sha256
+from harness.evaluation.dinov2 import DINOV2_NAME
 
 INCEPTION_SIZE = 299
 POOL3_DIM, NUM_LOGITS = 2048, 1008
@@ -52,7 +53,6 @@ WEIGHTS_ENV = "VQBENCH_INCEPTION_WEIGHTS"
 TORCH_FIDELITY_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
 TORCH_FIDELITY_SHA256_PREFIX = "6726825d"
 EXTRACTOR_NAME = "inception-fid"
-DINOV2_NAME = "dinov2-vit-l-14"      # torch-fidelity's name of DINOv2 ViT-L/14
 DEFAULT_EXTRACTOR = EXTRACTOR_NAME
 
 # ---------------------------------------------------------------- names: TorchScript graph <-> torch-fidelity
@@ -395,8 +395,19 @@ def extractor_for(how: FeatureInput, device: str = "cpu"):
     ``features(images, how) -> InceptionFeatures``)."""
     if how.network == "inception":
         return shared_extractor(device)
-    from harness.evaluation.dinov2 import shared_dinov2
-    return shared_dinov2(device)
+    return DINOv2Features(device)
+
+
+class DINOv2Features:
+    """The shared DINOv2 network (harness.evaluation.dinov2) behind ``features(images, how)``: the images
+    quantized as every protocol quantizes them, the embedding in pool3's place."""
+
+    def __init__(self, device: str = "cpu"):
+        from harness.evaluation.dinov2 import shared_dinov2
+        self.network = shared_dinov2(device)
+
+    def features(self, images: torch.Tensor, how: FeatureInput) -> InceptionFeatures:
+        return InceptionFeatures(self.network.embed(uint8_levels(images, how).to(torch.uint8)))
 
 
 def _check_extractor(name: str) -> None:

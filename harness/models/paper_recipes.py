@@ -51,6 +51,58 @@ LLAMAGEN_TOKENIZER = Recipe.of(
            "changes its updates, and the harness does not apply it"))
 
 
+# ------------------------------------------------------------------ taming-transformers VQGAN (its code, the preset
+# vqgan-taming-f16-imagenet). The released f16-16384 model's own config (configs/model.yaml beside
+# ckpts/last.ckpt in its heibox folder) was not read offline; its loss settings are taken as third-party
+# copies of it quote them, its batch from the repository's configs/imagenet_vqgan.yaml (the f16-1024
+# model's): both assumed
+_TM = "taming-transformers code (CompVis/taming-transformers, commit 3ba01b2)"
+_TM_VQGAN = f"{_TM}, taming/models/vqgan.py VQModel"
+_TM_LOSS = f"{_TM}, taming/modules/losses/vqperceptual.py VQLPIPSWithDiscriminator"
+
+
+def _taming_release(what: str) -> object:
+    return assumed(f"the released model's configs/model.yaml as third-party copies quote it (the release itself "
+                   f"was not read offline): {what}")
+
+
+def _taming_1024(what: str) -> object:
+    return assumed(f"configs/imagenet_vqgan.yaml, the repository's f16-1024 config (the f16-16384 model's own "
+                   f"config was not read offline): {what}")
+
+
+TAMING_VQGAN = Recipe.of(
+    ("optimizer", "adam", f"{_TM_VQGAN}.configure_optimizers: torch.optim.Adam"),
+    ("beta1", "0.5", f"{_TM_VQGAN}.configure_optimizers: betas=(0.5, 0.9)"),
+    ("beta2", "0.9", f"{_TM_VQGAN}.configure_optimizers: betas=(0.5, 0.9)"),
+    ("weight_decay", "0", f"{_TM_VQGAN}.configure_optimizers: no weight decay"),
+    ("lr_schedule", "constant", f"{_TM_VQGAN}.configure_optimizers: no scheduler"),
+    ("global_batch_size", "12", _taming_1024("batch_size 12 per GPU; the README's training command runs on one "
+                                             "GPU (--gpus 0,)")),
+    ("lr", "5.4e-5", _taming_release("base_learning_rate 4.5e-6 (as in configs/imagenet_vqgan.yaml), which "
+                                     "main.py multiplies by GPUs x batch x accumulation: 4.5e-6 x 12")),
+    ("grad_clip", "0", assumed("main.py sets no gradient clipping (Lightning's default: none)")),
+    ("precision", "fp32", assumed("main.py sets no precision (Lightning's default: 32-bit)")),
+    ("hflip", "false", f"{_TM}, taming/data/base.py ImagePaths: rescale and crop, no flip"),
+    ("pixel_loss", "l1", f"{_TM_LOSS}: torch.abs(inputs - reconstructions)"),
+    ("pixel_weight", "1.0", f"{_TM_LOSS}: the L1 term is added unweighted"),
+    ("perceptual_weight", "1.0", f"{_TM_LOSS}: perceptual_weight=1.0"),
+    ("lpips_net", "vgg", f"{_TM}, taming/modules/losses/lpips.py: LPIPS on VGG16"),
+    ("disc_arch", "patchgan", f"{_TM_LOSS}: NLayerDiscriminator (PatchGAN)"),
+    ("disc_layers", "2", _taming_release("disc_num_layers 2 (the class default and configs/imagenet_vqgan.yaml: 3)")),
+    ("disc_channels", "64", f"{_TM_LOSS}: disc_ndf=64"),
+    ("disc_loss", "hinge", f"{_TM_LOSS}: disc_loss='hinge'"),
+    ("adaptive_disc_weight", "true", f"{_TM_LOSS}.calculate_adaptive_weight"),
+    ("disc_weight", "0.75", _taming_release("disc_weight 0.75 (configs/imagenet_vqgan.yaml: 0.8)")),
+    ("disc_start", "0", _taming_release("disc_start 0 (configs/imagenet_vqgan.yaml: 250001)")),
+    notes=("the training length is not stated in the repository or the released config: set steps with --set",
+           "random crops after resizing the short side (taming/data/base.py, ImageNetTrain's random_crop): "
+           "images are loaded at the preset's resolution",
+           "taming's VectorQuantizer2 (legacy=True) weights the commitment term (the gradient to the encoder) by "
+           "1 and the codebook term by beta = 0.25, the reverse of the harness's VQ; the forward pass is the same",
+           "the preset exists to import the released weights (vqbench import taming-vqgan-f16-16384)"))
+
+
 def _llamagen(what: str) -> object:
     return assumed(f"FQGAN Sec. 4.1 adapts LlamaGen's tokenizer schedule; {_LG_VQ}: {what}")
 

@@ -55,7 +55,7 @@ def plain_text(text) -> str:
     return " " + text if text.startswith("_") else text
 
 
-def _figure(ncols: int, width: float | None = None):
+def new_figure(ncols: int, width: float | None = None):
     """A figure with ``ncols`` axes, built without pyplot (no global backend or state)."""
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width or (FULL_WIDTH if ncols > 1 else HALF_WIDTH), HEIGHT), layout="constrained")
@@ -79,7 +79,7 @@ def save_figure(fig, path: str | Path) -> list[Path]:
     return out
 
 
-def _styled(draw):
+def print_styled(draw):
     """Run a drawing function under the print style."""
     def wrapper(*args, **kwargs):
         import matplotlib
@@ -90,12 +90,12 @@ def _styled(draw):
 
 
 # ------------------------------------------------------------------------------------------------ entropy
-@_styled
+@print_styled
 def plot_entropy_profiles(profiles: Mapping[str, EntropyProfile], path: str | Path) -> list[Path]:
     """H_t and the remaining budget per position for each labelled profile, t* marked (module docstring)."""
     if not profiles:
         raise ValueError("plot_entropy_profiles needs at least one profile")
-    fig, (ax_h, ax_b) = _figure(2)
+    fig, (ax_h, ax_b) = new_figure(2)
     # show every position that still carries information, and a few after the last cliff
     last = max(max([0, *np.flatnonzero(p.conditional_entropy > 1e-3)]) for p in profiles.values())
     marks = [m for p in profiles.values() for m in (p.t_star, p.bound_t_star or 0)]
@@ -149,10 +149,10 @@ def usage_points(df) -> dict[str, list[tuple[int, float]]]:
     return {k: sorted(v) for k, v in points.items()}
 
 
-@_styled
+@print_styled
 def plot_codebook_usage(points: Mapping[str, Sequence[tuple[int, float]]], path: str | Path) -> list[Path]:
     """Codebook usage (fraction of codes used) against codebook size, one line per family."""
-    fig, (ax,) = _figure(1)
+    fig, (ax,) = new_figure(1)
     for i, (family, pts) in enumerate(points.items()):
         sizes, usage = zip(*pts)
         ax.plot(sizes, usage, color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=plain_text(family))
@@ -177,11 +177,11 @@ def progressive_curves(df) -> dict[str, dict[str, list[tuple[float, float]]]]:
     return {m: {lab: sorted(p) for lab, p in runs.items()} for m, runs in curves.items()}
 
 
-@_styled
+@print_styled
 def plot_progressive(curves: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]], path: str | Path) -> list[Path]:
     """One panel per progressive metric: value against the fraction of tokens kept, a line per run."""
     metrics = list(curves)
-    fig, axes = _figure(len(metrics), width=max(HALF_WIDTH, min(3.0 * len(metrics), 2 * FULL_WIDTH)))
+    fig, axes = new_figure(len(metrics), width=max(HALF_WIDTH, min(3.0 * len(metrics), 2 * FULL_WIDTH)))
     labels = list(dict.fromkeys(lab for m in metrics for lab in curves[m]))
     for ax, metric in zip(axes, metrics):
         for label, pts in curves[metric].items():
@@ -196,13 +196,13 @@ def plot_progressive(curves: Mapping[str, Mapping[str, Sequence[tuple[float, flo
 
 
 # ------------------------------------------------------------------------------------------------ schedules
-@_styled
+@print_styled
 def plot_schedules(schedules: Mapping[str, Sequence[int]], path: str | Path,
                    dataset_size: int | None = None) -> list[Path]:
     """log2 K_t per position, and the capacity of the first n tokens, sum_{t<n} log2 K_t, against n
     (log-log), crossing log2 N at the bound t* (marked, with log2 N, when ``dataset_size`` is given)."""
     from harness.models.schedules import capacity_cliff
-    fig, (ax_k, ax_c) = _figure(2)
+    fig, (ax_k, ax_c) = new_figure(2)
     for i, (label, sizes) in enumerate(schedules.items()):
         color = f"C{i % 10}"
         bits = np.log2(np.asarray(sizes, dtype=np.float64))

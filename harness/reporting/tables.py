@@ -334,7 +334,7 @@ def tex_escape(text) -> str:
     return "".join(_TEX_SPECIAL.get(ch, ch) for ch in one_line(text))
 
 
-def _tex_cell(text) -> str:
+def tex_cell(text) -> str:
     # a cell starting with [ right after \\, \toprule or \midrule would be read as their optional argument
     out = tex_escape(text)
     return "{}" + out if out.lstrip().startswith("[") else out
@@ -349,8 +349,8 @@ def to_latex(df: pd.DataFrame) -> str:
     n_keys = len(wide.columns) - len(_metric_columns(wide))
     lines = [f"% {tex_escape(note)}" for note in [LEGEND, *footnotes(df)]]
     lines += [r"\begin{tabular}{" + "l" * n_keys + "r" * (len(shown) - n_keys) + "}", r"\toprule",
-              " & ".join(_tex_cell(c) for c in shown) + r" \\", r"\midrule"]
-    for row in _cells(wide, _MISSING["tex"], lambda s: r"\textbf{" + s + "}", _tex_cell, pm=r"$\pm$"):
+              " & ".join(tex_cell(c) for c in shown) + r" \\", r"\midrule"]
+    for row in _cells(wide, _MISSING["tex"], lambda s: r"\textbf{" + s + "}", tex_cell, pm=r"$\pm$"):
         lines.append(" & ".join(row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
@@ -367,7 +367,7 @@ def csv_safe(value):
     return value
 
 
-def _safe_csv(table: pd.DataFrame) -> str:
+def safe_csv(table: pd.DataFrame) -> str:
     """``table`` as CSV with every text cell and header made safe by ``csv_safe``, and quoted (a line
     break or carriage return inside a name stays inside its cell); numbers are written bare."""
     out = table.copy()
@@ -417,7 +417,7 @@ def render(df: pd.DataFrame, out_dir: str | Path, name: str = "results") -> list
     paths, texts = _tables(table, out_dir, name)
     if not df.empty and curve.any():
         paths.append(out_dir / f"{name}_curves.csv")
-        texts.append(_safe_csv(curves_table(df)))
+        texts.append(safe_csv(curves_table(df)))
     over_seeds = seed_means(table)
     if not over_seeds.empty:
         more = _tables(over_seeds, out_dir, f"{name}_seeds")
@@ -436,7 +436,7 @@ def _tables(table: pd.DataFrame, out_dir: Path, name: str) -> tuple[list[Path], 
     else:
         md, tex = to_markdown(table), to_latex(table)
     return ([out_dir / f"{name}.md", out_dir / f"{name}.csv", out_dir / f"{name}.tex"],
-            [md, _safe_csv(wide_table(table)), tex])
+            [md, safe_csv(wide_table(table)), tex])
 
 
 SEED_STD = "_seedstd"

@@ -1,0 +1,62 @@
+"""Leaderboard tracks: each a frozen setting (data, resolution, token budget, training budget, seeds,
+evaluation protocol, metrics) whose entries are comparable by construction. Entries of different
+tracks never share a table.
+
+A reproduced run is on a track when its rows come from the track's suite (run ids ``<suite>/<label>``)
+on the track's dataset and resolution; a published number (baselines/published.jsonl) when its dataset,
+resolution and token count are the track's (a number that states no token count is shown only when
+``published_untokenized`` says the track takes it). ``reported_as`` pairs a preset with a paper's model, so
+the page sets the reproduced value beside the reported one with their difference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.core.registry import TRACKS
+
+
+@dataclass(frozen=True, kw_only=True)
+class Track:
+    name: str
+    description: str
+    dataset: str
+    resolution: int
+    tokens: int                               # token budget per image (positions; sub-tokens of a factor not counted)
+    training: str                             # the training budget, in words
+    protocol: str                             # of the Inception columns (harness.evaluation.protocols)
+    suite: str | None = None                  # the suite whose runs are its reproduced entries
+    seeds: int = 1
+    tokenizer_metrics: tuple[str, ...] = ("psnr", "ssim", "lpips", "rfid", "codebook_usage")
+    generator_metrics: tuple[str, ...] = ("gfid", "gkid", "precision", "recall", "inception_score")
+    published_untokenized: bool = False       # also show published numbers that state no token count
+    reported_as: dict[str, tuple[str, str]] = field(default_factory=dict)   # preset -> (paper, published model)
+
+    def takes_published(self, record) -> bool:
+        tokens_match = record.tokens == self.tokens or (record.tokens is None and self.published_untokenized)
+        return record.dataset == self.dataset and record.resolution == self.resolution and tokens_match
+
+    def takes_run(self, run_id: str, dataset: str, resolution) -> bool:
+        return (self.suite is not None and str(run_id).startswith(self.suite + "/") and dataset == self.dataset
+                and resolution == self.resolution)
+
+
+def register_track(track: Track) -> Track:
+    TRACKS.add(track.name, track, description=track.description)
+    return track
+
+
+register_track(Track(
+    name="fmnist-49tok",
+    description="Fashion-MNIST 28 x 28, 49 tokens per image, codebooks of about 1,024, 200 tokenizer steps and 800 "
+                "generator steps of 32 images on 2 CPU cores (the main job's suite `default`); rFID/gFID under "
+                "torch-fidelity on 150 images, pixel and token metrics on 2,000",
+    dataset="fashion-mnist", resolution=28, tokens=49, suite="default", protocol="torch-fidelity",
+    training="tokenizers 200 steps x 32 images, generators 800 steps x 32 images (suite `default`)"))
+
+register_track(Track(
+    name="imagenet256-256tok",
+    description="ImageNet 256 x 256, 256 tokens per image (the papers' main setting): the papers' reported numbers; "
+                "reproduced entries need an ImageNet folder and GPUs (imagefolder:<path>)",
+    dataset="imagenet", resolution=256, tokens=256, protocol="adm", published_untokenized=True,
+    training="as each paper states (published), or the paper preset's recipe (`vqbench describe PRESET`)",
+    reported_as={"vq-f16-imagenet": ("fqgan", "LlamaGen")}))
