@@ -289,6 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", type=Path, help="results .jsonl files (e.g. reports/default/results.jsonl)")
     p.add_argument("--out", type=Path, required=True, help="the site folder (replaced whole when complete)")
 
+    p = sub.add_parser("enter", help="train and evaluate a new quantizer or generator from one file on a track",
+                       description="Import FILE (it registers one tokenizer or generator preset), train and evaluate "
+                                   "it exactly as the track's own entries (`vqbench list tracks`), add its rows to the "
+                                   "track's results and rebuild the site.")
+    p.add_argument("track", help="track name, e.g. fmnist-49tok")
+    p.add_argument("--plugin", type=Path, required=True, help="the .py file that registers your preset")
+    p.add_argument("--preset", default=None, help="which preset, when the file registers several")
+    p.add_argument("--label", default=None, help="the entry's run label (default: the preset name)")
+    p.add_argument("--out", type=Path, default=None, help="the track's suite folder (default: reports/<suite>)")
+    _add_device(p)
+
     from harness.evaluation.geneval.cli import add_prompts_parser
     add_prompts_parser(sub)
 
@@ -623,6 +634,15 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_enter(args) -> int:
+    from harness.leaderboard.enter import enter
+    index = enter(args.track, args.plugin, args.out, preset=args.preset, label=args.label, device=args.device,
+                  progress=not args.quiet)
+    if index is not None:
+        print(f"entry added to track {args.track}; leaderboard: open {index}")
+    return 0
+
+
 def cmd_leaderboard(args) -> int:
     from harness.leaderboard.site import build_site
     index = build_site(args.results, args.out)
@@ -774,7 +794,7 @@ def cmd_geneval_prompts(args) -> int:
 COMMANDS = {"analyze": cmd_analyze, "consolidate": cmd_consolidate, "list": cmd_list, "params": cmd_params,
             "describe": cmd_describe, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
             "progressive": cmd_progressive, "probe": cmd_probe,
-            "run": cmd_run, "claims": cmd_claims, "report": cmd_report, "leaderboard": cmd_leaderboard, "geneval-prompts": cmd_geneval_prompts, "geneval": cmd_geneval,
+            "run": cmd_run, "claims": cmd_claims, "report": cmd_report, "leaderboard": cmd_leaderboard, "enter": cmd_enter, "geneval-prompts": cmd_geneval_prompts, "geneval": cmd_geneval,
             "published": cmd_published, "import": cmd_import, "eval-samples": cmd_eval_samples,
             "reference": cmd_reference}
 

@@ -234,9 +234,10 @@ def under_protocol(evaluation: Evaluation, protocol: str | None) -> Evaluation |
     return dataclasses.replace(evaluation, metrics=metrics, protocol=protocol) if metrics else None
 
 
-def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool = True,
+def run_suite(name: str | Suite, out_dir: Path, *, device: str = "auto", progress: bool = True,
               protocol: str | None = None, timings: str | None = "timings.md", seeds: int | None = None) -> Path | None:
-    """Train and evaluate every run of suite ``name`` into ``out_dir``; returns the Markdown table path.
+    """Train and evaluate every run of suite ``name`` (a registered name, or a ``Suite`` such as a leaderboard
+    entry's) into ``out_dir``; returns the Markdown table path.
 
     Each trained run is loaded once and its evaluations recorded by the one pipeline
     (harness.evaluation.recording): already stored rows are not recomputed. ``protocol`` evaluates the
@@ -248,7 +249,7 @@ def run_suite(name: str, out_dir: Path, *, device: str = "auto", progress: bool 
     from harness.training.train_generator import train_generator
     from harness.training.train_tokenizer import train_tokenizer
 
-    suite = SUITES.get(name)
+    suite = name if isinstance(name, Suite) else SUITES.get(name)
     if protocol is not None:
         get_protocol(protocol)
     seeds = suite.seeds if seeds is None else seeds

@@ -44,6 +44,9 @@ def results(tmp_path):
 
 
 def test_site_has_track_entry_pages_escaped_names_and_figures(results, tmp_path):
+    import numpy as np
+    (tmp_path / "samples").mkdir()
+    np.savez(tmp_path / "samples" / "ar@vq.npz", arr_0=np.zeros((40, 28, 28, 3), dtype=np.uint8))
     index = build_site([results], tmp_path / "site")
     site = index.parent
     text = index.read_text()
@@ -58,6 +61,9 @@ def test_site_has_track_entry_pages_escaped_names_and_figures(results, tmp_path)
         assert (site / f"entry-{entry_id(run)}.html").is_file()
     entry = (site / f"entry-{entry_id('default/vq-fmnist')}.html").read_text()
     assert "config hash" in entry and "git commit" in entry and "not found beside the results file" in entry
+    assert "No images: the run folder" in entry                                  # no runs/ beside the results
+    samples = (site / f"entry-{entry_id('default/ar@vq')}.html").read_text()
+    assert "samples.png" in samples and (site / "figures" / entry_id("default/ar@vq") / "samples.png").is_file()
     assert (site / "figures" / "fmnist-49tok-rfid-vs-bits.png").is_file()
     assert (site / "figures" / "fmnist-49tok-rfid-vs-bits.pdf").is_file()
     assert (site / "assets" / "leaderboard.js").is_file() and "http" not in (site / "assets" / "leaderboard.js").read_text()

@@ -49,3 +49,26 @@ def load_plugins() -> list[str]:
                 raise
             loaded.append(name)
     return loaded
+
+
+def load_plugin_file(path: str | Path) -> str:
+    """Import one plugin file (``vqbench enter --plugin FILE``) as ``vqbench_plugins.entry.<stem>``; returns
+    the module name. A missing file or one that fails to import is one line naming it."""
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".py":
+        raise VQBenchError(f"--plugin {path}: not a Python file; give the .py file that registers your preset")
+    name = f"vqbench_plugins.entry.{path.stem}"
+    if name in sys.modules:
+        return name
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except VQBenchError:
+        del sys.modules[name]
+        raise
+    except Exception as e:
+        del sys.modules[name]
+        raise VQBenchError(f"--plugin {path}: importing it failed ({type(e).__name__}: {e})") from e
+    return name

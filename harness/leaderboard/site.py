@@ -96,8 +96,9 @@ def _decimals(v: float) -> int:
 def entry_values(rows: pd.DataFrame, metrics: tuple[str, ...], protocol: str) -> dict[str, Value]:
     """The latest value of each of ``metrics`` (not per-k curve points) under the track's protocol (or a
     metric that follows no Inception protocol: canonical, LPIPS's upsampled protocol)."""
+    from harness.reporting.tables import is_curve_row
     out = {}
-    plain = rows[rows["extra"].map(lambda e: "k" not in row_extra({"extra": e}))]
+    plain = rows[~is_curve_row(rows)]
     for metric in metrics:
         own = plain[(plain["metric"] == metric) & (plain["protocol"].isin((*CANONICAL, protocol))
                                                    | plain["protocol"].str.startswith("lpips-"))]
@@ -298,7 +299,9 @@ def run_checkpoint(row) -> Path | None:
 
 
 def weights_sha256(checkpoint: Path) -> str:
-    files = sorted(p for p in checkpoint.iterdir() if p.suffix in (".safetensors", ".pt", ".bin"))
+    """sha256 of the checkpoint's weights file(s) (not the optimizer state or token caches beside them)."""
+    files = sorted(p for p in checkpoint.iterdir() if p.name.startswith(("weights", "model"))
+                   and p.suffix in (".safetensors", ".pt", ".bin"))
     if not files:
         return "no weights file"
     h = hashlib.sha256()
@@ -309,8 +312,29 @@ def weights_sha256(checkpoint: Path) -> str:
     return h.hexdigest() + (f" ({', '.join(p.name for p in files)})" if len(files) > 1 else f" ({files[0].name})")
 
 
-def entry_page(run: str, run_rows: pd.DataFrame, figures: list[str], tracks: list[str]) -> str:
-    plain = run_rows[run_rows["extra"].map(lambda e: "k" not in row_extra({"extra": e}))]
+def entry_images(run_rows: pd.DataFrame, site: Path, stem: str) -> list[tuple[str, str]]:
+    """(relative PNG path, caption) of the entry's image grids, drawn from its run folder and samples."""
+    from harness.leaderboard.images import reconstruction_grid, samples_grid
+    r = run_rows.iloc[-1]
+    label = str(r["run_id"]).split("/", 1)[-1]
+    out = []
+    if r["kind"] == "tokenizer":
+        checkpoint = run_checkpoint(r)
+        target = f"figures/{stem}/reconstructions.png"
+        if checkpoint is not None and reconstruction_grid(checkpoint, str(r["dataset"]), int(r["resolution"]),
+                                                          site / target):
+            out.append((target, "the first test images (top) and their reconstructions (bottom)"))
+    else:
+        target = f"figures/{stem}/samples.png"
+        if samples_grid(Path(r["source"]).parent / "samples" / f"{label}.npz", site / target):
+            out.append((target, "the first class-balanced samples (guided), as evaluated"))
+    return out
+
+
+def entry_page(run: str, run_rows: pd.DataFrame, figures: list[str], tracks: list[str],
+               images: list[tuple[str, str]] = ()) -> str:
+    from harness.reporting.tables import is_curve_row
+    plain = run_rows[~is_curve_row(run_rows)]
     latest = plain.drop_duplicates(subset=["metric", "protocol", "split"], keep="last")
     value_rows = []
     for _, r in latest.iterrows():
@@ -332,6 +356,12 @@ def entry_page(run: str, run_rows: pd.DataFrame, figures: list[str], tracks: lis
              '<table class="leaderboard" id="values"><thead><tr><th class="text">metric</th><th>value</th>'
              '<th class="text">protocol</th><th>N</th><th class="text">split</th></tr></thead>'
              f'<tbody>{"".join(value_rows)}</tbody></table>']
+    for path, caption in images:
+        parts.append(f'<h2>Images</h2><figure><img src="{esc(path)}" alt="{esc(caption)}">'
+                     f"<figcaption class=\"note\">{esc(caption)}</figcaption></figure>")
+    if not images:
+        parts.append('<p class="note">No images: the run folder (runs/&lt;label&gt;) or its samples are not beside '
+                     "the results file.</p>")
     if figures:
         parts.append("<h2>Curves</h2><div class=\"figures\">" + "".join(
             f'<a href="{esc(f)}.pdf"><img src="{esc(f)}.png" alt="{esc(Path(f).name)}"></a>' for f in figures) + "</div>")
@@ -409,13 +439,14 @@ def build_site(results: list[Path], out: Path, *, published: Path = PUBLISHED_FI
             summary.append((track.name, track.description, track_rows["run_id"].nunique(), len(track_records)))
         for run, run_rows in rows[on_track].groupby("run_id", sort=False):
             folder = tmp / "figures" / entry_id(run)
-            figs = []
+            figs, images = [], []
             if figures:
                 folder.mkdir()
                 figs = [str(p.relative_to(tmp).with_suffix("")) for p in render_figures(run_rows, folder, "curves")
                         if p.suffix == ".png"]
-            (tmp / f"entry-{entry_id(run)}.html").write_text(entry_page(run, run_rows, figs, tracks_of[run]),
-                                                             encoding="utf-8")
+                images = entry_images(run_rows, tmp, entry_id(run))
+            (tmp / f"entry-{entry_id(run)}.html").write_text(
+                entry_page(run, run_rows, figs, tracks_of[run], images), encoding="utf-8")
         (tmp / "index.html").write_text(index_page(summary, int((~on_track).sum())), encoding="utf-8")
         _replace_folder(tmp, out)
     except BaseException:

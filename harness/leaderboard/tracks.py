@@ -30,6 +30,10 @@ class Track:
     generator_metrics: tuple[str, ...] = ("gfid", "gkid", "precision", "recall", "inception_score")
     published_untokenized: bool = False       # also show published numbers that state no token count
     reported_as: dict[str, tuple[str, str]] = field(default_factory=dict)   # preset -> (paper, published model)
+    # `vqbench enter`: a new tokenizer trains and is evaluated as the suite's run of this label does; a new
+    # generator as this generator run, on the tokens of that run's tokenizer
+    tokenizer_template: str | None = None
+    generator_template: str | None = None
 
     def takes_published(self, record) -> bool:
         tokens_match = record.tokens == self.tokens or (record.tokens is None and self.published_untokenized)
@@ -51,7 +55,8 @@ register_track(Track(
                 "generator steps of 32 images on 2 CPU cores (the main job's suite `default`); rFID/gFID under "
                 "torch-fidelity on 150 images, pixel and token metrics on 2,000",
     dataset="fashion-mnist", resolution=28, tokens=49, suite="default", protocol="torch-fidelity",
-    training="tokenizers 200 steps x 32 images, generators 800 steps x 32 images (suite `default`)"))
+    training="tokenizers 200 steps x 32 images, generators 800 steps x 32 images (suite `default`)",
+    tokenizer_template="vq-fmnist", generator_template="ar@vq"))
 
 register_track(Track(
     name="imagenet256-256tok",
