@@ -15,7 +15,7 @@ SIGN_VQ = textwrap.dedent('''
     from dataclasses import dataclass
     import torch
     from harness.core.registry import TOKENIZERS
-    from harness.models.conv_tokenizer import TINY_BACKBONE, ConvBackbone, ConvTokenizer
+    from harness.models.conv_tokenizer import FMNIST_BACKBONE, TINY_BACKBONE, ConvBackbone, ConvTokenizer
     from harness.models.quantizers.base import Quantizer, QuantizerOutput
 
     class SignQuantizer(Quantizer):
@@ -44,15 +44,15 @@ SIGN_VQ = textwrap.dedent('''
         def make_quantizer(self, cfg):
             return SignQuantizer(cfg.codebook_dim, cfg.beta)
 
-    @TOKENIZERS.register("PRESET", family="signvq", scale="tiny", description="sign quantizer, 6 bits per token")
+    @TOKENIZERS.register("__PRESET__", family="signvq", scale="tiny", description="sign quantizer, __DIM__ bits per token")
     def preset() -> SignConfig:
-        return SignConfig(**TINY_BACKBONE, codebook_dim=6)
+        return SignConfig(**__BACKBONE__, codebook_dim=__DIM__)
 ''')
 
 
-def plugin(tmp_path, preset):
+def plugin(tmp_path, preset, backbone="TINY_BACKBONE", dim=6):
     path = tmp_path / f"{preset.replace('-', '_')}.py"
-    path.write_text(SIGN_VQ.replace("PRESET", preset))
+    path.write_text(SIGN_VQ.replace("__PRESET__", preset).replace("__BACKBONE__", backbone).replace("__DIM__", str(dim)))
     return path
 
 
@@ -98,12 +98,41 @@ def test_enter_refuses_a_file_without_a_preset_and_a_taken_label(tiny_track, tmp
         enter(tiny_track, tmp_path / "missing.py", tmp_path / "out")
     with pytest.raises(VQBenchError, match="takes no new entries"):
         enter("imagenet256-256tok", plugin(tmp_path, "sign-imagenet-tiny"), tmp_path / "out")
+    for bad in ("../escape", "a/b", "mine.seed1", "-x"):
+        with pytest.raises(VQBenchError, match="--label"):
+            enter(tiny_track, plugin(tmp_path, "sign-label-tiny"), tmp_path / "out", label=bad)
+    with pytest.raises(VQBenchError, match="gives 49 tokens at 28 px; track test-tiny is 64 tokens at 16 px"):
+        enter(tiny_track, plugin(tmp_path, "sign-fmnist-size", "FMNIST_BACKBONE", 10), tmp_path / "out")
+    assert not (tmp_path / "out").exists()                      # refused before anything was written
+
+
+def test_a_plugin_already_on_the_plugin_path_is_found(tmp_path):
+    """The README tells users to keep the file in $VQBENCH_PLUGIN_PATH for later commands: entering it again
+    finds its preset (the module loaded from that folder) instead of importing it twice."""
+    from harness.core.plugins import load_plugin_file
+    from harness.leaderboard.enter import plugin_presets
+    folder = tmp_path / "my_plugins"
+    folder.mkdir()
+    path = plugin(folder, "sign-path-tiny")
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location("vqbench_plugins.my_plugins.sign_path_tiny", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)                       # as load_plugins imports a plugin folder's file
+    try:
+        assert plugin_presets(path) == (["sign-path-tiny"], [])
+        assert load_plugin_file(path) == spec.name
+    finally:
+        from harness.core.registry import TOKENIZERS
+        TOKENIZERS._entries.pop("sign-path-tiny", None)
+        sys.modules.pop(spec.name, None)
 
 
 @pytest.mark.slow
 def test_enter_fmnist_track(tmp_path, monkeypatch):
     """The real track: the entry trains 200 steps and gets the template's full evaluation (a few minutes)."""
     from harness.leaderboard.enter import enter
-    index = enter("fmnist-49tok", plugin(tmp_path, "sign-fmnist-tiny"), tmp_path / "default", progress=False,
-                  device="cpu")
+    index = enter("fmnist-49tok", plugin(tmp_path, "sign-fmnist-tiny", "FMNIST_BACKBONE", 10), tmp_path / "default",
+                  progress=False, device="cpu")
     assert "default/sign-fmnist-tiny" in (index.parent / "track-fmnist-49tok.html").read_text()

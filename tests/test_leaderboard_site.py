@@ -128,3 +128,28 @@ def test_pareto_front():
     points = {"a": (1.0, 10.0), "b": (2.0, 12.0), "c": (2.0, 9.0), "d": (3.0, 12.0)}
     assert pareto_front(points, higher_is_better=True) == ["a", "b"]
     assert pareto_front(points, higher_is_better=False) == ["a", "c"]      # c: dearer but better
+
+
+def test_out_must_be_a_site_folder_never_a_suite_folder(results, tmp_path):
+    """The site replaces --out whole: a folder with other files (a suite folder) or one holding the results is
+    refused before anything moves."""
+    suite = tmp_path / "suite"
+    (suite / "runs").mkdir(parents=True)
+    with pytest.raises(VQBenchError, match="not a leaderboard site"):
+        build_site([results], suite)
+    assert (suite / "runs").is_dir() and results.is_file()
+    inside = tmp_path / "fresh"
+    inside.mkdir()
+    moved = inside / "results.jsonl"
+    moved.write_bytes(results.read_bytes())
+    with pytest.raises(VQBenchError, match="contains the results file"):
+        build_site([moved], inside)
+    build_site([results], tmp_path / "site")
+    build_site([results], tmp_path / "site")                       # its own site: replaced
+
+
+def test_a_run_in_two_results_files_is_refused(results, tmp_path):
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(results.read_bytes())
+    with pytest.raises(VQBenchError, match="is in both"):
+        build_site([results, other], tmp_path / "site")

@@ -57,9 +57,13 @@ def load_plugin_file(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file() or path.suffix != ".py":
         raise VQBenchError(f"--plugin {path}: not a Python file; give the .py file that registers your preset")
+    for loaded_name, module in list(sys.modules.items()):     # already imported (a plugin folder holds it)
+        file = getattr(module, "__file__", None)
+        if loaded_name.startswith("vqbench_plugins.") and file and Path(file).resolve() == path.resolve():
+            return loaded_name
     name = f"vqbench_plugins.entry.{path.stem}"
     if name in sys.modules:
-        return name
+        raise VQBenchError(f"--plugin {path}: another plugin file named {path.name} is already loaded; rename one")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

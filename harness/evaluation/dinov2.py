@@ -49,6 +49,13 @@ def dinov2_unavailable_reason() -> str | None:
             "its hub folder here, or set TORCH_HOME to a folder holding hub/ with both")
 
 
+def weights_tag() -> str:
+    """Names the cached DINOv2 weights in feature-cache keys: the checkpoint's size in bytes (cheap to read;
+    a 1.2 GB file is not hashed on every lookup)."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / HUB_CHECKPOINT
+    return f"{path.stat().st_size}b" if path.is_file() else "absent"
+
+
 class DINOv2Network(nn.Module):
     """torch-fidelity's ``dinov2-vit-l-14`` extractor: ``embed(uint8 N x 3 x H x W) -> N x 1024`` (the
     feature pass, harness.evaluation.features, quantizes the images and wraps the embedding)."""

@@ -220,6 +220,12 @@ class FeatureInput:
             raise VQBenchError(f"network {self.network!r} resizes and normalizes its own way and has no spatial features")
 
     @property
+    def dim(self) -> int:
+        """Width of the features that take pool3's place."""
+        from harness.evaluation.dinov2 import DINOV2_DIM
+        return POOL3_DIM if self.network == "inception" else DINOV2_DIM
+
+    @property
     def extractor(self) -> str:
         """The feature extractor's name, as result rows record it."""
         return EXTRACTOR_NAME if self.network == "inception" else self.network
@@ -473,9 +479,13 @@ def dataset_crop(name: str) -> str:
 def cache_key(describe: dict, how: FeatureInput = DEFAULT_INPUT) -> str:
     """Cache file stem for a dataset description (``ImageDataset.describe()``), the input protocol and this
     process's extractor."""
-    tag = "torch-fidelity" if find_classifier_weights() is not None else "packaged"
+    if how.network == "inception":
+        network = f"{EXTRACTOR_NAME}-" + ("torch-fidelity" if find_classifier_weights() is not None else "packaged")
+    else:                                   # the DINOv2 weights, not the Inception files, make these features
+        from harness.evaluation.dinov2 import weights_tag
+        network = f"weights-{weights_tag()}"
     parts = [describe["name"], describe["split"], f"res{describe['resolution']}", f"ch{describe['channels']}",
-             f"crop-{dataset_crop(describe['name'])}", f"n{describe['n']}", f"{EXTRACTOR_NAME}-{tag}"]
+             f"crop-{dataset_crop(describe['name'])}", f"n{describe['n']}", network]
     parts += [how.tag] if how.tag else []
     stem = "_".join(re.sub(r"[^A-Za-z0-9.+-]", "-", str(p)) for p in parts)
     if len(stem) > 150:                     # long imagefolder paths: keep the file name short but unique

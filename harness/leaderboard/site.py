@@ -37,6 +37,7 @@ from harness.core.errors import VQBenchError
 from harness.core.registry import TRACKS
 from harness.core.results import ResultsStore, row_extra
 from harness.reporting.published import PUBLISHED_FILE, PublishedNumber, load_published
+from harness.reporting.tables import decimals, spread_text
 
 ASSETS = Path(__file__).with_name("assets")
 CANONICAL = ("", "canonical")
@@ -60,11 +61,16 @@ def read_results(paths: list[Path]) -> pd.DataFrame:
     if not paths:
         raise VQBenchError("give at least one results file (results.jsonl written by vqbench run/eval)")
     frames = []
+    seen: dict[str, Path] = {}
     for path in map(Path, paths):
         if path.is_dir():
             raise VQBenchError(f"results file {path} is a folder; pass its results.jsonl")
         df = ResultsStore(path).read(must_exist=True)
-        df["source"] = str(path)
+        df["source"] = str(path.resolve())
+        for run in df["run_id"].unique():
+            if run in seen and seen[run] != path.resolve():
+                raise VQBenchError(f"run {run} is in both {seen[run]} and {path}: one entry per run; pass one of them")
+            seen[run] = path.resolve()
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
@@ -77,20 +83,18 @@ class Value:
     n_images: int | None
 
     def text(self) -> str:
+        """As the tables show it (harness.reporting.tables): about four significant digits, ``± spread``."""
         if not math.isfinite(self.value):
             return "nan"
         d = _decimals(self.value)
         out = f"{self.value:.{d}f}"
         if self.spread is not None and math.isfinite(self.spread):
-            sd = 0.0 if abs(self.spread) <= 1e-12 * abs(self.value) else self.spread
-            out += f' <span class="pm">± {sd:.{max(d, 1 - math.floor(math.log10(abs(sd)))) if sd else d}f}</span>'
+            out += f' <span class="pm">± {spread_text(self.spread, self.value, d)}</span>'
         return out
 
 
 def _decimals(v: float) -> int:
-    if v == 0 or not math.isfinite(v):
-        return 2
-    return min(6, max(0, 3 - math.floor(math.log10(abs(v)))))
+    return decimals(pd.Series([v])) if v != 0 else 2
 
 
 def entry_values(rows: pd.DataFrame, metrics: tuple[str, ...], protocol: str) -> dict[str, Value]:
@@ -414,9 +418,8 @@ def build_site(results: list[Path], out: Path, *, published: Path = PUBLISHED_FI
     rows = read_results(list(results))
     records = load_published(published)
     tracks = [e.obj for e in TRACKS.entries()]
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise VQBenchError(f"--out {out} is a file; give a folder for the site")
+    out = Path(out).resolve()
+    check_site_folder(out, [Path(p) for p in results])
     tmp = out.with_name(f".{out.name}.building-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -453,6 +456,21 @@ def build_site(results: list[Path], out: Path, *, published: Path = PUBLISHED_FI
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out / "index.html"
+
+
+def check_site_folder(out: Path, results: list[Path]) -> None:
+    """``out`` is replaced whole, so it must be new, empty or a site this command wrote (never a suite folder)."""
+    if out.exists() and not out.is_dir():
+        raise VQBenchError(f"--out {out} is a file; give a folder for the site")
+    if out == out.parent:
+        raise VQBenchError(f"--out {out}: give a folder of its own for the site")
+    inside = [str(p) for p in results if p.resolve().is_relative_to(out)]
+    if inside:
+        raise VQBenchError(f"--out {out} contains the results file {inside[0]}; give another folder for the site")
+    is_site = (out / "index.html").is_file() and (out / "assets" / "leaderboard.js").is_file()
+    if out.is_dir() and any(out.iterdir()) and not is_site:
+        raise VQBenchError(f"--out {out} holds other files and is not a leaderboard site; the site replaces its folder "
+                           f"whole, so give a new folder (e.g. {out / 'site'})")
 
 
 def _replace_folder(new: Path, out: Path) -> None:

@@ -40,8 +40,11 @@ class Track:
         return record.dataset == self.dataset and record.resolution == self.resolution and tokens_match
 
     def takes_run(self, run_id: str, dataset: str, resolution) -> bool:
+        """A run of the track's suite on its data; a seed replica (``<run>.seed1``) is not an entry of its own
+        (the track's entries are at its declared seeds)."""
+        from harness.core.results import unseeded
         return (self.suite is not None and str(run_id).startswith(self.suite + "/") and dataset == self.dataset
-                and resolution == self.resolution)
+                and resolution == self.resolution and unseeded(str(run_id))[1] == 0)
 
 
 def register_track(track: Track) -> Track:

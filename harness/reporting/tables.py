@@ -215,7 +215,7 @@ def _metric_columns(wide: pd.DataFrame) -> list[str]:
     return [c for c in wide.columns if c not in KEY_COLUMNS]
 
 
-def _decimals(values: pd.Series) -> int:
+def decimals(values: pd.Series) -> int:
     """Decimals giving the column's typical (median) magnitude about four significant digits."""
     magnitudes = values.abs()[lambda m: (m > 0) & (m < math.inf)]
     if magnitudes.empty:
@@ -254,25 +254,27 @@ def _cells(wide: pd.DataFrame, missing: str, bold, escape=str, pm: str = "±") -
             continue
         if c not in KEY_COLUMNS:
             values = pd.to_numeric(wide[c], errors="coerce").astype(float)
-            d = _decimals(values)
+            d = decimals(values)
             shown = [None if not math.isfinite(v) else round(v, d) for v in values]
             present = [v for v in shown if v is not None]
             best = (max if c.endswith(UP) else min)(present) if len(present) >= 2 else None
             spread = (pd.to_numeric(wide[spreads[c]], errors="coerce").astype(float) if c in spreads
                       else pd.Series(math.nan, index=wide.index))
-            # a spread at rounding level of its value is zero (KID whose subsets are the whole set: 1e-17)
-            spread = spread.where(~(spread.abs() <= 1e-12 * values.abs()), 0.0)
             columns[c] = [missing if v is None else (bold(f"{v:.{d}f}") if v == best else f"{v:.{d}f}")
-                          + (f" {pm} {sd:.{_spread_decimals(sd, d)}f}" if math.isfinite(sd) else "")
-                          for v, sd in zip(shown, spread)]
+                          + (f" {pm} {spread_text(sd, full, d)}" if math.isfinite(sd) else "")
+                          for v, full, sd in zip(shown, values, spread)]
         else:
             columns[c] = [escape(_key_text(v)) for v in wide[c]]
     return [list(row) for row in zip(*columns.values())]
 
 
-def _spread_decimals(sd: float, d: int) -> int:
-    """The value's decimals, or more so that a small spread keeps two significant digits (never ± 0.00)."""
-    return d if sd == 0 else max(d, 1 - math.floor(math.log10(abs(sd))))
+def spread_text(sd: float, value: float, d: int) -> str:
+    """A spread shown beside a value of ``d`` decimals: with more decimals where a small spread needs them to keep
+    two significant digits (never ± 0.00 for a nonzero spread); a spread at rounding level of its value (KID
+    whose subsets are the whole set: 1e-17) is 0."""
+    if abs(sd) <= 1e-12 * abs(value):
+        sd = 0.0
+    return f"{sd:.{d if sd == 0 else max(d, 1 - math.floor(math.log10(abs(sd))))}f}"
 
 
 def _shown_columns(wide: pd.DataFrame) -> list[str]:
@@ -448,8 +450,8 @@ _REPLICA_KEYS = ["run_id", "model", "preset", "dataset", "split", "resolution", 
 def seed_means(df: pd.DataFrame) -> pd.DataFrame:
     """The long rows of runs trained with several seeds (``vqbench run --seeds``: ``label``, ``label.seed1``,
     ...) as one run each: ``value`` the mean over its seeds, a row ``<metric>_seedstd`` with their sample
-    standard deviation (n - 1), ``seed`` the seeds (``0,1,2``). A value measured on one seed only, and a
-    metric's own spread (``*_std``, ``*_se``), are left out. Empty when no run has a second seed."""
+    standard deviation (n - 1), ``seed`` the seeds with a finite value (``0,1,2``). A value finite on one seed
+    only, and a metric's own spread (``*_std``, ``*_se``), are left out. Empty when no run has a second seed."""
     from harness.core.results import unseeded
     if df.empty or "run_id" not in df:
         return df.iloc[0:0]
@@ -462,13 +464,15 @@ def seed_means(df: pd.DataFrame) -> pd.DataFrame:
     rows["run_id"], rows["replica"] = [b for b, _ in split], [s for _, s in split]
     out = []
     for _, group in rows.groupby(_REPLICA_KEYS, sort=False, dropna=False):
-        if group["replica"].nunique() < 2:
-            continue
-        first = group.iloc[-1].to_dict()
         values = pd.to_numeric(group["value"], errors="coerce").astype(float)
-        seeds = ",".join(map(str, sorted(group["replica"])))
-        mean = dict(first, value=float(values.mean()), seed=seeds, extra="{}")
-        std = dict(mean, metric=first["metric"] + SEED_STD, value=float(values.std(ddof=1)), higher_is_better=False)
+        finite = group[values.notna() & values.abs().lt(math.inf)]
+        if finite["replica"].nunique() < 2:
+            continue
+        latest = finite.iloc[-1].to_dict()
+        values = values[finite.index]
+        seeds = ",".join(map(str, sorted(finite["replica"])))          # the seeds the mean is over
+        mean = dict(latest, value=float(values.mean()), seed=seeds, extra="{}")
+        std = dict(mean, metric=latest["metric"] + SEED_STD, value=float(values.std(ddof=1)), higher_is_better=False)
         out += [mean, std]
     columns = [c for c in df.columns if c != "replica"]
     return pd.DataFrame(out, columns=columns) if out else df.iloc[0:0]

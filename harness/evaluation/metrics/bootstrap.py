@@ -63,14 +63,17 @@ class PerImageValues:
     with their image ids: ``gathered`` collects every rank's in image order, so a sharded evaluation
     bootstraps the same draws; ``record`` bootstraps the mean of one number per image."""
 
-    def __init__(self, what: str, dtype: torch.dtype = torch.float64):
-        self.what, self.dtype = what, dtype
+    def __init__(self, what: str, dtype: torch.dtype = torch.float64, width: int = 1):
+        self.what, self.dtype, self.width = what, dtype, width     # width: numbers per image (a rank without
+                                                                   # images still gathers rows of that width)
         self.values: list[torch.Tensor] = []
         self.ids: list[torch.Tensor] = []
         self.seen = 0
 
     def add(self, values: torch.Tensor, image_ids: torch.Tensor | None) -> None:
         n = len(values)
+        if n == 0:
+            return
         self.ids.append(batch_image_ids(image_ids, self.seen, n, self.what))
         self.values.append(values.detach().to("cpu", self.dtype).reshape(n, -1))
         self.seen += n
@@ -78,7 +81,7 @@ class PerImageValues:
     def gathered(self) -> torch.Tensor:
         """N x D: every rank's rows in image-id order."""
         ids = gather_rows(torch.cat(self.ids) if self.ids else torch.zeros(0, dtype=torch.int64))
-        values = gather_rows(torch.cat(self.values) if self.values else torch.zeros(0, 1, dtype=self.dtype))
+        values = gather_rows(torch.cat(self.values) if self.values else torch.zeros(0, self.width, dtype=self.dtype))
         check_distinct_ids(ids, self.what)
         return values[ids.argsort()]
 

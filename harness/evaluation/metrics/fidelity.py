@@ -414,8 +414,9 @@ def generation_fidelity(sample_features: InceptionFeatures, reference: Inception
 class _ImageSetFeatures:
     """The features of one image field seen so far, with the image ids (and, for reals, pixel hashes)."""
 
-    def __init__(self):
+    def __init__(self, pool3_dim: int = POOL3_DIM):
         self.parts, self.ids, self.hashes = [], [], []
+        self.pool3_dim = pool3_dim           # a rank without batches gathers rows of the protocol's width
 
     def add(self, feats: InceptionFeatures, ids: torch.Tensor, hashes: torch.Tensor | None) -> None:
         self.parts.append(feats)
@@ -441,13 +442,13 @@ class _ImageSetFeatures:
         if has_hashes and len(self.hashes) != len(self.ids):
             raise VQBenchError("Inception metrics got batches with and without image hashes")
         ids = gather_rows(_cat(self.ids, (0,), torch.int64))
-        pool3 = self._gathered_field("pool3", POOL3_DIM)
+        pool3 = self._gathered_field("pool3", self.pool3_dim)
         logits = self._gathered_field("logits", NUM_LOGITS)
         spatial = self._gathered_field("spatial", SPATIAL_DIM)
         hashes = gather_rows(_cat(self.hashes, (0,), torch.int64)) if has_hashes else None
         check_distinct_ids(ids, "Inception metrics")
         order = ids.argsort()
-        feats = InceptionFeatures(pool3 if pool3 is not None else torch.zeros(0, POOL3_DIM), logits, spatial)
+        feats = InceptionFeatures(pool3 if pool3 is not None else torch.zeros(0, self.pool3_dim), logits, spatial)
         return feats.select(order), ids[order], None if hashes is None else hashes[order]
 
 
@@ -478,6 +479,7 @@ class _InceptionMetric(Metric):
         protocol.check_available()
         self.fidelity, self.protocol = protocol, protocol.name
         self.feature_extractor = protocol.feature_input.extractor
+        self._sets = {f: _ImageSetFeatures(protocol.feature_input.dim) for f in self.fields}
 
     @classmethod
     def protocol_outputs(cls, protocol: FidelityProtocol) -> tuple[str, ...]:
@@ -489,7 +491,7 @@ class _InceptionMetric(Metric):
     def reset(self) -> None:
         super().reset()
         self.reasons = {}
-        self._sets = {f: _ImageSetFeatures() for f in self.fields}
+        self._sets = {f: _ImageSetFeatures(self.fidelity.feature_input.dim) for f in self.fields}
         self._seen = 0
         self._dataset = None
         self._gathered = None

@@ -272,7 +272,11 @@ class PSNRVTBench(PSNR):
         if int(self.count) == 0:
             raise VQBenchError(f"metric {self.name!r} saw no images")
         # torchmetrics: max(target) - min(target), both started at 0, so for targets in [0, 1] max(target)
-        data_range = int(torch.nonzero(self.real_levels).max()) / 255.0
+        present = torch.nonzero(self.real_levels)
+        if len(present) == 0 or int(present.max()) == 0:
+            raise VQBenchError(f"metric {self.name!r}: every real pixel is 0, so torchmetrics' inferred data range "
+                               "is 0 and PSNR is undefined")
+        data_range = int(present.max()) / 255.0
         return {"psnr": float(psnr_from_mse(self.total / self.count, data_range))}
 
 

@@ -78,6 +78,8 @@ class CodebookUsage(Metric):
 
     def _start(self, layout: TokenLayout) -> None:
         self.layout = layout
+        self.per_image_codes = PerImageValues("metric 'codebook_usage'", torch.int32,
+                                              layout.num_positions * layout.num_factors)
         k, t, kmax = layout.num_factors, layout.num_positions, layout.max_codebook_size
         self.add_state("codes", torch.zeros(k, kmax, dtype=torch.int64))
         if self.variable:
