@@ -82,6 +82,17 @@ DROPPED = ("quantize.codebook_used",)
 _BLOCK = re.compile(r"(encoder|decoder)\.conv_blocks\.(\d+)\.(res|attn|downsample|upsample)\.(?:(\d+)\.)?(.*)")
 
 
+def _add_renamed(new: str, value: torch.Tensor, out: dict, qkv: dict) -> None:
+    """The names both VQGAN layouts share: ``nin_shortcut`` -> ``skip``, ``proj_out`` -> ``proj``; an
+    attention's separate q, k, v convs are held in ``qkv`` for ``_fuse_qkv``, everything else goes to ``out``."""
+    new = new.replace(".nin_shortcut.", ".skip.").replace(".proj_out.", ".proj.")
+    attention = re.fullmatch(r"(.*)\.([qkv])\.(weight|bias)", new)
+    if attention:
+        qkv.setdefault((attention.group(1), attention.group(3)), {})[attention.group(2)] = value
+    else:
+        out[new] = value
+
+
 def _positions(ch_mult: tuple[int, ...], num_res_blocks: int, decoder: bool) -> dict[tuple[int, str, int], int]:
     """vqbench's position in ``encoder.down`` / ``decoder.up`` of LlamaGen's (block, kind, index):
     the order harness.models.nn.Encoder / Decoder append their layers in."""
@@ -120,12 +131,7 @@ def convert_llamagen_vq(state_dict: dict[str, torch.Tensor], ch_mult: tuple[int,
             if kind == "downsample":
                 rest = rest.removeprefix("conv.")                 # LlamaGen wraps the conv; vqbench does not
             new = f"{part}.{'down' if part == 'encoder' else 'up'}.{table[(block, kind, j)]}.{rest}"
-        new = new.replace(".nin_shortcut.", ".skip.").replace(".proj_out.", ".proj.")
-        attention = re.fullmatch(r"(.*)\.([qkv])\.(weight|bias)", new)
-        if attention:
-            qkv.setdefault((attention.group(1), attention.group(3)), {})[attention.group(2)] = value
-        else:
-            out[new] = value
+        _add_renamed(new, value, out, qkv)
     return _fuse_qkv(out, qkv)
 
 
@@ -185,12 +191,7 @@ def convert_taming_vq(state_dict: dict[str, torch.Tensor], ch_mult: tuple[int, .
         else:
             foreign.append(key)
             continue
-        new = new.replace(".nin_shortcut.", ".skip.").replace(".proj_out.", ".proj.")
-        attention = re.fullmatch(r"(.*)\.([qkv])\.(weight|bias)", new)
-        if attention:
-            qkv.setdefault((attention.group(1), attention.group(3)), {})[attention.group(2)] = value
-        else:
-            out[new] = value
+        _add_renamed(new, value, out, qkv)
     if foreign:
         raise VQBenchError(f"{len(foreign)} keys are not weights of taming's VQModel with ch_mult {list(ch_mult)}, "
                            f"{num_res_blocks} ResNet blocks and attention at the lowest resolution: "
