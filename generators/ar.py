@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from harness.core.contracts import Conditioning, Generator, SamplerConfig, TokenLayout
 from harness.core.registry import GENERATORS
@@ -83,6 +84,13 @@ class ARGenerator(Generator):
 
     def _predict(self, indices, cond):
         return self.logits(indices, cond), indices
+
+    @torch.no_grad()
+    def token_nll(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """N x T negative log-likelihood (nats) of each code given the condition and the codes before it,
+        as the model stands (call in eval mode: no dropout); ``cond=None``: the null condition."""
+        logits = self.logits(indices, cond)
+        return F.cross_entropy(logits.transpose(1, 2), indices, reduction="none")
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, n, cond, sampler: SamplerConfig, generator) -> torch.Tensor:

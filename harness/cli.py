@@ -298,6 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="which preset, when the file registers several")
     p.add_argument("--label", default=None, help="the entry's run label (default: the preset name)")
     p.add_argument("--out", type=Path, default=None, help="the track's suite folder (default: reports/<suite>)")
+    p.add_argument("--no-ar-probe", dest="ar_probe", action="store_false",
+                   help="a tokenizer entry: skip the track's AR probe on its tokens (trained by default)")
+    _add_device(p)
+
+    p = sub.add_parser("ar-probe", help="train the track's fixed-budget AR on every tokenizer entry's tokens and "
+                                        "correlate the tokenizer metrics with its results",
+                       description="Run the track's suite (resumably: a finished main job is not redone), then its AR "
+                                   "probe: the same small AR trained the same steps on every tokenizer entry's tokens, "
+                                   "scored by held-out bits per image and per token and by gFID; then rebuild the site, "
+                                   "whose track page shows the probe beside each entry and the Spearman correlation "
+                                   "(bootstrap interval) of each tokenizer metric with it.")
+    p.add_argument("track", help="track name, e.g. fmnist-49tok (`vqbench list tracks`)")
+    p.add_argument("--out", type=Path, default=None, help="the track's suite folder (default: reports/<suite>)")
     _add_device(p)
 
     from harness.evaluation.geneval.cli import add_prompts_parser
@@ -637,9 +650,18 @@ def cmd_report(args) -> int:
 def cmd_enter(args) -> int:
     from harness.leaderboard.enter import enter
     index = enter(args.track, args.plugin, args.out, preset=args.preset, label=args.label, device=args.device,
-                  progress=not args.quiet)
+                  progress=not args.quiet, ar_probe=args.ar_probe)
     if index is not None:
         print(f"entry added to track {args.track}; leaderboard: open {index}")
+    return 0
+
+
+def cmd_ar_probe(args) -> int:
+    from harness.core.registry import TRACKS
+    from harness.leaderboard.ar_probe import run_ar_probe
+    index = run_ar_probe(TRACKS.get(args.track), args.out, device=args.device, progress=not args.quiet)
+    if index is not None:
+        print(f"AR probe of track {args.track} done; its table and correlations: open {index.parent / f'track-{args.track}.html'}")
     return 0
 
 
@@ -794,7 +816,7 @@ def cmd_geneval_prompts(args) -> int:
 COMMANDS = {"analyze": cmd_analyze, "consolidate": cmd_consolidate, "list": cmd_list, "params": cmd_params,
             "describe": cmd_describe, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
             "progressive": cmd_progressive, "probe": cmd_probe,
-            "run": cmd_run, "claims": cmd_claims, "report": cmd_report, "leaderboard": cmd_leaderboard, "enter": cmd_enter, "geneval-prompts": cmd_geneval_prompts, "geneval": cmd_geneval,
+            "run": cmd_run, "claims": cmd_claims, "report": cmd_report, "leaderboard": cmd_leaderboard, "enter": cmd_enter, "ar-probe": cmd_ar_probe, "geneval-prompts": cmd_geneval_prompts, "geneval": cmd_geneval,
             "published": cmd_published, "import": cmd_import, "eval-samples": cmd_eval_samples,
             "reference": cmd_reference}
 

@@ -74,9 +74,11 @@ def entry_suite(track, preset: str, label: str) -> Suite:
 
 
 def enter(track_name: str, plugin: Path, out: Path | None = None, *, preset: str | None = None,
-          label: str | None = None, device: str = "auto", progress: bool = True) -> Path | None:
-    """Train, evaluate and add the plugin's preset to ``track_name``; returns the rebuilt site's index.html
-    (None on processes other than the main one)."""
+          label: str | None = None, device: str = "auto", progress: bool = True, ar_probe: bool = True) -> Path | None:
+    """Train, evaluate and add the plugin's preset to ``track_name`` (a tokenizer also gets the track's AR probe
+    unless ``ar_probe`` is False); returns the rebuilt site's index.html (None on processes other than the
+    main one)."""
+    from harness.leaderboard.ar_probe import probe_suite
     from harness.core.distributed import is_main_process
     from harness.leaderboard.site import build_site
     track = TRACKS.get(track_name)
@@ -96,6 +98,9 @@ def enter(track_name: str, plugin: Path, out: Path | None = None, *, preset: str
     suite = entry_suite(track, preset, label)
     out = Path(out) if out is not None else Path("reports") / track.suite
     run_suite(suite, out, device=device, progress=progress, timings=f"timings_entry_{label}.md")
+    if ar_probe and track.ar_probe is not None and preset in TOKENIZERS:
+        run_suite(probe_suite(track, suite.runs), out, device=device, progress=progress,
+                  timings=f"timings_entry_{label}_ar_probe.md")
     if not is_main_process():
         return None
     return build_site([out / "results.jsonl"], out / "site")

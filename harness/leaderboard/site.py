@@ -159,9 +159,9 @@ def _best(values: list[float], up: bool) -> float | None:
 
 
 def entries_table(table_id: str, rows: pd.DataFrame, runs: list[str], metrics: tuple[str, ...], protocol: str,
-                  reported: dict[str, dict[str, float]]) -> str:
+                  reported: dict[str, dict[str, float]], probe: "ProbeColumns | None" = None) -> str:
     """One row per run: links, preset, then each metric (and, where the run is paired with a paper's
-    model, the reported value and reproduced - reported)."""
+    model, the reported value and reproduced - reported), then the AR probe's results on the run's tokens."""
     values = {run: entry_values(rows[rows["run_id"] == run], metrics, protocol) for run in runs}
     shown = [m for m in metrics if any(m in v for v in values.values())]
     paired = [m for m in shown if any(m in reported.get(run, {}) for run in runs)]
@@ -175,6 +175,8 @@ def entries_table(table_id: str, rows: pd.DataFrame, runs: list[str], metrics: t
             head.append(header_cell(f"{m} reported", up, "as published", "the paper's number for the paired model"))
             head.append(f'<th data-dir="{"up" if up else "down"}" title="reproduced minus reported">'
                         f'Δ {esc(m)}</th>')
+    if probe is not None:
+        head += probe.headers()
     body = []
     for run in runs:
         first = rows[rows["run_id"] == run].iloc[0]
@@ -194,10 +196,95 @@ def entries_table(table_id: str, rows: pd.DataFrame, runs: list[str], metrics: t
                     delta = v.value - rep
                     kind = "delta-better" if (delta > 0) == up else "delta-worse"
                     cells.append(f'<td class="{kind}" data-value="{delta}">{delta:+.{_decimals(delta)}f}</td>')
+        if probe is not None:
+            cells += probe.cells(run)
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<input class="filter" type="search" placeholder="filter rows" data-table="{table_id}">'
             f'<table class="leaderboard" id="{table_id}"><thead><tr>{"".join(head)}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
+
+
+PROBE_COLUMNS = ("nll_bits_per_image", "nll_bits_per_token", "gfid")
+
+
+@dataclass
+class ProbeColumns:
+    """The AR probe's values of each tokenizer entry (its probe run's rows), as extra table columns that link
+    to the probe run's page."""
+    probe: object                          # the track's ARProbe
+    rows: pd.DataFrame                     # the probe runs' rows
+    protocol: str
+
+    def run_of(self, tokenizer_run: str) -> str:
+        return self.probe.run_id(tokenizer_run)
+
+    def values(self, tokenizer_run: str) -> dict[str, Value]:
+        own = self.rows[self.rows["run_id"] == self.run_of(tokenizer_run)]
+        return entry_values(own, PROBE_COLUMNS, self.protocol) if not own.empty else {}
+
+    def headers(self) -> list[str]:
+        return [header_cell(f"AR probe {m}", higher_is_better(self.rows, m, default=False),
+                            "canonical" if m.startswith("nll") else self.protocol,
+                            "the track's AR probe trained on this tokenizer's tokens: " + self.probe.describe())
+                for m in PROBE_COLUMNS]
+
+    def cells(self, tokenizer_run: str) -> list[str]:
+        values = self.values(tokenizer_run)
+        out = []
+        for m in PROBE_COLUMNS:
+            v = values.get(m)
+            cell = value_cell(v)
+            if v is not None:
+                link = f'<a href="entry-{entry_id(self.run_of(tokenizer_run))}.html">'
+                cell = cell.replace(">", ">" + link, 1)[:-len("</td>")] + "</a></td>"
+            out.append(cell)
+        return out
+
+
+def correlation_section(track, rows: pd.DataFrame, probe: ProbeColumns, runs: list[str], site: Path | None) -> str:
+    """Across the track's tokenizer entries: Spearman's rho of each tokenizer metric with each AR-probe result,
+    oriented (+: the entry better on the metric generates better), with its bootstrap interval; the figure is
+    drawn into ``site`` (None: no figure)."""
+    from harness.leaderboard.correlation import plot_rank_correlations, rank_correlations
+    p = probe.probe
+    table = {run: {m: v.value for m, v in entry_values(rows[rows["run_id"] == run], p.predictors, track.protocol).items()}
+             | {m: v.value for m, v in probe.values(run).items()} for run in runs}
+    directions = {m: higher_is_better(pd.concat([rows, probe.rows]), m) for m in (*p.predictors, *p.outcomes)}
+    correlations = rank_correlations(table, p.predictors, p.outcomes, directions)
+    intro = (f'<p class="note">Which tokenizer metric predicts generation? The AR probe ({esc(p.describe())}) '
+             "is trained on every tokenizer entry's tokens. Spearman's rho across the entries, oriented so that + "
+             "means the entry better on the metric is also better on the probe's result (rho is negated when one "
+             "is higher-is-better and the other lower-is-better); in brackets the 95 % bootstrap interval over "
+             "entries redrawn with replacement (harness.leaderboard.correlation).</p>")
+    if not correlations:
+        return intro + ('<p class="note">Fewer than 3 tokenizer entries have both a metric and an AR-probe result: '
+                        f"run <code>vqbench ar-probe {esc(track.name)}</code>.</p>")
+    figure = None
+    if site is not None:
+        figure = f"figures/{track.name}-ar-probe-correlations"
+        plot_rank_correlations(correlations, site / figure)
+    outcomes = list(dict.fromkeys(c.outcome for c in correlations))
+    head = '<th class="text">tokenizer metric</th>' + "".join(
+        f'<th data-dir="up" title="oriented Spearman rho with the AR probe\'s {esc(o)}">ρ with {esc(o)}</th>'
+        f'<th title="entries with both values">n</th>' for o in outcomes)
+    body = []
+    for predictor in dict.fromkeys(c.predictor for c in correlations):
+        cells = [f'<td class="text">{esc(predictor)} {UP if directions[predictor] else DOWN}</td>']
+        for o in outcomes:
+            c = next((c for c in correlations if c.predictor == predictor and c.outcome == o), None)
+            if c is None:
+                cells += ['<td class="missing" data-value="">—</td>', '<td class="missing" data-value="">—</td>']
+                continue
+            rho, low, high = c.oriented
+            interval = f"[{low:+.2f}, {high:+.2f}]" if math.isfinite(low) else "[—]"
+            cells.append(f'<td data-value="{rho}">{rho:+.2f} <span class="pm">{interval}</span></td>')
+            cells.append(f'<td data-value="{c.n}">{c.n}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    figure_html = (f'<div class="figures"><a href="{esc(figure)}.pdf"><img src="{esc(figure)}.png" '
+                   f'alt="rank correlations with the AR probe"></a></div>' if figure else "")
+    return (intro + '<input class="filter" type="search" placeholder="filter rows" data-table="ar-probe-correlations">'
+            f'<table class="leaderboard" id="ar-probe-correlations"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>' + figure_html)
 
 
 PUBLISHED_KEYS = ("model", "paper", "table", "tokens", "codebook", "parameters", "cfg")
@@ -238,11 +325,18 @@ def reported_values(track, rows: pd.DataFrame, runs: list[str], records: list[Pu
     return out
 
 
-def track_page(track, rows: pd.DataFrame, records: list[PublishedNumber], figures: list[str]) -> str:
+def track_page(track, rows: pd.DataFrame, records: list[PublishedNumber], figures: list[str],
+               probe_rows: pd.DataFrame | None = None, site: Path | None = None) -> str:
+    """The track's page; ``site``: the folder its figures are drawn into (None: none drawn)."""
     setting = [("dataset", f"{track.dataset} at {track.resolution} x {track.resolution}"),
                ("token budget", f"{track.tokens} tokens per image"), ("training", track.training),
                ("protocol", _protocol_note(track.protocol)), ("seeds", track.seeds),
                ("suite", track.suite or "none: papers' numbers, and runs you add")]
+    if track.ar_probe is not None:
+        setting.append(("AR probe", f"suite {track.ar_probe.suite}: {track.ar_probe.describe()} "
+                                    f"(`vqbench ar-probe {track.name}`)"))
+    probe = (ProbeColumns(track.ar_probe, probe_rows, track.protocol)
+             if track.ar_probe is not None and probe_rows is not None and not probe_rows.empty else None)
     parts = [f"<h1>Track {esc(track.name)}</h1>", f'<p>{esc(track.description)}</p>',
              '<dl class="provenance">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in setting) + "</dl>"]
     for kind, metrics in (("tokenizer", track.tokenizer_metrics), ("generator", track.generator_metrics)):
@@ -251,7 +345,15 @@ def track_page(track, rows: pd.DataFrame, records: list[PublishedNumber], figure
         parts.append(f"<h2>{title}: reproduced by vqbench</h2>")
         if runs:
             parts.append(entries_table(f"{kind}s", rows, runs, metrics, track.protocol,
-                                       reported_values(track, rows, runs, records)))
+                                       reported_values(track, rows, runs, records),
+                                       probe if kind == "tokenizer" else None))
+            if kind == "tokenizer" and track.ar_probe is not None:
+                parts.append("<h2>Which tokenizer metric predicts generation? (AR probe)</h2>")
+                if probe is None:
+                    parts.append(f'<p class="note">No AR-probe results in the given results: run <code>vqbench '
+                                 f"ar-probe {esc(track.name)}</code> ({esc(track.ar_probe.describe())}).</p>")
+                else:
+                    parts.append(correlation_section(track, rows, probe, runs, site))
         else:
             parts.append(f'<p class="note">No reproduced {kind} entries on this track in the given results.</p>')
     parts.append("<h2>Reported by the papers</h2>")
@@ -292,14 +394,22 @@ def provenance(run_rows: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def run_checkpoint(row) -> Path | None:
-    """The latest checkpoint of the row's run in the suite folder of its results file, if there."""
-    from harness.core.checkpoint import latest
+    """The latest checkpoint of the row's run in the suite folder of its results file, if there: its own run
+    folder, or the one whose weights it evaluated (an AR-probe run reusing a suite's generator: the same
+    configuration hash)."""
+    from harness.core.checkpoint import latest, load_state
     label = str(row["run_id"]).split("/", 1)[-1]
-    root = Path(row["source"]).parent / "runs" / label / "checkpoints"
-    try:
-        return latest(root) if root.is_dir() else None
-    except VQBenchError:
-        return None
+    runs = Path(row["source"]).parent / "runs"
+    candidates = [runs / label] + (sorted(p for p in runs.iterdir() if p.name != label) if runs.is_dir() else [])
+    for folder in candidates:
+        root = folder / "checkpoints"
+        try:
+            found = latest(root) if root.is_dir() else None
+            if found is not None and (folder.name == label or load_state(found).get("config_hash") == row["config_hash"]):
+                return found
+        except VQBenchError:
+            continue
+    return None
 
 
 def weights_sha256(checkpoint: Path) -> str:
@@ -429,16 +539,17 @@ def build_site(results: list[Path], out: Path, *, published: Path = PUBLISHED_FI
             shutil.copyfile(asset, tmp / "assets" / asset.name)
         summary, on_track, tracks_of = [], pd.Series(False, index=rows.index), {}
         for track in tracks:
-            mine = rows.apply(lambda r: track.takes_run(r["run_id"], r["dataset"], r["resolution"]), axis=1) \
-                if not rows.empty else pd.Series(False, index=rows.index)
-            on_track |= mine
+            mine = _rows_where(rows, track.takes_run)
+            probing = _rows_where(rows, track.takes_probe_run)
+            on_track |= mine | probing
             track_rows = rows[mine]
-            for run in dict.fromkeys(track_rows["run_id"]):
+            for run in dict.fromkeys(rows[mine | probing]["run_id"]):
                 tracks_of.setdefault(run, []).append(track.name)
             track_records = [r for r in records if track.takes_published(r)]
             figs = pareto_figures(track, track_rows, tmp) if figures else []
-            (tmp / f"track-{track.name}.html").write_text(track_page(track, track_rows, track_records, figs),
-                                                          encoding="utf-8")
+            (tmp / f"track-{track.name}.html").write_text(
+                track_page(track, track_rows, track_records, figs, rows[probing], tmp if figures else None),
+                encoding="utf-8")
             summary.append((track.name, track.description, track_rows["run_id"].nunique(), len(track_records)))
         for run, run_rows in rows[on_track].groupby("run_id", sort=False):
             folder = tmp / "figures" / entry_id(run)
@@ -456,6 +567,13 @@ def build_site(results: list[Path], out: Path, *, published: Path = PUBLISHED_FI
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out / "index.html"
+
+
+def _rows_where(rows: pd.DataFrame, takes) -> pd.Series:
+    """Which rows ``takes(run_id, dataset, resolution)`` accepts."""
+    if rows.empty:
+        return pd.Series(False, index=rows.index)
+    return rows.apply(lambda r: takes(r["run_id"], r["dataset"], r["resolution"]), axis=1).astype(bool)
 
 
 def check_site_folder(out: Path, results: list[Path]) -> None:

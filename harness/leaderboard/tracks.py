@@ -6,13 +6,15 @@ A reproduced run is on a track when its rows come from the track's suite (run id
 on the track's dataset and resolution; a published number (baselines/published.jsonl) when its dataset,
 resolution and token count are the track's (a number that states no token count is shown only when
 ``published_untokenized`` says the track takes it). ``reported_as`` pairs a preset with a paper's model, so
-the page sets the reproduced value beside the reported one with their difference.
+the page sets the reproduced value beside the reported one with their difference. ``ar_probe``: the same AR
+trained on every tokenizer entry's tokens (harness.leaderboard.ar_probe).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from harness.core.registry import TRACKS
+from harness.leaderboard.ar_probe import ARProbe
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +36,7 @@ class Track:
     # generator as this generator run, on the tokens of that run's tokenizer
     tokenizer_template: str | None = None
     generator_template: str | None = None
+    ar_probe: ARProbe | None = None          # the same AR on every tokenizer entry (`vqbench ar-probe TRACK`)
 
     def takes_published(self, record) -> bool:
         tokens_match = record.tokens == self.tokens or (record.tokens is None and self.published_untokenized)
@@ -45,6 +48,14 @@ class Track:
         from harness.core.results import unseeded
         return (self.suite is not None and str(run_id).startswith(self.suite + "/") and dataset == self.dataset
                 and resolution == self.resolution and unseeded(str(run_id))[1] == 0)
+
+    def takes_probe_run(self, run_id: str, dataset: str, resolution) -> bool:
+        """A run of the track's AR probe (``<probe suite>/ar-probe@<tokenizer label>``) on its data: not an entry,
+        its values shown beside the tokenizer entry's."""
+        from harness.core.results import unseeded
+        from harness.leaderboard.ar_probe import PROBE_PREFIX
+        return (self.ar_probe is not None and str(run_id).startswith(f"{self.ar_probe.suite}/{PROBE_PREFIX}")
+                and dataset == self.dataset and resolution == self.resolution and unseeded(str(run_id))[1] == 0)
 
 
 def register_track(track: Track) -> Track:
@@ -59,7 +70,9 @@ register_track(Track(
                 "torch-fidelity on 150 images, pixel and token metrics on 2,000",
     dataset="fashion-mnist", resolution=28, tokens=49, suite="default", protocol="torch-fidelity",
     training="tokenizers 200 steps x 32 images, generators 800 steps x 32 images (suite `default`)",
-    tokenizer_template="vq-fmnist", generator_template="ar@vq"))
+    tokenizer_template="vq-fmnist", generator_template="ar@vq",
+    # trained as ar@vq (ar@vq, ar@vcq-constant and ar@vcq-cosine are reused), sampled with ar@vq's sampler for all
+    ar_probe=ARProbe(template="ar@vq", likelihood_n=2000)))
 
 register_track(Track(
     name="imagenet256-256tok",

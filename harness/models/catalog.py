@@ -129,6 +129,16 @@ def tokenizer_codebook(tokenizer) -> torch.Tensor | None:
         return None          # a tokenizer whose code_embeddings needs full-length sequences
 
 
+def preset_layout(preset: str, overrides: dict[str, str] | None = None):
+    """The ``TokenLayout`` of a tokenizer preset with its model ``overrides`` (built on the meta device, or on
+    the CPU for a quantizer that reads a tensor's value while it is built, as FSQ's)."""
+    try:
+        _, model = build_tokenizer(preset, overrides, device="meta")
+    except (RuntimeError, NotImplementedError):
+        _, model = build_tokenizer(preset, overrides, device="cpu")
+    return model.layout
+
+
 def preset_schedule(preset: str) -> tuple[int, ...] | None:
     """K_t of a tokenizer preset's layout when it varies over positions (VCQ), else None (built on the
     meta device: no weights allocated)."""

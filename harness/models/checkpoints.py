@@ -16,6 +16,7 @@ from harness.core import checkpoint as ckpt
 from harness.core.contracts import Conditioning, Generator, Tokenizer
 from harness.core.errors import VQBenchError
 from harness.models.catalog import build_generator, build_tokenizer, load_all, tokenizer_config
+from harness.models.factor_positions import generator_view
 
 
 def state_part(weights: dict, prefix: str) -> dict:
@@ -132,11 +133,13 @@ def tokenizer_checkpoint_of(state: dict, generator_checkpoint: Path) -> Path:
 
 
 def load_pair(checkpoint, device):
-    """(generator, its state, tokenizer, tokenizer state, tokenizer checkpoint) of a generator checkpoint."""
+    """(generator, its state, tokenizer, tokenizer state, tokenizer checkpoint) of a generator checkpoint; the
+    tokenizer as the generator saw it (``factors=as-positions``: harness.models.factor_positions)."""
     path = ckpt.resolve(checkpoint)
     state = ckpt.load_state(path)
     if state.get("kind") != "generator":
         raise VQBenchError(f"{checkpoint} is not a generator checkpoint (kind={state.get('kind')!r})")
     tokenizer, tok_state, tok_path = load_tokenizer(tokenizer_checkpoint_of(state, path), device)
+    tokenizer = generator_view(tokenizer, state["train_config"].get("factors", "native"))
     generator, state, _ = load_generator(checkpoint, tokenizer, device)
     return generator, state, tokenizer, tok_state, tok_path

@@ -38,6 +38,7 @@ from harness.core.registry import GENERATORS
 from harness.core.results import package_versions
 from harness.models.catalog import build_generator, generator_config
 from harness.models.checkpoints import load_tokenizer
+from harness.models.factor_positions import generator_view
 from harness.training.batches import BatchOrder
 from harness.training.checkpointing import RunCheckpoints, TrainingState
 from harness.training.monitor import TrainLog
@@ -62,6 +63,9 @@ class GeneratorTrainConfig(OptimizerConfig):
     stage1_lr: float = 0.0
     text_encoder: str = "minilm-l6"      # captioned datasets: the frozen encoder of the captions
     text_condition: Literal["pooled", "tokens"] = "pooled"   # one pooled embedding, or every token's state
+    # a factorized tokenizer's k codes per position as k positions, for one-factor generators
+    # (harness.models.factor_positions; the leaderboard's AR probe on FQ and RVQ)
+    factors: Literal["native", "as-positions"] = "native"
 
     def __post_init__(self):
         check_settings(self, {"stage1_steps": NON_NEGATIVE_INT, "stage1_lr": NON_NEGATIVE})
@@ -76,12 +80,13 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
     """Train generator ``preset`` on the indices of ``tokenizer_checkpoint``; returns the final checkpoint."""
     check_n_train(n_train)
     d = setup(device)
-    tokenizer, tok_state, tok_path = load_tokenizer(tokenizer_checkpoint, d.device)
+    native, tok_state, tok_path = load_tokenizer(tokenizer_checkpoint, d.device)
     dataset = dataset or tok_state["data"]["dataset"]
     # the preset's paper recipe first; the user's --set values come after and win
     overrides = GENERATORS.entry(preset).meta.recipe.with_overrides(overrides)
     model_over, train_over = split_overrides(overrides, generator_config(preset), GeneratorTrainConfig())
     tc = apply_overrides(GeneratorTrainConfig(), train_over)
+    tokenizer = generator_view(native, tc.factors)
     per_process_batch(tc, d.world_size)    # an indivisible global batch is refused before the run folder exists
     text = (caption_conditions(dataset, n_train, tc.text_encoder, tc.text_condition,
                                text_cache(tok_path, dataset, n_train, tc.text_encoder, tc.text_condition), d)
@@ -116,10 +121,12 @@ def train_generator(preset: str, tokenizer_checkpoint: str | Path, run_dir: Path
         if start == tc.steps:              # a finished run resumed: nothing left to train
             return ckpts.latest
         tokens_file = token_cache(tok_path, dataset, n_train)
-        indices, labels = tokenize_split(tokenizer, dataset, "train", n_train, tokens_file, d)
+        # the cache holds the tokenizer's own indices (shared by every generator on it); the view reshapes
+        indices, labels = tokenize_split(native, dataset, "train", n_train, tokens_file, d)
+        indices = indices.reshape(len(indices), *tokenizer.layout.index_shape)
         if text is not None:
             check_covers(text, len(indices), tokens_file, dataset)
-        del tokenizer
+        del tokenizer, native
         return _train(model, indices, labels, text, tc, train_state, start, ckpts, run_dir, d, progress)
 
 
