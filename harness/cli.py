@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ar-probe", help="train the track's fixed-budget AR on every tokenizer entry's tokens and "
                                         "correlate the tokenizer metrics with its results",
-                       description="Run the track's suite (resumably: a finished main job is not redone), then its AR "
+                       description="Run the track's suite (resumably: a finished main job is not redone; an unfinished "
+                                   "one is finished first, about an hour for fmnist-49tok), then its AR "
                                    "probe: the same small AR trained the same steps on every tokenizer entry's tokens, "
                                    "scored by held-out bits per image and per token and by gFID; then rebuild the site, "
                                    "whose track page shows the probe beside each entry and the Spearman correlation "

@@ -31,6 +31,7 @@ def test_factors_as_positions_flattens_position_major_and_decodes_as_the_tokeniz
     assert view.layout.num_factors == 1 and view.layout.position_kind == "latent"
     assert view.layout.num_positions == inner.num_positions * inner.num_factors
     assert view.layout.bits_per_image == pytest.approx(inner.bits_per_image)
+    assert view.layout.codebook_sizes == tuple(k for k in inner.codebook_sizes for _ in range(inner.num_factors))
     x = images()
     native = tok.encode(x)
     flat = view.encode(x)
@@ -148,7 +149,8 @@ def probe_track():
                                    dataset="procedural", resolution=16, tokens=64, training="6 steps",
                                    protocol="torch-fidelity", suite="tiny-probe", tokenizer_template="vq-tiny",
                                    generator_template="ar-tiny@vq-tiny",
-                                   ar_probe=ARProbe(template="ar-tiny@vq-tiny", likelihood_n=24)),
+                                   ar_probe=ARProbe(template="ar-tiny@vq-tiny", suite="test-ar-probe",
+                                                    likelihood_n=24)),
                description="test")
     yield "test-probe"
     TRACKS._entries.pop("test-probe", None)
@@ -164,27 +166,37 @@ def test_ar_probe_trains_scores_and_correlates_every_tokenizer_entry(probe_track
     rows = [json.loads(line) for line in open(out / "results.jsonl")]
     for r in rows:
         r["extra"] = row_extra(r)
-    probe = {r["run_id"]: r for r in rows if r["run_id"].startswith("ar-probe/") and r["metric"] == "nll_bits_per_image"}
-    assert set(probe) == {f"ar-probe/ar-probe@{t}" for t in ("vq-tiny", "simvq-tiny", "rvq-tiny")}
+    probe = {r["run_id"]: r for r in rows if r["run_id"].startswith("test-ar-probe/") and r["metric"] == "nll_bits_per_image"}
+    assert set(probe) == {f"test-ar-probe/ar-probe@{t}" for t in ("vq-tiny", "simvq-tiny", "rvq-tiny")}
     for r in probe.values():
         assert 0 < r["value"] < r["extra"]["run_info"]["bits_per_image"] * 1.5 and r["extra"]["stderr"] > 0
     # vq-tiny's probe is the suite's own ar-tiny@vq-tiny (same training): reused, not retrained
     assert not (out / "runs" / "ar-probe@vq-tiny").exists()
-    assert probe["ar-probe/ar-probe@vq-tiny"]["config_hash"] == next(
+    assert probe["test-ar-probe/ar-probe@vq-tiny"]["config_hash"] == next(
         r["config_hash"] for r in rows if r["run_id"] == "tiny-probe/ar-tiny@vq-tiny")
-    # the factorized RVQ was read as 128 positions
+    # the factorized RVQ was read as 128 positions; its rows describe the tokenizer as it is, flagged
     rvq = json.loads(next((out / "runs" / "ar-probe@rvq-tiny" / "checkpoints").glob("step_*/state.json")).read_text())
     assert rvq["train_config"]["factors"] == "as-positions"
-    assert probe["ar-probe/ar-probe@rvq-tiny"]["extra"]["run_info"]["tokens"] == 128
-    gfid = {r["run_id"] for r in rows if r["run_id"].startswith("ar-probe/") and r["metric"] == "gfid"}
+    info = probe["test-ar-probe/ar-probe@rvq-tiny"]["extra"]["run_info"]
+    assert (info["tokens"], info["factors"], info.get("factors_as_positions")) == (64, 2, True)
+    gfid = {r["run_id"] for r in rows if r["run_id"].startswith("test-ar-probe/") and r["metric"] == "gfid"}
     assert len(gfid) == 3
     page = (out / "site" / "track-test-probe.html").read_text()
     assert 'id="ar-probe-correlations"' in page and "AR probe nll_bits_per_image" in page
+    table = page[page.index('id="ar-probe-correlations"'):]
+    table = table[:table.index("</table>")]
+    for predictor in ("psnr ↑", "ssim ↑", "codebook_usage ↑", "unique_ratio ↑"):   # what the tiny suite measures
+        assert f'<td class="text">{predictor}</td>' in table
+    assert table.count("<tr>") == 5 and "ρ with nll_bits_per_image" in table and "ρ with gfid" in table
     assert "figures/test-probe-ar-probe-correlations.png" in page
     assert (out / "site" / "figures" / "test-probe-ar-probe-correlations.pdf").is_file()
     # each probe value links to the probe run's page, which finds the reused generator's checkpoint
     from harness.leaderboard.site import entry_id
-    entry = out / "site" / f"entry-{entry_id('ar-probe/ar-probe@vq-tiny')}.html"
+    entry = out / "site" / f"entry-{entry_id('test-ar-probe/ar-probe@vq-tiny')}.html"
     assert entry.name in page and "checkpoint sha256" in entry.read_text()
     index = (out / "site" / "index.html").read_text()
     assert "belong to no track" not in index
+    # a second call finds everything done: no row is measured again, nothing retrained
+    before = (out / "results.jsonl").read_text()
+    assert main(["ar-probe", probe_track, "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    assert (out / "results.jsonl").read_text() == before

@@ -9,6 +9,7 @@ import pytest
 
 from harness.core.errors import VQBenchError
 from harness.core.registry import TRACKS
+from harness.leaderboard.ar_probe import ARProbe
 from harness.leaderboard.tracks import Track
 
 SIGN_VQ = textwrap.dedent('''
@@ -60,7 +61,9 @@ def plugin(tmp_path, preset, backbone="TINY_BACKBONE", dim=6):
 def tiny_track():
     TRACKS.add("test-tiny", Track(name="test-tiny", description="the tiny suite as a track", dataset="procedural",
                                   resolution=16, tokens=64, training="6 steps", protocol="torch-fidelity",
-                                  suite="tiny", tokenizer_template="vq-tiny", generator_template="ar-tiny@vq-tiny"),
+                                  suite="tiny", tokenizer_template="vq-tiny", generator_template="ar-tiny@vq-tiny",
+                                  ar_probe=ARProbe(template="ar-tiny@vq-tiny", suite="test-tiny-ar-probe",
+                                                   likelihood_n=16)),
                description="test")
     yield "test-tiny"
     TRACKS._entries.pop("test-tiny", None)
@@ -84,6 +87,11 @@ def test_enter_trains_evaluates_and_adds_the_entry_to_the_track(tiny_track, tmp_
     entry = (out / "site" / f"entry-{entry_id('tiny/sign-entry-tiny')}.html").read_text()
     assert "checkpoint sha256 (weights)" in entry and "(weights.safetensors)" in entry and "training wall time" in entry
     assert (out / "site" / "figures" / entry_id("tiny/sign-entry-tiny") / "reconstructions.png").stat().st_size > 0
+    assert (out / "site" / "figures" / entry_id("tiny/sign-entry-tiny") / "codebook-usage.pdf").stat().st_size > 0
+    # a tokenizer entry also gets the track's AR probe on its tokens
+    assert {"nll_bits_per_image", "gfid"} <= {r["metric"] for r in rows
+                                              if r["run_id"] == "test-tiny-ar-probe/ar-probe@sign-entry-tiny"}
+    assert "AR probe nll_bits_per_image" in page
 
 
 def test_enter_refuses_a_file_without_a_preset_and_a_taken_label(tiny_track, tmp_path):
@@ -131,8 +139,13 @@ def test_a_plugin_already_on_the_plugin_path_is_found(tmp_path):
 
 @pytest.mark.slow
 def test_enter_fmnist_track(tmp_path, monkeypatch):
-    """The real track: the entry trains 200 steps and gets the template's full evaluation (a few minutes)."""
+    """The real track: the entry trains 200 steps, gets the template's full evaluation and the track's AR probe
+    (800 steps on its tokens; a few minutes)."""
     from harness.leaderboard.enter import enter
     index = enter("fmnist-49tok", plugin(tmp_path, "sign-fmnist-tiny", "FMNIST_BACKBONE", 10), tmp_path / "default",
                   progress=False, device="cpu")
-    assert "default/sign-fmnist-tiny" in (index.parent / "track-fmnist-49tok.html").read_text()
+    page = (index.parent / "track-fmnist-49tok.html").read_text()
+    assert "default/sign-fmnist-tiny" in page and "AR probe nll_bits_per_image" in page
+    rows = [json.loads(line) for line in open(tmp_path / "default" / "results.jsonl")]
+    assert {"nll_bits_per_image", "gfid"} <= {r["metric"] for r in rows
+                                              if r["run_id"] == "ar-probe/ar-probe@sign-fmnist-tiny"}

@@ -11,7 +11,8 @@ distribution). Rows:
 - ``nll_bits_per_token``: the same divided by the image's token count (positions x factors).
 
 What the leaderboard's AR probe reports beside its gFID (harness.leaderboard.ar_probe). Only generators with
-exact token likelihoods (``token_nll``: the AR family) have it.
+exact token likelihoods (``token_nll``: the AR family) have it. Under torchrun every process scores all N
+images (seconds at the default N; the values are identical) and rank 0 writes the rows.
 """
 from __future__ import annotations
 

@@ -66,15 +66,20 @@ class LoadedRun:
 
 
 def run_info(tokenizer, model, tokenizer_state: dict) -> dict:
-    layout = tokenizer.layout
+    """The tokenizer's own layout, also for a generator that read its factors as positions (then flagged)."""
+    from harness.models.factor_positions import FactorsAsPositions
+    as_positions = isinstance(tokenizer, FactorsAsPositions)
+    native = tokenizer.inner if as_positions else tokenizer
+    layout = native.layout
     sizes = [int(k) for k in layout.codebook_sizes]
-    schedule = getattr(tokenizer.cfg, "schedule", None)
+    schedule = getattr(native.cfg, "schedule", None)
     return {"tokenizer_preset": tokenizer_state["preset"], "tokens": layout.num_positions,
             "factors": layout.num_factors, "position_kind": layout.position_kind,
             "codebook_size": max(sizes), "codebook_sizes": sizes[0] if len(set(sizes)) == 1 else sizes,
             "codebook_schedule": schedule if isinstance(schedule, str) else "constant",
             "bits_per_image": round(layout.bits_per_image, 4),
-            "parameters": sum(p.numel() for p in model.parameters())}
+            "parameters": sum(p.numel() for p in model.parameters())} | ({"factors_as_positions": True}
+                                                                        if as_positions else {})
 
 
 def load_run(checkpoint: str | Path, device, run_id: str | None = None) -> LoadedRun:

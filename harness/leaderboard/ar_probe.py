@@ -30,12 +30,12 @@ class ARProbe:
     settings and encoded images) on each tokenizer entry, then scored on ``likelihood_n`` test images and on
     the template's samples (its sampler and count; guided pass only)."""
     template: str
+    suite: str                            # its runs' id prefix, <suite>/ar-probe@<tokenizer label>: one per track
     likelihood_n: int = 2000
-    suite: str = "ar-probe"               # its runs' id prefix: <suite>/ar-probe@<tokenizer label>
     # what the site correlates: the probe's results, and the tokenizer metrics that might predict them
     outcomes: tuple[str, ...] = ("nll_bits_per_image", "gfid")
     predictors: tuple[str, ...] = ("rfid", "psnr", "ssim", "lpips", "codebook_usage", "unique_ratio",
-                                   "entropy_cliff", "probe_top1_k1", "probe_top1_k10", "probe_top1_all")
+                                   "entropy_cliff_t_star", "probe_top1_k1", "probe_top1_k10", "probe_top1_all")
 
     def label(self, tokenizer_label: str) -> str:
         return PROBE_PREFIX + tokenizer_label
@@ -51,7 +51,9 @@ class ARProbe:
         template = {g.label: g for g in suite.generators}.get(self.template)
         if template is None:
             raise VQBenchError(f"AR probe: suite {suite.name} has no generator run {self.template!r} to train as")
-        generation = next(e for e in template.evaluations if isinstance(e, GenerationMetrics))
+        generation = next((e for e in template.evaluations if isinstance(e, GenerationMetrics)), None)
+        if generation is None:
+            raise VQBenchError(f"AR probe: the template run {self.template!r} has no generation evaluation to sample as")
         overrides = template.overrides + (("factors=as-positions",) if _factors(tokenizer) > 1 else ())
         spec = dataclasses.replace(
             template, label=self.label(tokenizer.label), tokenizer=tokenizer.label, overrides=overrides,
@@ -66,7 +68,8 @@ class ARProbe:
                 "test images, gFID on that run's samples (guided only)")
 
 
-def _factors(run: TokenizerRun) -> int:
+def _factors(run) -> int:
+    """Codes per position of a TokenizerRun's tokenizer, as configured."""
     from harness.core.config import split_overrides
     from harness.models.catalog import preset_layout, tokenizer_config
     from harness.training.train_tokenizer import TrainConfig

@@ -140,12 +140,13 @@ def header_cell(metric: str, up: bool, protocol: str, note: str) -> str:
             f'<span class="badge">{esc(protocol)}</span></th>')
 
 
-def value_cell(v: Value | None, best: bool = False) -> str:
+def value_cell(v: Value | None, best: bool = False, href: str | None = None) -> str:
     if v is None:
         return '<td class="missing" data-value="">—</td>'
     number = v.value if math.isfinite(v.value) else ""
     css = ' class="best"' if best else ""
-    return f'<td{css} data-value="{number}">{v.text()}</td>'
+    text = v.text() if href is None else f'<a href="{esc(href)}">{v.text()}</a>'
+    return f'<td{css} data-value="{number}">{text}</td>'
 
 
 def _protocol_note(protocol: str) -> str:
@@ -223,22 +224,17 @@ class ProbeColumns:
         return entry_values(own, PROBE_COLUMNS, self.protocol) if not own.empty else {}
 
     def headers(self) -> list[str]:
+        notes = {"nll_bits_per_token": "; per token of the sequence the AR models (a factorized tokenizer's k "
+                                       "sub-codes count as k tokens): compare bits per image across tokenizers"}
         return [header_cell(f"AR probe {m}", higher_is_better(self.rows, m, default=False),
                             "canonical" if m.startswith("nll") else self.protocol,
-                            "the track's AR probe trained on this tokenizer's tokens: " + self.probe.describe())
-                for m in PROBE_COLUMNS]
+                            "the track's AR probe trained on this tokenizer's tokens: " + self.probe.describe()
+                            + notes.get(m, "")) for m in PROBE_COLUMNS]
 
     def cells(self, tokenizer_run: str) -> list[str]:
         values = self.values(tokenizer_run)
-        out = []
-        for m in PROBE_COLUMNS:
-            v = values.get(m)
-            cell = value_cell(v)
-            if v is not None:
-                link = f'<a href="entry-{entry_id(self.run_of(tokenizer_run))}.html">'
-                cell = cell.replace(">", ">" + link, 1)[:-len("</td>")] + "</a></td>"
-            out.append(cell)
-        return out
+        page = f"entry-{entry_id(self.run_of(tokenizer_run))}.html"
+        return [value_cell(values.get(m), href=page) for m in PROBE_COLUMNS]
 
 
 def correlation_section(track, rows: pd.DataFrame, probe: ProbeColumns, runs: list[str], site: Path | None) -> str:
@@ -400,7 +396,9 @@ def run_checkpoint(row) -> Path | None:
     from harness.core.checkpoint import latest, load_state
     label = str(row["run_id"]).split("/", 1)[-1]
     runs = Path(row["source"]).parent / "runs"
-    candidates = [runs / label] + (sorted(p for p in runs.iterdir() if p.name != label) if runs.is_dir() else [])
+    # a generator's hash names its tokenizer's (two equal ones are the same training); a tokenizer's does not
+    others = row["kind"] == "generator" and runs.is_dir()
+    candidates = [runs / label] + (sorted(p for p in runs.iterdir() if p.name != label) if others else [])
     for folder in candidates:
         root = folder / "checkpoints"
         try:
@@ -427,22 +425,21 @@ def weights_sha256(checkpoint: Path) -> str:
 
 
 def entry_images(run_rows: pd.DataFrame, site: Path, stem: str) -> list[tuple[str, str]]:
-    """(relative PNG path, caption) of the entry's image grids, drawn from its run folder and samples."""
-    from harness.leaderboard.images import reconstruction_grid, samples_grid
+    """(relative PNG path, caption) of the entry's pictures, drawn from its run folder and samples: a tokenizer's
+    reconstruction grid and codebook usage histogram, a generator's samples."""
+    from harness.leaderboard.images import samples_grid, tokenizer_pictures
     r = run_rows.iloc[-1]
     label = str(r["run_id"]).split("/", 1)[-1]
-    out = []
     if r["kind"] == "tokenizer":
         checkpoint = run_checkpoint(r)
-        target = f"figures/{stem}/reconstructions.png"
-        if checkpoint is not None and reconstruction_grid(checkpoint, str(r["dataset"]), int(r["resolution"]),
-                                                          site / target):
-            out.append((target, "the first test images (top) and their reconstructions (bottom)"))
-    else:
-        target = f"figures/{stem}/samples.png"
-        if samples_grid(Path(r["source"]).parent / "samples" / f"{label}.npz", site / target):
-            out.append((target, "the first class-balanced samples (guided), as evaluated"))
-    return out
+        if checkpoint is None:
+            return []
+        pictures = tokenizer_pictures(checkpoint, str(r["dataset"]), int(r["resolution"]), site / "figures" / stem)
+        return [(str(path.relative_to(site)), caption) for path, caption in pictures]
+    target = f"figures/{stem}/samples.png"
+    if samples_grid(Path(r["source"]).parent / "samples" / f"{label}.npz", site / target):
+        return [(target, "the first class-balanced samples (guided), as evaluated")]
+    return []
 
 
 def entry_page(run: str, run_rows: pd.DataFrame, figures: list[str], tracks: list[str],
@@ -470,9 +467,13 @@ def entry_page(run: str, run_rows: pd.DataFrame, figures: list[str], tracks: lis
              '<table class="leaderboard" id="values"><thead><tr><th class="text">metric</th><th>value</th>'
              '<th class="text">protocol</th><th>N</th><th class="text">split</th></tr></thead>'
              f'<tbody>{"".join(value_rows)}</tbody></table>']
+    if images:
+        parts.append("<h2>Images</h2>")
     for path, caption in images:
-        parts.append(f'<h2>Images</h2><figure><img src="{esc(path)}" alt="{esc(caption)}">'
-                     f"<figcaption class=\"note\">{esc(caption)}</figcaption></figure>")
+        img = f'<img src="{esc(path)}" alt="{esc(caption)}">'
+        if path.endswith("codebook-usage.png"):          # a figure, also as PDF
+            img = f'<a href="{esc(path[:-4])}.pdf">{img}</a>'
+        parts.append(f'<figure>{img}<figcaption class="note">{esc(caption)}</figcaption></figure>')
     if not images:
         parts.append('<p class="note">No images: the run folder (runs/&lt;label&gt;) or its samples are not beside '
                      "the results file.</p>")

@@ -67,12 +67,13 @@ register_track(Track(
     name="fmnist-49tok",
     description="Fashion-MNIST 28 x 28, 49 tokens per image, codebooks of about 1,024, 200 tokenizer steps and 800 "
                 "generator steps of 32 images on 2 CPU cores (the main job's suite `default`); rFID/gFID under "
-                "torch-fidelity on 150 images, pixel and token metrics on 2,000",
+                "torch-fidelity on 150 images, pixel and token metrics on 2,000; the AR probe (ar@vq's recipe on every "
+                "tokenizer entry) by `vqbench ar-probe fmnist-49tok`",
     dataset="fashion-mnist", resolution=28, tokens=49, suite="default", protocol="torch-fidelity",
     training="tokenizers 200 steps x 32 images, generators 800 steps x 32 images (suite `default`)",
     tokenizer_template="vq-fmnist", generator_template="ar@vq",
     # trained as ar@vq (ar@vq, ar@vcq-constant and ar@vcq-cosine are reused), sampled with ar@vq's sampler for all
-    ar_probe=ARProbe(template="ar@vq", likelihood_n=2000)))
+    ar_probe=ARProbe(template="ar@vq", suite="ar-probe", likelihood_n=2000)))
 
 register_track(Track(
     name="imagenet256-256tok",

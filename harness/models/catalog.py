@@ -134,7 +134,7 @@ def preset_layout(preset: str, overrides: dict[str, str] | None = None):
     the CPU for a quantizer that reads a tensor's value while it is built, as FSQ's)."""
     try:
         _, model = build_tokenizer(preset, overrides, device="meta")
-    except (RuntimeError, NotImplementedError):
+    except RuntimeError:
         _, model = build_tokenizer(preset, overrides, device="cpu")
     return model.layout
 
@@ -142,6 +142,5 @@ def preset_layout(preset: str, overrides: dict[str, str] | None = None):
 def preset_schedule(preset: str) -> tuple[int, ...] | None:
     """K_t of a tokenizer preset's layout when it varies over positions (VCQ), else None (built on the
     meta device: no weights allocated)."""
-    _, model = build_tokenizer(preset, device="meta")
-    sizes = tuple(int(k) for k in model.layout.codebook_sizes)
+    sizes = tuple(int(k) for k in preset_layout(preset).codebook_sizes)
     return sizes if len(set(sizes)) > 1 else None

@@ -50,11 +50,15 @@ class FactorsAsPositions(Tokenizer):
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         return self.inner.decode(self.fold(indices))
 
+    def code_embeddings(self, indices: torch.Tensor) -> torch.Tensor:
+        # a position of the view is one sub-code: it has no code vector of its own (CAR needs one)
+        raise NotImplementedError("a factorized tokenizer read as positions has no per-position code vectors")
+
 
 def generator_view(tokenizer: Tokenizer, factors: str) -> Tokenizer:
     """What a generator trained with ``--set factors=<factors>`` sees of ``tokenizer``."""
     if factors == "native":
         return tokenizer
     if factors == "as-positions":
-        return FactorsAsPositions(tokenizer)
+        return FactorsAsPositions(tokenizer).train(tokenizer.training)
     raise VQBenchError(f"--set factors={factors!r}: use one of {', '.join(FACTOR_MODES)}")
