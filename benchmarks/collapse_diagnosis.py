@@ -17,6 +17,12 @@
         quantizer by the identity) and prints the batch MSE every 50 steps and the PSNR and codebook
         usage on 500 test images.
         e.g.  vcq-mse patch,stem=patch,codebook_init=uniform  noquant,stem=patch,noquant=1  conv,stem=conv
+
+    python benchmarks/collapse_diagnosis.py token-diversity RUN_OR_PRESET [key=value ...]
+        for a 1D tokenizer (a run folder, or a preset at initialisation, seed 0) on 256 training images:
+        the mean cosine similarity of the l2-normalised latents to quantize between two images at the same
+        position, and between two positions of the same image, and the share of the latents' variance
+        that is between images.  e.g.  token-diversity /tmp/collapse/vcq-base   token-diversity vcq-cosine-fmnist
 """
 from __future__ import annotations
 
@@ -79,6 +85,26 @@ def norms(preset: str, *overrides: str) -> None:
                       "input_norm": round(inputs.norm(dim=-1).mean().item(), 4)}), flush=True)
 
 
+def token_diversity(source: str, *overrides: str) -> None:
+    from harness.data.datasets import open_dataset
+    from harness.models.catalog import build_tokenizer
+    from harness.models.checkpoints import load_tokenizer
+    torch.manual_seed(0)
+    if Path(source).exists():
+        model = load_tokenizer(source)[0]
+    else:
+        model = build_tokenizer(source, dict(o.split("=", 1) for o in overrides))[1]
+    model.eval()
+    x, _ = open_dataset("fashion-mnist", "train", resolution=28, channels=1, n=256).batch(list(range(256)))
+    with torch.no_grad():
+        z = F.normalize(model._latents(x), dim=-1)                     # N x T x D
+    total = z.reshape(-1, z.shape[-1]).var(0).sum()
+    print(json.dumps({"source": source, "overrides": overrides,
+                      "cos_same_position_across_images": round(torch.einsum("ntd,mtd->tnm", z, z).mean().item(), 3),
+                      "cos_across_positions_in_image": round(torch.einsum("ntd,nsd->nts", z, z).mean().item(), 3),
+                      "between_image_variance_share": round((z.var(0).sum(-1).mean() / total).item(), 3)}), flush=True)
+
+
 def vcq_mse(spec: str, steps: int = 200, warmup: int = 50, batch: int = 32) -> None:
     from harness.data.datasets import open_dataset
     from harness.models.catalog import build_tokenizer
@@ -128,10 +154,12 @@ def vcq_mse(spec: str, steps: int = 200, warmup: int = 50, batch: int = 32) -> N
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    if len(sys.argv) < 3 or sys.argv[1] not in ("train", "norms", "vcq-mse"):
+    if len(sys.argv) < 3 or sys.argv[1] not in ("train", "norms", "vcq-mse", "token-diversity"):
         sys.exit(__doc__)
     if sys.argv[1] == "train":
         train(*sys.argv[2:])
+    elif sys.argv[1] == "token-diversity":
+        token_diversity(*sys.argv[2:])
     elif sys.argv[1] == "norms":
         norms(*sys.argv[2:])
     else:

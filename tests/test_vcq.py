@@ -64,3 +64,23 @@ def test_analyze_schedule_says_where_table_2_and_the_bound_differ():
     assert "Table 2 lists t* = 4 here too" in linear.stdout
     other = run_cli("analyze", "schedule", "--schedule", "cosine", *table2[:-1], "10000")
     assert "this setting differs" in other.stdout
+
+
+def test_paper_presets_layer_normalise_the_vit_input_as_titok_does():
+    """TiTok's encoder and decoder apply ln_pre to the concatenated patch + latent sequence; the paper
+    presets follow it, the fmnist presets and old checkpoints keep the sequence as it is (README)."""
+    paper = build_tokenizer("vcq-large-cosine-imagenet", {}, device="meta")[1]
+    assert isinstance(paper.enc_ln_pre, torch.nn.LayerNorm) and isinstance(paper.dec_ln_pre, torch.nn.LayerNorm)
+    small = build_tokenizer("vcq-cosine-fmnist", {})[1]
+    assert not any("ln_pre" in k for k in small.state_dict())
+    torch.manual_seed(0)
+    model = build_tokenizer("vcq-tiny", {"ln_pre": "true"})[1].eval()
+    x = torch.rand(3, 1, 16, 16) * 2 - 1
+    seen = {}                                  # what each ViT receives: zero mean, unit variance per token
+    model.enc_ln_pre.register_forward_hook(lambda m, i, o: seen.setdefault("enc", o))
+    model.dec_ln_pre.register_forward_hook(lambda m, i, o: seen.setdefault("dec", o))
+    with torch.no_grad():
+        out = model(x)
+    for name in ("enc", "dec"):
+        assert seen[name].mean(-1).abs().max() < 1e-5 and (seen[name].std(-1, unbiased=False) - 1).abs().max() < 1e-3
+    assert torch.allclose(out.reconstruction, model.decode(out.indices), atol=1e-5)

@@ -61,6 +61,10 @@ class VCQConfig:
     conv_ch_mult: tuple[int, ...] = (1, 2, 2)
     conv_res_blocks: int = 1
     conv_groups: int = 16
+    # TiTok's ln_pre (the ViT input sequence layer-normalised, encoder and decoder): on for the paper
+    # presets; off by default (checkpoints written before the field load unchanged) and for the fmnist
+    # presets, where it slows learning at 200 steps (README, "Codebook collapse")
+    ln_pre: bool = False
 
     def build(self) -> "VCQTokenizer":
         return VCQTokenizer(self)
@@ -86,6 +90,7 @@ class VCQTokenizer(Tokenizer):
         scale = cfg.enc_width ** -0.5
         self.enc_pos = nn.Parameter(scale * torch.randn(self.num_patches + cfg.num_tokens, cfg.enc_width))
         self.latent_tokens = nn.Parameter(scale * torch.randn(cfg.num_tokens, cfg.enc_width))
+        self.enc_ln_pre = nn.LayerNorm(cfg.enc_width) if cfg.ln_pre else nn.Identity()
         self.encoder = Transformer(cfg.enc_width, cfg.enc_depth, cfg.enc_heads)
         self.to_code = nn.Linear(cfg.enc_width, cfg.codebook_dim)
         self.quantizer = VectorQuantizer(cfg.k_max, cfg.codebook_dim, cfg.beta, cfg.l2_norm)
@@ -93,6 +98,7 @@ class VCQTokenizer(Tokenizer):
         self.from_code = nn.Linear(cfg.codebook_dim, cfg.dec_width)
         self.mask_token = nn.Parameter(dscale * torch.randn(cfg.dec_width))
         self.dec_pos = nn.Parameter(dscale * torch.randn(self.num_patches + cfg.num_tokens, cfg.dec_width))
+        self.dec_ln_pre = nn.LayerNorm(cfg.dec_width) if cfg.ln_pre else nn.Identity()
         self.decoder = Transformer(cfg.dec_width, cfg.dec_depth, cfg.dec_heads)
         if cfg.stem == "patch":
             self.to_pixels = nn.Linear(cfg.dec_width, c * p * p)
@@ -108,7 +114,7 @@ class VCQTokenizer(Tokenizer):
         else:
             patches = self.patch_embed(patchify(x, self.cfg.patch_size))
         tokens = torch.cat([patches, self.latent_tokens.expand(n, -1, -1)], dim=1) + self.enc_pos
-        return self.to_code(self.encoder(tokens)[:, self.num_patches:])
+        return self.to_code(self.encoder(self.enc_ln_pre(tokens))[:, self.num_patches:])
 
     def _quantize(self, x: torch.Tensor):
         return self.quantizer(self._latents(x), self.codebook_sizes.expand(x.shape[0], -1))
@@ -120,7 +126,7 @@ class VCQTokenizer(Tokenizer):
         n = z_q.shape[0]
         masks = self.mask_token.expand(n, self.num_patches, -1)
         tokens = torch.cat([masks, self.from_code(z_q)], dim=1) + self.dec_pos
-        out = self.decoder(tokens)[:, :self.num_patches]
+        out = self.decoder(self.dec_ln_pre(tokens))[:, :self.num_patches]
         r = self.cfg.resolution
         if self.cfg.stem == "conv":
             grid = out.transpose(1, 2).reshape(n, -1, self.side, self.side)
@@ -176,12 +182,12 @@ for _schedule in ("constant", "cosine"):
 LARGE_K_MAX = 11264        # Table 2, "Cosine-L"
 
 for _schedule in ("constant", "linear", "cosine", "power"):
-    TOKENIZERS.add(f"vcq-base-{_schedule}-imagenet", lambda s=_schedule: VCQConfig(schedule=s),
+    TOKENIZERS.add(f"vcq-base-{_schedule}-imagenet", lambda s=_schedule: VCQConfig(schedule=s, ln_pre=True),
                    family="vcq", scale="paper", paper_params=172e6, recipe=VCQ_TOKENIZER,
                    description=f"VCQ Base (ViT-B enc + ViT-B dec), 256 tokens, {_schedule} K_t 2..16384 (paper: 172M)")
     TOKENIZERS.add(f"vcq-large-{_schedule}-imagenet",
                    lambda s=_schedule: VCQConfig(schedule=s, dec_width=1024, dec_depth=24, dec_heads=16,
-                                                 k_max=LARGE_K_MAX),
+                                                 k_max=LARGE_K_MAX, ln_pre=True),
                    family="vcq", scale="paper", recipe=VCQ_LARGE_TOKENIZER,
                    description=f"VCQ Large (ViT-B enc + ViT-L dec), 256 tokens, {_schedule} K_t 2..{LARGE_K_MAX} "
                                + ("(Table 2: Cosine-L) " if _schedule == "cosine" else "(ablation; the paper's "
