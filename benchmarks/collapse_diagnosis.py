@@ -17,6 +17,9 @@
         quantizer by the identity) and prints the batch MSE every 50 steps and the PSNR and codebook
         usage on 500 test images.
         e.g.  vcq-mse patch,stem=patch,codebook_init=uniform  noquant,stem=patch,noquant=1  conv,stem=conv
+        ``proxy=RUN,proxy_steps=S``: a proxy-code first stage as TiTok's: for the first S steps the decoder
+        ViT's patch outputs predict, through a linear head, the codes the trained 2D tokenizer RUN (e.g. a
+        vq-fmnist run: its 7x7 grid is the conv head's) gives the image (cross-entropy), then pixel MSE.
 
     python benchmarks/collapse_diagnosis.py token-diversity RUN_OR_PRESET [key=value ...]
         for a 1D tokenizer (a run folder, or a preset at initialisation, seed 0) on 256 training images:
@@ -105,6 +108,13 @@ def token_diversity(source: str, *overrides: str) -> None:
                       "between_image_variance_share": round((z.var(0).sum(-1).mean() / total).item(), 3)}), flush=True)
 
 
+def decoder_patch_outputs(model, z_q: torch.Tensor) -> torch.Tensor:
+    """The VCQ decoder ViT's outputs at the patch positions (what the conv head upsamples), N x patches x width."""
+    n = z_q.shape[0]
+    tokens = torch.cat([model.mask_token.expand(n, model.num_patches, -1), model.from_code(z_q)], dim=1) + model.dec_pos
+    return model.decoder(model.dec_ln_pre(tokens))[:, :model.num_patches]
+
+
 def vcq_mse(spec: str, steps: int = 200, warmup: int = 50, batch: int = 32) -> None:
     from harness.data.datasets import open_dataset
     from harness.models.catalog import build_tokenizer
@@ -112,8 +122,16 @@ def vcq_mse(spec: str, steps: int = 200, warmup: int = 50, batch: int = 32) -> N
     name, *items = spec.split(",")
     over = dict(item.split("=", 1) for item in items)
     lr, noquant = float(over.pop("lr", 3e-4)), over.pop("noquant", None)
+    proxy_run, proxy_steps = over.pop("proxy", None), int(over.pop("proxy_steps", 0))
     torch.manual_seed(0)
     _, model = build_tokenizer("vcq-cosine-fmnist", over)
+    head = None
+    if proxy_run:
+        from harness.models.checkpoints import load_tokenizer
+        proxy = load_tokenizer(proxy_run)[0].eval()
+        if proxy.layout.num_positions != model.num_patches:
+            sys.exit(f"proxy={proxy_run}: {proxy.layout.num_positions} tokens, the conv head's grid has {model.num_patches}")
+        head = torch.nn.Linear(model.cfg.dec_width, proxy.layout.max_codebook_size)
     ds = open_dataset("fashion-mnist", "train", resolution=28, channels=1, n=20000)
     if noquant:
         model.quantizer.forward = lambda z, n=None: QuantizerOutput(z, torch.zeros(z.shape[:-1], dtype=torch.long), {})
@@ -123,7 +141,8 @@ def vcq_mse(spec: str, steps: int = 200, warmup: int = 50, batch: int = 32) -> N
             model.quantizer.init_from_vectors(model.quantizer_inputs(ds.batch(list(range(64)))[0]),
                                               torch.Generator().manual_seed(0))
             model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95))
+    params = list(model.parameters()) + (list(head.parameters()) if head else [])
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95))
     g = torch.Generator().manual_seed(0)
     t0, curve = time.time(), []
     for step in range(steps):
@@ -131,11 +150,19 @@ def vcq_mse(spec: str, steps: int = 200, warmup: int = 50, batch: int = 32) -> N
         for group in opt.param_groups:
             group["lr"] = lr * scale
         x, _ = ds.batch(torch.randint(0, len(ds), (batch,), generator=g).tolist())
-        out = model(x)
-        pixel = F.mse_loss(out.reconstruction, x)
+        if head is not None and step < proxy_steps:
+            q = model._quantize(x)
+            with torch.no_grad():
+                target = proxy.encode(x)
+            logits = head(decoder_patch_outputs(model, q.quantized))
+            pixel = F.cross_entropy(logits.flatten(0, 1), target.flatten())
+            losses = q.losses
+        else:
+            out = model(x)
+            pixel, losses = F.mse_loss(out.reconstruction, x), out.losses
         opt.zero_grad()
-        (pixel + sum(out.losses.values())).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        (pixel + sum(losses.values())).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if (step + 1) % 50 == 0:
             curve.append(round(pixel.item(), 4))
@@ -148,8 +175,14 @@ def vcq_mse(spec: str, steps: int = 200, warmup: int = 50, batch: int = 32) -> N
         psnr, used = (10 * torch.log10(1 / mse)).mean().item(), float("nan")
     else:
         psnr, used = psnr_and_usage(model, 500)
-    print(json.dumps({"name": name, "mse_every_50_steps": curve, "test_psnr": round(psnr, 2),
-                      "test_usage": round(used, 3), "seconds": round(time.time() - t0)}), flush=True)
+    x, _ = ds.batch(list(range(256)))
+    with torch.no_grad():
+        z = F.normalize(model._latents(x), dim=-1)
+    print(json.dumps({"name": name, "proxy_steps": proxy_steps if head else 0,
+                      "loss_every_50_steps (cross-entropy in the proxy stage, else MSE)": curve,
+                      "test_psnr": round(psnr, 2), "test_usage": round(used, 3),
+                      "cos_across_positions_in_image": round(torch.einsum("ntd,nsd->nts", z, z).mean().item(), 3),
+                      "seconds": round(time.time() - t0)}), flush=True)
 
 
 if __name__ == "__main__":
