@@ -4,9 +4,10 @@ Sec. 3 and App. A).
 The tokenizer is TiTok-style: a ViT encoder reads the image patches together with T learned latent
 tokens, and the T latent outputs, projected to the code dimension, are the 1D token sequence; a ViT
 decoder reads the quantized latents together with one mask token per patch and predicts the
-patches. Position t is quantized against only the first K_t entries of one shared codebook, with
-K_t from a schedule (constant / linear / cosine / power, harness.models.schedules): no extra parameters,
-unchanged gradients. Indices at position t are therefore < K_t.
+patches (the paper presets layer-normalise each ViT's input sequence first, TiTok's ln_pre). Position
+t is quantized against only the first K_t entries of one shared codebook, with K_t from a schedule
+(constant / linear / cosine / power, harness.models.schedules): no extra parameters, unchanged gradients.
+Indices at position t are therefore < K_t.
 
 Paper presets: Base = ViT-B encoder + ViT-B decoder (paper: 172M), Large = ViT-B encoder + ViT-L
 decoder (paper: 496M), T = 256, K_min = 2, cosine by default; K_max = 16384 for Base and 11264 for Large
