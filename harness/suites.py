@@ -165,15 +165,19 @@ DEFAULT_SUITE = register_suite(Suite(
 
 # The suite `claims`: the runs `vqbench claims --all` adds to the default suite's, in the same folder,
 # each trained as the default suite's run it varies (harness.claims.runs names them): CVQ and the vanilla
-# VQ of CVQ's code dimension at K = 256 ... 16,384, FQ with one codebook of 2 x 1,024 codes, and
-# CodebookSize-Aware CFG on the constant codebook's generator (reused, not retrained).
+# VQ of CVQ's code dimension at K = 256 ... 16,384, FQ with one codebook of 2 x 1,024 codes, FQ's
+# sub-codebooks probed one at a time, and CodebookSize-Aware CFG on the constant codebook's generator
+# (reused, not retrained).
 def _claims_suite() -> Suite:
     tokenizers = {r.label: r for r in DEFAULT_SUITE.runs}
     sweep_metrics = ReconstructionMetrics(("codebook_usage", "psnr", "token_similarity"), n=2000)
     fq_metrics = ReconstructionMetrics(("codebook_usage", "psnr", "subcode_similarity"), n=2000)
 
-    def like(label: str, preset: str, base: str, *overrides: str, metrics=sweep_metrics) -> TokenizerRun:
-        return TokenizerRun(label, preset, tokenizers[base].overrides + overrides, evaluations=(metrics,))
+    # FQGAN Fig. 4's question as a number: probes of each sub-codebook alone on all positions
+    subcodebook_probes = tuple(LinearProbes(n_train=3000, n=2000, ks=(None,), factor=f) for f in (0, 1))
+
+    def like(label: str, preset: str, base: str, *overrides: str, metrics=(sweep_metrics,)) -> TokenizerRun:
+        return TokenizerRun(label, preset, tokenizers[base].overrides + overrides, evaluations=metrics)
 
     def default_run(label: str, *evaluations) -> TokenizerRun:
         """The default suite's run as it is (finished: not retrained), with these evaluations."""
@@ -182,10 +186,11 @@ def _claims_suite() -> Suite:
     sweep = tuple(like(sweep_label(family, k), preset, "cvq-fmnist", f"codebook_size={k}")
                   for family, preset in SWEEP_FAMILIES for k in SWEEP_K if sweep_label(family, k) != "cvq-fmnist")
     fq = (like(FQ_SINGLE, "fq-dual-fmnist", "fq-dual-fmnist", "num_factors=1", "codebook_size=2048",
-               "disentangle_weight=0", "representation_weight=0", "teacher=none", metrics=fq_metrics),
-          like(FQ_NO_DISENTANGLE, "fq-dual-fmnist", "fq-dual-fmnist", "disentangle_weight=0", metrics=fq_metrics),
+               "disentangle_weight=0", "representation_weight=0", "teacher=none", metrics=(fq_metrics,)),
+          like(FQ_NO_DISENTANGLE, "fq-dual-fmnist", "fq-dual-fmnist", "disentangle_weight=0",
+               metrics=(fq_metrics,) + subcodebook_probes),
           like(FQ_NO_LOSSES, "fq-dual-fmnist", "fq-dual-fmnist", "disentangle_weight=0", "representation_weight=0",
-               "teacher=none", metrics=fq_metrics),
+               "teacher=none", metrics=(fq_metrics,) + subcodebook_probes),
           default_run("fq-dual-fmnist", ReconstructionMetrics(("subcode_similarity",), n=2000)))
     # CVQ's K = 1024 run of the sweep is the default suite's; the constant codebook's run is listed so the
     # generator below can name it
@@ -197,8 +202,8 @@ def _claims_suite() -> Suite:
                           n_samples=DEFAULT_FIDELITY_N, unguided=False),))
     return Suite("claims", "the runs `vqbench claims --all` adds to the default suite's (same folder): CVQ and "
                            "vq-fmnist-d49 at K = 256 ... 16,384, FQ with one codebook of 2,048 and without the "
-                           "disentanglement loss, token and sub-code similarities, CodebookSize-Aware CFG on the "
-                           "constant codebook's AR", sweep + fq + defaults, (aware,))
+                           "disentanglement loss, token and sub-code similarities, probes of each FQ sub-codebook with "
+                           "and without the representation loss, CodebookSize-Aware CFG on the constant codebook's AR", sweep + fq + defaults, (aware,))
 
 
 register_suite(_claims_suite())

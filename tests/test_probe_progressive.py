@@ -165,3 +165,30 @@ def test_torchrun_gives_the_single_process_numbers(vq_checkpoint, tmp_path, cli_
             assert values["ddp"][key] == v, key                 # same features, same deterministic fit
         else:
             assert values["ddp"][key] == pytest.approx(v, rel=1e-9), key
+
+
+def test_a_probe_of_one_sub_codebook_reads_that_sub_codebook_alone(vq_checkpoint, tmp_path):
+    """FQGAN Fig. 4 as a number: ``LinearProbes(factor=f)`` pools the codes of sub-codebook f only."""
+    from tokenizer_helpers import TINY_VQ_SETTINGS
+    from harness.core.distributed import setup
+    from harness.evaluation.probe import LinearProbes
+    from harness.evaluation.recording import load_run, record
+    from harness.training.train_tokenizer import train_tokenizer
+    checkpoint = train_tokenizer("fq-tiny", tmp_path / "fq", overrides=list(TINY_VQ_SETTINGS) + [
+        "representation_weight=0", "teacher=none"], dataset="procedural", progress=False)
+    d, store = setup("cpu"), ResultsStore(tmp_path / "results.jsonl")
+    run = load_run(checkpoint, d.device, "fq")
+    idx = run.model.encode(torch.rand(2, 1, 16, 16) * 2 - 1)
+    both, dim = run.model.code_embeddings(idx), run.model.cfg.codebook_dim
+    assert torch.equal(run.model.factor_code_embeddings(idx, 0), both[..., :dim])
+    assert torch.equal(run.model.factor_code_embeddings(idx, 1), both[..., dim:])
+    rows = record(run, [LinearProbes(n_train=128, n=64, ks=(None,), batch_size=32, factor=1)], store, d)
+    assert {r["metric"] for r in rows} == {"probe_top1_all_f1", "probe_top5_all_f1"}
+    extra = json.loads(rows[0]["extra"])
+    assert extra["factor"] == 1 and extra["feature_dim"] == dim          # one sub-codebook's width, not both
+    # a tokenizer with one code per position has no sub-codebook 1: one clear error
+    with pytest.raises(VQBenchError, match="factor=1"):
+        record(load_run(vq_checkpoint, d.device, "vq"), [LinearProbes(n_train=64, n=32, ks=(None,), factor=1)],
+               store, d)
+    # the ordinary probe's rows keep their settings, so folders written before the field stay current
+    assert "factor" not in LinearProbes(n_train=64, n=32).settings(run)

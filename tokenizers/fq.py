@@ -133,6 +133,10 @@ class FQTokenizer(Tokenizer):
     def code_embeddings(self, indices: torch.Tensor) -> torch.Tensor:
         return self.quantizers.lookup(indices).flatten(-2)
 
+    def factor_code_embeddings(self, indices: torch.Tensor, factor: int) -> torch.Tensor:
+        """N x T x D: the codes of sub-codebook ``factor`` alone (probes of one sub-codebook)."""
+        return self.quantizers.sub_codebooks()[factor].lookup(indices[..., factor])
+
     def last_layer_weight(self) -> torch.Tensor:
         return self.decoder.conv_out.weight
 

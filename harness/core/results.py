@@ -77,6 +77,7 @@ EXTRA_SCHEMA = {
     "k_total": "the full prefix length", "unit": "what k counts (channels, positions, factors, position)",
     "n_train": "probe training images", "train_split": "probe training split", "l2": "probe L2 penalty",
     "lbfgs_iterations": "probe optimizer iterations", "feature_dim": "probe feature width",
+    "factor": "the one sub-codebook a probe read (factorized tokenizers)",
     "num_classes": "probe classes", "probe": "the probe protocol in words",
     "factors": "entropy: joint or flatten factors", "threshold_bits": "entropy: t* threshold",
     "codebook_size": "entropy: K_t of the position", "distinct_prefixes": "entropy: distinct x_<=t",

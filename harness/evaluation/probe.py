@@ -16,6 +16,10 @@ Protocol (``PROTOCOL``, recorded in every row's ``extra``):
 - fit on ``n_train`` images of the training split (the dataset's fixed class-mixed subset), top-1 and
   top-5 accuracy on the test split.
 
+``factor=f`` probes one sub-codebook of a factorized tokenizer (FQ): the features are the codes of
+sub-codebook f only (``factor_code_embeddings``), rows named ``probe_top1_<k>_f<f>`` (FQGAN Fig. 4: is
+the teacher-supervised sub-codebook the one that knows the class?).
+
 k in {1, 10, all} by default (the paper reports 10 and all 256), clipped to T. Rows are named
 ``probe_top1_k1``, ``probe_top1_k10``, ``probe_top1_all`` (and ``probe_top5_...``) so the wide table shows
 each as its own column. With 5 classes or fewer top-5 accuracy is 1 by definition and is stored as
@@ -58,16 +62,18 @@ def pooled_prefix_features(embeddings: torch.Tensor, ks: Iterable[int]) -> dict[
 
 
 @torch.no_grad()
-def extract_features(model: Tokenizer, dataset, ks: Sequence[int], batch_size: int,
-                     d: Dist) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-    """Pooled prefix features ``{k: N x D}`` and labels (N) of every image of ``dataset``, on every rank."""
+def extract_features(model: Tokenizer, dataset, ks: Sequence[int], batch_size: int, d: Dist,
+                     factor: int | None = None) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """Pooled prefix features ``{k: N x D}`` and labels (N) of every image of ``dataset``, on every rank;
+    with ``factor``, of that sub-codebook's codes only."""
+    embed = model.code_embeddings if factor is None else lambda idx: model.factor_code_embeddings(idx, factor)
     n = len(dataset)
     feats: dict[int, torch.Tensor] = {}
     labels = torch.zeros(n, dtype=torch.int64, device=d.device)
     for rows in shard_batches(n, batch_size, d):
         idx = torch.tensor(list(rows))
         real, y = dataset.batch(idx)
-        pooled = pooled_prefix_features(model.code_embeddings(model.encode(real.to(d.device))), ks)
+        pooled = pooled_prefix_features(embed(model.encode(real.to(d.device))), ks)
         for k, f in pooled.items():
             if k not in feats:
                 feats[k] = torch.zeros(n, f.shape[1], dtype=f.dtype, device=d.device)
@@ -173,17 +179,27 @@ class LinearProbes(Evaluation):
     split: str = "test"
     l2: float = L2
     batch_size: int = 250
+    factor: int | None = None           # one sub-codebook of a factorized tokenizer (module docstring)
 
     def settings(self, run: LoadedRun) -> dict:
-        return {"split": self.split, "n": self.n, "train_split": self.train_split, "n_train": self.n_train,
-                "l2": self.l2}
+        settings = {"split": self.split, "n": self.n, "train_split": self.train_split, "n_train": self.n_train,
+                    "l2": self.l2}
+        return settings if self.factor is None else settings | {"factor": self.factor}
+
+    def _suffix(self) -> str:
+        return "" if self.factor is None else f"_f{self.factor}"
 
     def yields(self, run: LoadedRun) -> set:
         names = prefix_names(self.ks, run.model.layout.num_positions)
-        return {(f"probe_top{t}_{s}", k) for s, k in names.items() for t in (1, 5)}
+        return {(f"probe_top{t}_{s}{self._suffix()}", k) for s, k in names.items() for t in (1, 5)}
 
     def measure(self, run: LoadedRun, d: Dist, todo: set) -> list[Measurement]:
         model, dataset = run.model, self.dataset_of(run)
+        if self.factor is not None and not (0 <= self.factor < model.layout.num_factors
+                                            and hasattr(model, "factor_code_embeddings")):
+            raise VQBenchError(f"probe factor={self.factor}: run {run.run_id!r} has no sub-codebook {self.factor} "
+                               f"to probe ({model.layout.num_factors} factor(s) per position; a factorized "
+                               "tokenizer such as FQ exposes factor_code_embeddings)")
         names = prefix_names(self.ks, model.layout.num_positions)
         train_ds = open_dataset(dataset, self.train_split, resolution=run.resolution, channels=run.channels,
                                 n=self.n_train)
@@ -193,8 +209,8 @@ class LinearProbes(Evaluation):
             raise VQBenchError(f"dataset {dataset!r} has {num_classes} classes; a linear probe needs labelled "
                                "images (class folders)")
         ks_needed = sorted(set(names.values()))
-        train_x, train_y = extract_features(model, train_ds, ks_needed, self.batch_size, d)
-        test_x, test_y = extract_features(model, test_ds, ks_needed, self.batch_size, d)
+        train_x, train_y = extract_features(model, train_ds, ks_needed, self.batch_size, d, self.factor)
+        test_x, test_y = extract_features(model, test_ds, ks_needed, self.batch_size, d, self.factor)
         if not d.is_main:
             return []
         for what, y in (("training", train_y), ("test", test_y)):
@@ -208,9 +224,11 @@ class LinearProbes(Evaluation):
             extra = {"k_total": model.layout.num_positions, "unit": unit, "n_train": len(train_ds),
                      "train_split": self.train_split, "l2": self.l2, "lbfgs_iterations": acc["iterations"],
                      "feature_dim": int(train_x[k].shape[1]), "num_classes": num_classes, "probe": PROTOCOL}
-            out.append(Measurement(f"probe_top1_{suffix}", acc["top1"], True, len(test_ds), k=k,
+            if self.factor is not None:
+                extra["factor"] = self.factor
+            out.append(Measurement(f"probe_top1_{suffix}{self._suffix()}", acc["top1"], True, len(test_ds), k=k,
                                    extra=extra | binomial_stderr(acc["top1"], len(test_ds))))
-            out.append(Measurement(f"probe_top5_{suffix}", acc["top5"], True, len(test_ds), k=k,
+            out.append(Measurement(f"probe_top5_{suffix}{self._suffix()}", acc["top5"], True, len(test_ds), k=k,
                                    extra=extra | binomial_stderr(acc["top5"], len(test_ds)),
                                    reason=f"top-5 accuracy is 1 by definition with {num_classes} classes"
                                    if math.isnan(acc["top5"]) else ""))
