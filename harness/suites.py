@@ -174,7 +174,8 @@ def _claims_suite() -> Suite:
     fq_metrics = ReconstructionMetrics(("codebook_usage", "psnr", "subcode_similarity"), n=2000)
 
     # FQGAN Fig. 4's question as a number: probes of each sub-codebook alone on all positions
-    subcodebook_probes = tuple(LinearProbes(n_train=3000, n=2000, ks=(None,), factor=f) for f in (0, 1))
+    subcodebook_probes = tuple(LinearProbes(n_train=3000, n=2000, ks=(None,), factor=f)
+                               for f in (0, 1))
 
     def like(label: str, preset: str, base: str, *overrides: str, metrics=(sweep_metrics,)) -> TokenizerRun:
         return TokenizerRun(label, preset, tokenizers[base].overrides + overrides, evaluations=metrics)

@@ -1,4 +1,5 @@
 """Linear probes on the first k tokens and progressive reconstruction (harness/probe.py, progressive.py)."""
+import dataclasses
 import json
 import math
 
@@ -182,10 +183,17 @@ def test_a_probe_of_one_sub_codebook_reads_that_sub_codebook_alone(vq_checkpoint
     both, dim = run.model.code_embeddings(idx), run.model.cfg.codebook_dim
     assert torch.equal(run.model.factor_code_embeddings(idx, 0), both[..., :dim])
     assert torch.equal(run.model.factor_code_embeddings(idx, 1), both[..., dim:])
-    rows = record(run, [LinearProbes(n_train=128, n=64, ks=(None,), batch_size=32, factor=1)], store, d)
-    assert {r["metric"] for r in rows} == {"probe_top1_all_f1", "probe_top5_all_f1"}
-    extra = json.loads(rows[0]["extra"])
+    whole = LinearProbes(n_train=128, n=64, ks=(None,), batch_size=32)
+    one = dataclasses.replace(whole, factor=1)
+    rows = record(run, [whole, one], store, d)
+    by = {r["metric"]: r for r in rows}
+    assert set(by) == {"probe_top1_all", "probe_top5_all", "probe_top1_all_f1", "probe_top5_all_f1"}
+    assert json.loads(by["probe_top1_all"]["extra"])["feature_dim"] == 2 * dim
+    extra = json.loads(by["probe_top1_all_f1"]["extra"])
     assert extra["factor"] == 1 and extra["feature_dim"] == dim          # one sub-codebook's width, not both
+    stamp = store.path.stat().st_mtime_ns          # both kinds share one store: asked again, nothing is redone
+    again = record(run, [whole, one], store, d)
+    assert store.path.stat().st_mtime_ns == stamp and {r["metric"] for r in again} == set(by)
     # a tokenizer with one code per position has no sub-codebook 1: one clear error
     with pytest.raises(VQBenchError, match="factor=1"):
         record(load_run(vq_checkpoint, d.device, "vq"), [LinearProbes(n_train=64, n=32, ks=(None,), factor=1)],

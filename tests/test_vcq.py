@@ -73,14 +73,17 @@ def test_paper_presets_layer_normalise_the_vit_input_as_titok_does():
     assert isinstance(paper.enc_ln_pre, torch.nn.LayerNorm) and isinstance(paper.dec_ln_pre, torch.nn.LayerNorm)
     small = build_tokenizer("vcq-cosine-fmnist", {})[1]
     assert not any("ln_pre" in k for k in small.state_dict())
-    torch.manual_seed(0)
-    model = build_tokenizer("vcq-tiny", {"ln_pre": "true"})[1].eval()
     x = torch.rand(3, 1, 16, 16) * 2 - 1
-    seen = {}                                  # what each ViT receives: zero mean, unit variance per token
-    model.enc_ln_pre.register_forward_hook(lambda m, i, o: seen.setdefault("enc", o))
-    model.dec_ln_pre.register_forward_hook(lambda m, i, o: seen.setdefault("dec", o))
-    with torch.no_grad():
-        out = model(x)
-    for name in ("enc", "dec"):
-        assert seen[name].mean(-1).abs().max() < 1e-5 and (seen[name].std(-1, unbiased=False) - 1).abs().max() < 1e-3
-    assert torch.allclose(out.reconstruction, model.decode(out.indices), atol=1e-5)
+    for ln_pre in (True, False):
+        torch.manual_seed(0)
+        model = build_tokenizer("vcq-tiny", {"ln_pre": str(ln_pre).lower()})[1].eval()
+        seen = {}                                  # what each ViT receives
+        model.encoder.register_forward_pre_hook(lambda m, args: seen.setdefault("enc", args[0]))
+        model.decoder.register_forward_pre_hook(lambda m, args: seen.setdefault("dec", args[0]))
+        with torch.no_grad():
+            out = model(x)
+        for name in ("enc", "dec"):
+            normalised = (seen[name].mean(-1).abs().max() < 1e-5
+                          and (seen[name].std(-1, unbiased=False) - 1).abs().max() < 1e-3)
+            assert bool(normalised) == ln_pre, (name, ln_pre)
+        assert torch.allclose(out.reconstruction, model.decode(out.indices), atol=1e-5)
