@@ -88,6 +88,17 @@ def norms(preset: str, *overrides: str) -> None:
                       "input_norm": round(inputs.norm(dim=-1).mean().item(), 4)}), flush=True)
 
 
+def unit_latents(model, x: torch.Tensor) -> torch.Tensor:
+    """The l2-normalised latents a 1D tokenizer quantizes for images x, N x T x D."""
+    with torch.no_grad():
+        return F.normalize(model._latents(x), dim=-1)
+
+
+def cos_across_positions(z: torch.Tensor) -> float:
+    """Mean cosine similarity of two positions' latents within one image (z: N x T x D, unit rows)."""
+    return round(torch.einsum("ntd,nsd->nts", z, z).mean().item(), 3)
+
+
 def token_diversity(source: str, *overrides: str) -> None:
     from harness.data.datasets import open_dataset
     from harness.models.catalog import build_tokenizer
@@ -97,22 +108,13 @@ def token_diversity(source: str, *overrides: str) -> None:
         model = load_tokenizer(source)[0]
     else:
         model = build_tokenizer(source, dict(o.split("=", 1) for o in overrides))[1]
-    model.eval()
     x, _ = open_dataset("fashion-mnist", "train", resolution=28, channels=1, n=256).batch(list(range(256)))
-    with torch.no_grad():
-        z = F.normalize(model._latents(x), dim=-1)                     # N x T x D
+    z = unit_latents(model.eval(), x)                                  # N x T x D
     total = z.reshape(-1, z.shape[-1]).var(0).sum()
     print(json.dumps({"source": source, "overrides": overrides,
                       "cos_same_position_across_images": round(torch.einsum("ntd,mtd->tnm", z, z).mean().item(), 3),
-                      "cos_across_positions_in_image": round(torch.einsum("ntd,nsd->nts", z, z).mean().item(), 3),
+                      "cos_across_positions_in_image": cos_across_positions(z),
                       "between_image_variance_share": round((z.var(0).sum(-1).mean() / total).item(), 3)}), flush=True)
-
-
-def decoder_patch_outputs(model, z_q: torch.Tensor) -> torch.Tensor:
-    """The VCQ decoder ViT's outputs at the patch positions (what the conv head upsamples), N x patches x width."""
-    n = z_q.shape[0]
-    tokens = torch.cat([model.mask_token.expand(n, model.num_patches, -1), model.from_code(z_q)], dim=1) + model.dec_pos
-    return model.decoder(model.dec_ln_pre(tokens))[:, :model.num_patches]
 
 
 def vcq_mse(spec: str, steps: int = 200, warmup: int = 50, batch: int = 32) -> None:
@@ -154,7 +156,7 @@ def vcq_mse(spec: str, steps: int = 200, warmup: int = 50, batch: int = 32) -> N
             q = model._quantize(x)
             with torch.no_grad():
                 target = proxy.encode(x)
-            logits = head(decoder_patch_outputs(model, q.quantized))
+            logits = head(model.decoder_patch_outputs(q.quantized))
             pixel = F.cross_entropy(logits.flatten(0, 1), target.flatten())
             losses = q.losses
         else:
@@ -175,13 +177,10 @@ def vcq_mse(spec: str, steps: int = 200, warmup: int = 50, batch: int = 32) -> N
         psnr, used = (10 * torch.log10(1 / mse)).mean().item(), float("nan")
     else:
         psnr, used = psnr_and_usage(model, 500)
-    x, _ = ds.batch(list(range(256)))
-    with torch.no_grad():
-        z = F.normalize(model._latents(x), dim=-1)
     print(json.dumps({"name": name, "proxy_steps": proxy_steps if head else 0,
                       "loss_every_50_steps (cross-entropy in the proxy stage, else MSE)": curve,
                       "test_psnr": round(psnr, 2), "test_usage": round(used, 3),
-                      "cos_across_positions_in_image": round(torch.einsum("ntd,nsd->nts", z, z).mean().item(), 3),
+                      "cos_across_positions_in_image": cos_across_positions(unit_latents(model, ds.batch(list(range(256)))[0])),
                       "seconds": round(time.time() - t0)}), flush=True)
 
 

@@ -203,8 +203,9 @@ def _claims_suite() -> Suite:
                           n_samples=DEFAULT_FIDELITY_N, unguided=False),))
     return Suite("claims", "the runs `vqbench claims --all` adds to the default suite's (same folder): CVQ and "
                            "vq-fmnist-d49 at K = 256 ... 16,384, FQ with one codebook of 2,048 and without the "
-                           "disentanglement loss, token and sub-code similarities, probes of each FQ sub-codebook with "
-                           "and without the representation loss, CodebookSize-Aware CFG on the constant codebook's AR", sweep + fq + defaults, (aware,))
+                           "disentanglement loss, token and sub-code similarities, probes of each FQ sub-codebook "
+                           "with and without the representation loss, CodebookSize-Aware CFG on the constant "
+                           "codebook's AR", sweep + fq + defaults, (aware,))
 
 
 register_suite(_claims_suite())

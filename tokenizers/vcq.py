@@ -123,11 +123,15 @@ class VCQTokenizer(Tokenizer):
     def quantizer_inputs(self, x: torch.Tensor) -> torch.Tensor:
         return self._latents(x).reshape(-1, self.cfg.codebook_dim)
 
-    def _decode_latents(self, z_q: torch.Tensor) -> torch.Tensor:
+    def decoder_patch_outputs(self, z_q: torch.Tensor) -> torch.Tensor:
+        """The decoder ViT's outputs at the patch positions (what the pixel head reads), N x patches x width."""
         n = z_q.shape[0]
         masks = self.mask_token.expand(n, self.num_patches, -1)
         tokens = torch.cat([masks, self.from_code(z_q)], dim=1) + self.dec_pos
-        out = self.decoder(self.dec_ln_pre(tokens))[:, :self.num_patches]
+        return self.decoder(self.dec_ln_pre(tokens))[:, :self.num_patches]
+
+    def _decode_latents(self, z_q: torch.Tensor) -> torch.Tensor:
+        n, out = z_q.shape[0], self.decoder_patch_outputs(z_q)
         r = self.cfg.resolution
         if self.cfg.stem == "conv":
             grid = out.transpose(1, 2).reshape(n, -1, self.side, self.side)
