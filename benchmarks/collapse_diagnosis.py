@@ -124,6 +124,7 @@ def vcq_mse(spec: str, steps: int = 200, warmup: int = 50, batch: int = 32) -> N
     name, *items = spec.split(",")
     over = dict(item.split("=", 1) for item in items)
     lr, noquant = float(over.pop("lr", 3e-4)), over.pop("noquant", None)
+    steps = int(over.pop("steps", steps))
     proxy_run, proxy_steps = over.pop("proxy", None), int(over.pop("proxy_steps", 0))
     torch.manual_seed(0)
     _, model = build_tokenizer("vcq-cosine-fmnist", over)
@@ -177,7 +178,7 @@ def vcq_mse(spec: str, steps: int = 200, warmup: int = 50, batch: int = 32) -> N
         psnr, used = (10 * torch.log10(1 / mse)).mean().item(), float("nan")
     else:
         psnr, used = psnr_and_usage(model, 500)
-    print(json.dumps({"name": name, "proxy_steps": proxy_steps if head else 0,
+    print(json.dumps({"name": name, "steps": steps, "proxy_steps": proxy_steps if head else 0,
                       "loss_every_50_steps (cross-entropy in the proxy stage, else MSE)": curve,
                       "test_psnr": round(psnr, 2), "test_usage": round(used, 3),
                       "cos_across_positions_in_image": cos_across_positions(unit_latents(model, ds.batch(list(range(256)))[0])),

@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=positive_int, default=10000, help="training images the probe is fit on (default: 10000)")
     p.add_argument("--n-eval", type=positive_int, default=None, help="test images (default: all)")
     p.add_argument("--ks", default="1,10,all", help="comma-separated prefix lengths, 'all' for every token")
+    p.add_argument("--factor", type=int, default=None,
+                   help="probe only sub-codebook F (0-based) of a factorized tokenizer such as FQ; rows are "
+                        "named probe_top1_<k>_f<F> (default: every sub-codebook together)")
 
     p = sub.add_parser("run", help="run a suite (train + evaluate + report)",
                        description="Run every training and evaluation of SUITE, resumably, and render its tables.")
@@ -597,7 +600,7 @@ def cmd_probe(args) -> int:
     ResultsStore(args.results).check_writable()
     rows = probe_and_record(args.checkpoint, ResultsStore(args.results), run_id=args.run_id, dataset=args.dataset,
                             n_train=args.n_train, n_eval=args.n_eval, ks=_int_list(args.ks, "--ks", allow_all=True),
-                            batch_size=args.batch_size, device=args.device)
+                            batch_size=args.batch_size, device=args.device, factor=args.factor)
     for r in rows:
         print(f"{r['metric']:<20} {r['value'] if r['value'] is not None else float('nan'):.6g}")
     return 0

@@ -168,7 +168,7 @@ def test_torchrun_gives_the_single_process_numbers(vq_checkpoint, tmp_path, cli_
             assert values["ddp"][key] == pytest.approx(v, rel=1e-9), key
 
 
-def test_a_probe_of_one_sub_codebook_reads_that_sub_codebook_alone(vq_checkpoint, tmp_path):
+def test_a_probe_of_one_sub_codebook_reads_that_sub_codebook_alone(vq_checkpoint, tmp_path, capsys):
     """FQGAN Fig. 4 as a number: ``LinearProbes(factor=f)`` pools the codes of sub-codebook f only."""
     from tokenizer_helpers import TINY_VQ_SETTINGS
     from harness.core.distributed import setup
@@ -200,3 +200,13 @@ def test_a_probe_of_one_sub_codebook_reads_that_sub_codebook_alone(vq_checkpoint
                store, d)
     # the ordinary probe's rows keep their settings, so folders written before the field stay current
     assert "factor" not in LinearProbes(n_train=64, n=32).settings(run)
+    # the CLI front door: --factor F writes the same rows as LinearProbes(factor=F)
+    cli_store = tmp_path / "cli.jsonl"
+    assert main(["probe", str(checkpoint), "--results", str(cli_store), "--run-id", "fq", "--n-train", "128",
+                 "--n-eval", "64", "--ks", "all", "--batch-size", "32", "--device", "cpu", "--factor", "1"]) == 0
+    assert "probe_top1_all_f1" in capsys.readouterr().out
+    cli_rows = {r["metric"]: r["value"] for r in ResultsStore(cli_store).records()}
+    assert set(cli_rows) == {"probe_top1_all_f1", "probe_top5_all_f1"}
+    assert cli_rows["probe_top1_all_f1"] == by["probe_top1_all_f1"]["value"]
+    assert main(["probe", str(checkpoint), "--results", str(cli_store), "--n-train", "64", "--n-eval", "32",
+                 "--device", "cpu", "--factor", "2"]) == 2            # no sub-codebook 2: an error, not a row

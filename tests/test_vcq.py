@@ -87,3 +87,36 @@ def test_paper_presets_layer_normalise_the_vit_input_as_titok_does():
                           and (seen[name].std(-1, unbiased=False) - 1).abs().max() < 1e-3)
             assert bool(normalised) == ln_pre, (name, ln_pre)
         assert torch.allclose(out.reconstruction, model.decode(out.indices), atol=1e-5)
+
+
+def test_the_fmnist_presets_learn_a_random_position_pair_attention_logit():
+    """The fmnist presets' ViTs add a learned logit per head and (query, key) position pair, drawn from
+    N(0, 4^2): without it every latent token of an image ends up carrying one vector (README). The paper
+    presets have none, as in TiTok, and neither do configs written before the field."""
+    from harness.models.vit import Attention
+    paper = build_tokenizer("vcq-base-cosine-imagenet", {}, device="meta")[1]
+    assert all(m.position_bias is None for m in paper.modules() if isinstance(m, Attention))
+    small = build_tokenizer("vcq-cosine-fmnist", {})[1]
+    layers = [m for m in small.modules() if isinstance(m, Attention)]
+    assert len(layers) == small.cfg.enc_depth + small.cfg.dec_depth
+    biases = torch.stack([m.position_bias.detach() for m in layers])
+    assert biases.shape[1:] == (small.cfg.enc_heads, 98, 98)             # 49 patches + 49 latents
+    assert biases.std().item() == pytest.approx(4.0, rel=0.02) and abs(biases.mean().item()) < 0.05
+    # the logit enters the softmax beside q.k / sqrt(d): the attention recomputed by hand
+    torch.manual_seed(0)
+    attn = Attention(16, 2, position_bias=(5, 4.0))
+    x = torch.randn(3, 5, 16)
+    q, k, v = attn.qkv(x).view(3, 5, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    weights = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5 + attn.position_bias, dim=-1)
+    by_hand = attn.proj((weights @ v).transpose(1, 2).reshape(3, 5, 16))
+    assert torch.allclose(attn(x), by_hand, atol=1e-5)
+    attn(x).square().sum().backward()
+    assert attn.position_bias.grad.abs().sum() > 0                        # learned, not fixed
+    # a tiny tokenizer with it: tokens stay inside K_t and decode(encode(x)) is the forward reconstruction
+    model = build_tokenizer("vcq-tiny", {"attention_position_bias_std": "4"})[1].eval()
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    with torch.no_grad():
+        out = model(x)
+    assert torch.allclose(out.reconstruction, model.decode(out.indices), atol=1e-5)
+    assert bool((out.indices < torch.tensor(model.layout.codebook_sizes)).all())
+    assert not any("position_bias" in k for k in build_tokenizer("vcq-tiny", {})[1].state_dict())

@@ -66,6 +66,12 @@ class VCQConfig:
     # presets; off by default (checkpoints written before the field load unchanged) and for the fmnist
     # presets, where it slows learning at 200 steps (README, "Codebook collapse")
     ln_pre: bool = False
+    # > 0: every attention layer of both ViTs adds a learned logit per head and (query, key) position pair,
+    # drawn from N(0, std^2). Random routing at initialisation: each latent token reads, and each decoded
+    # patch reads, its own mix from the first step. Without it the fmnist presets settle where every latent
+    # token of an image carries one vector (README, "Codebook collapse"). 0 (none) for the paper presets, as
+    # in TiTok, and by default (checkpoints written before the field load unchanged)
+    attention_position_bias_std: float = 0.0
 
     def build(self) -> "VCQTokenizer":
         return VCQTokenizer(self)
@@ -92,7 +98,9 @@ class VCQTokenizer(Tokenizer):
         self.enc_pos = nn.Parameter(scale * torch.randn(self.num_patches + cfg.num_tokens, cfg.enc_width))
         self.latent_tokens = nn.Parameter(scale * torch.randn(cfg.num_tokens, cfg.enc_width))
         self.enc_ln_pre = nn.LayerNorm(cfg.enc_width) if cfg.ln_pre else nn.Identity()
-        self.encoder = Transformer(cfg.enc_width, cfg.enc_depth, cfg.enc_heads)
+        position_bias = ((self.num_patches + cfg.num_tokens, cfg.attention_position_bias_std)
+                         if cfg.attention_position_bias_std > 0 else None)
+        self.encoder = Transformer(cfg.enc_width, cfg.enc_depth, cfg.enc_heads, position_bias)
         self.to_code = nn.Linear(cfg.enc_width, cfg.codebook_dim)
         self.quantizer = VectorQuantizer(cfg.k_max, cfg.codebook_dim, cfg.beta, cfg.l2_norm)
         dscale = cfg.dec_width ** -0.5
@@ -100,7 +108,7 @@ class VCQTokenizer(Tokenizer):
         self.mask_token = nn.Parameter(dscale * torch.randn(cfg.dec_width))
         self.dec_pos = nn.Parameter(dscale * torch.randn(self.num_patches + cfg.num_tokens, cfg.dec_width))
         self.dec_ln_pre = nn.LayerNorm(cfg.dec_width) if cfg.ln_pre else nn.Identity()
-        self.decoder = Transformer(cfg.dec_width, cfg.dec_depth, cfg.dec_heads)
+        self.decoder = Transformer(cfg.dec_width, cfg.dec_depth, cfg.dec_heads, position_bias)
         if cfg.stem == "patch":
             self.to_pixels = nn.Linear(cfg.dec_width, c * p * p)
         sizes = codebook_schedule(cfg.schedule, cfg.k_min, cfg.k_max, cfg.num_tokens, cfg.schedule_power)
@@ -173,11 +181,13 @@ def _vcq_fmnist(schedule: str) -> VCQConfig:
     # 49 latent tokens (the token budget of vq-fmnist), K_max = 1024 like the other fmnist presets. A conv
     # stem and head (vq-fmnist's backbone widths; its 7x7 grid cells are the ViT's 49 patch tokens) and
     # codes initialised from latents: with 4x4 pixel patches the ViT autoencoder stays at the mean image
-    # for the default suite's 200 steps, even without quantization (README, "Codebook collapse")
+    # for the default suite's 200 steps, even without quantization; a random position-pair attention logit
+    # (std 4): without it all 49 latent tokens of an image carry one vector (README, "Codebook collapse")
     return VCQConfig(resolution=28, in_channels=1, patch_size=4, enc_width=128, enc_depth=4, enc_heads=4,
                      dec_width=128, dec_depth=4, dec_heads=4, num_tokens=49, codebook_dim=8,
                      schedule=schedule, k_min=2, k_max=1024, stem="conv", conv_ch=32, conv_ch_mult=(1, 2, 2),
-                     conv_res_blocks=1, conv_groups=16, codebook_init=FMNIST_CODEBOOK_INIT)
+                     conv_res_blocks=1, conv_groups=16, codebook_init=FMNIST_CODEBOOK_INIT,
+                     attention_position_bias_std=4.0)
 
 
 for _schedule in ("constant", "cosine"):
