@@ -20,6 +20,9 @@
         ``proxy=RUN,proxy_steps=S``: a proxy-code first stage as TiTok's: for the first S steps the decoder
         ViT's patch outputs predict, through a linear head, the codes the trained 2D tokenizer RUN (e.g. a
         vq-fmnist run: its 7x7 grid is the conv head's) gives the image (cross-entropy), then pixel MSE.
+        ``steps=S`` trains S steps instead of 200 (warm-up 50, then cosine to zero at S).
+        The preset has carried random position-pair attention logits since 2026-12-02 (std 4): the README's
+        earlier variants (ln_pre, lr, proxy, steps=1000) add ``attention_position_bias_std=0``.
 
     python benchmarks/collapse_diagnosis.py token-diversity RUN_OR_PRESET [key=value ...]
         for a 1D tokenizer (a run folder, or a preset at initialisation, seed 0) on 256 training images:
