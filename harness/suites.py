@@ -317,6 +317,23 @@ def run_suite(name: str | Suite, out_dir: Path, *, device: str = "auto", progres
     return paths[0] if paths else None
 
 
+def machine_description() -> str:
+    """What a wall time (and a 200-step trajectory) depends on: two 2-core machines have differed 2x in
+    time and in the last digits of every trained value (README, the three commands)."""
+    import os
+    import platform
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (f"{cpu}, {os.cpu_count()} CPU threads visible, torch {torch.__version__} with CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()} and {torch.get_num_threads()} threads{gpu}")
+
+
 class StageTimes:
     """Wall time of each stage of one suite invocation (a resumed run counts only what it redid), so
     a user sees where the hour goes; written to ``timings.md`` beside the tables."""
@@ -336,7 +353,7 @@ class StageTimes:
     def markdown(self, suite: str) -> str:
         total = time.time() - self.started
         lines = [f"Suite `{suite}`: {total / 60:.1f} min wall time in this invocation ({now()})", "",
-                 "| stage | seconds | share |", "|---|---:|---:|"]
+                 f"Machine: {machine_description()}", "", "| stage | seconds | share |", "|---|---:|---:|"]
         for stage, sec in sorted(self.seconds.items(), key=lambda kv: -kv[1]):
             lines.append(f"| {stage} | {sec:.0f} | {sec / max(total, 1e-9):.0%} |")
         other = total - sum(self.seconds.values())

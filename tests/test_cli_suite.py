@@ -59,6 +59,8 @@ def test_tiny_suite_runs_resumes_and_reports(tmp_path, capsys):
     assert (tmp_path / "samples" / "ar-tiny@vq-tiny.npz").exists()
     assert (tmp_path / "results_curves.csv").exists() and (tmp_path / "results_progressive.png").exists()
     assert (tmp_path / "results_entropy.png").exists()
+    timings = (tmp_path / "timings.md").read_text()                # where the time went, and on what machine
+    assert "| train tokenizers |" in timings and "torch 2." in timings and "CPU capability" in timings
     stamp = (tmp_path / "results.jsonl").stat().st_mtime_ns
     run_suite("tiny", tmp_path, progress=False)                    # finished: nothing is redone
     assert (tmp_path / "results.jsonl").stat().st_mtime_ns == stamp
