@@ -18,6 +18,7 @@ from harness.core.contracts import SamplerConfig
 from harness.core.distributed import barrier, setup
 from harness.core.registry import SUITES
 from harness.core.io import write_atomic
+from harness.core.machine import machine_description
 from harness.core.errors import VQBenchError
 from harness.core.results import ResultsStore, now, seed_label
 from harness.evaluation.entropy import EntropyCurve
@@ -315,23 +316,6 @@ def run_suite(name: str | Suite, out_dir: Path, *, device: str = "auto", progres
     if progress:
         print(stages.markdown(suite.name), flush=True)
     return paths[0] if paths else None
-
-
-def machine_description() -> str:
-    """What a wall time (and a 200-step trajectory) depends on: two 2-core machines have differed 2x in
-    time and in the last digits of every trained value (README, the three commands)."""
-    import os
-    import platform
-    import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {os.cpu_count()} CPU threads visible, torch {torch.__version__} with CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()} and {torch.get_num_threads()} threads{gpu}")
 
 
 class StageTimes:

@@ -241,8 +241,8 @@ def probe_and_record(checkpoint, store: ResultsStore, *, run_id: str | None, dat
                      split: str = "test", l2: float = L2, skip_if_recorded: bool = True,
                      factor: int | None = None) -> list[dict]:
     """Linear probes on the first k tokens of a tokenizer checkpoint (with ``factor``, of that
-    sub-codebook's codes only); rank 0 records one row per (k, top-1/top-5). Under ``torchrun`` the ranks share the encoding and rank 0 fits, writes and returns
-    the rows (the others return [])."""
+    sub-codebook's codes only); rank 0 records one row per (k, top-1/top-5). Under ``torchrun`` the ranks
+    share the encoding and rank 0 fits, writes and returns the rows (the others return [])."""
     d = setup(device)
     run = load_run(checkpoint, d.device, run_id)
     evaluation = LinearProbes(n_train, n_eval, tuple(ks), dataset, train_split, split, l2, batch_size, factor)
