@@ -297,3 +297,21 @@ def test_two_ranks_summed_equal_one_pass(case):
     for k in rank0._states:                                   # what all_reduce(SUM) does across ranks
         rank0._states[k] = rank0._states[k] + rank1._states[k]
     assert rank0.compute() == pytest.approx(whole.compute(), abs=1e-12)
+
+
+def test_codebook_usage_keeps_per_image_codes_only_up_to_the_bootstrap_cap(monkeypatch):
+    """Past ``BOOTSTRAP_MAX_CODES`` no bootstrap is drawn, so the per-image codes stop being kept (memory,
+    and the gather across ranks); usage itself still counts every image."""
+    import harness.evaluation.metrics.tokens as tokens
+    layout = TokenLayout.constant(4, 16)
+    monkeypatch.setattr(tokens, "BOOTSTRAP_MAX_CODES", 10 * 4)          # 10 images of 4 codes
+    m = CodebookUsage()
+    for start in range(0, 24, 6):                                      # 4 batches of 6 images, codes 0..15
+        m.update(EvalBatch(indices=torch.arange(start * 4, start * 4 + 24).remainder(16).view(6, 4), layout=layout))
+    assert m.per_image_codes.seen == 6 and m.bootstrap_capped                  # the second batch would pass 10
+    out = m.compute()
+    assert out["codebook_usage"] == 1.0 and m.value_extra["codebook_usage"] == {"bootstrap_resamples": 0}
+    under = CodebookUsage()                                             # under the cap: bootstrapped
+    under.update(EvalBatch(indices=torch.arange(24).remainder(16).view(6, 4), layout=layout))
+    under.compute()
+    assert under.value_extra["codebook_usage"]["bootstrap_resamples"] > 0 and not under.bootstrap_capped

@@ -23,7 +23,7 @@ import torch
 
 from harness.core.contracts import EvalBatch, Metric, TokenLayout
 from harness.core.errors import VQBenchError
-from harness.core.distributed import max_over_ranks
+from harness.core.distributed import all_true, max_over_ranks
 from harness.core.registry import METRICS
 from harness.evaluation.metrics.bootstrap import SEED as BOOTSTRAP_SEED, PerImageValues, resample_indices
 
@@ -44,6 +44,10 @@ def factor_indices(indices: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         raise VQBenchError(f"indices outside the codebook: range [{int(idx.min())}, {int(idx.max())}] "
                            f"for codebook sizes {sorted(set(layout.codebook_sizes))}")
     return idx
+
+
+def n_codes_per_image(layout: TokenLayout) -> int:
+    return layout.num_positions * layout.num_factors
 
 
 def entropy_bits(hist: torch.Tensor) -> torch.Tensor:
@@ -67,6 +71,7 @@ class CodebookUsage(Metric):
         super().__init__()
         self.layout: TokenLayout | None = None
         self.per_image_codes = PerImageValues("metric 'codebook_usage'", torch.int32)
+        self.bootstrap_capped = False
 
     @classmethod
     def outputs(cls, layout: TokenLayout | None) -> tuple[str, ...]:
@@ -78,8 +83,7 @@ class CodebookUsage(Metric):
 
     def _start(self, layout: TokenLayout) -> None:
         self.layout = layout
-        self.per_image_codes = PerImageValues("metric 'codebook_usage'", torch.int32,
-                                              layout.num_positions * layout.num_factors)
+        self.per_image_codes = PerImageValues("metric 'codebook_usage'", torch.int32, n_codes_per_image(layout))
         k, t, kmax = layout.num_factors, layout.num_positions, layout.max_codebook_size
         self.add_state("codes", torch.zeros(k, kmax, dtype=torch.int64))
         if self.variable:
@@ -93,6 +97,7 @@ class CodebookUsage(Metric):
         self._states, self._defaults, self.layout = {}, {}, None
         self.higher_is_better = type(self).higher_is_better
         self.per_image_codes = PerImageValues("metric 'codebook_usage'", torch.int32)
+        self.bootstrap_capped = False
 
     @property
     def variable(self) -> bool:
@@ -109,7 +114,11 @@ class CodebookUsage(Metric):
         # offset each factor's (and position's) codes into its own block, then one bincount
         by_factor = idx + torch.arange(k).view(1, 1, k) * kmax
         self.codes = self.codes + torch.bincount(by_factor.flatten(), minlength=k * kmax).view(k, kmax)
-        self.per_image_codes.add(by_factor.reshape(n, -1).to(torch.int32), batch.image_ids)
+        if (self.per_image_codes.seen + n) * n_codes_per_image(self.layout) <= BOOTSTRAP_MAX_CODES:
+            # past the cap no bootstrap happens: stop keeping (and later gathering) every image's codes
+            self.per_image_codes.add(by_factor.reshape(n, -1).to(torch.int32), batch.image_ids)
+        else:
+            self.bootstrap_capped = True
         if self.variable:
             slot = torch.arange(k).view(1, 1, k) * t + torch.arange(t).view(1, t, 1)
             counts = torch.bincount((idx + slot * kmax).flatten(), minlength=k * t * kmax)
@@ -143,9 +152,12 @@ class CodebookUsage(Metric):
         usage). A redrawn set holds fewer distinct images, so usage draws sit below the value: like FID, the
         record gives their spread and that offset (``bootstrap_bias``), no interval. Skipped above
         ``BOOTSTRAP_MAX_CODES`` codes (each draw is a histogram of all of them)."""
+        skipped = {name: {"bootstrap_resamples": 0} for name in out if name != "codebook_usage_per_position"}
+        if not all_true(not self.bootstrap_capped):    # every rank agrees before the gather (a collective)
+            return skipped
         codes = self.per_image_codes.gathered()
         if codes.numel() > BOOTSTRAP_MAX_CODES or len(codes) < 2:
-            return {name: {"bootstrap_resamples": 0} for name in out if name != "codebook_usage_per_position"}
+            return skipped
         size = self.layout.num_factors * self.layout.max_codebook_size
         kmax = self.layout.max_codebook_size
         draws = [self._usage_of(torch.bincount(codes[idx].flatten().long(), minlength=size).view(-1, kmax))
