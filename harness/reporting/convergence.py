@@ -8,14 +8,16 @@ two means; the trend inside a fifth counts as noise, so it is conservative); sui
 because at every tenth step (4 values per fifth) the noise decided the verdict.
 
 Per comparison (stated 2026-12-02, before the main job was run with it): runs trained for the same steps
-on the same batches (same batch size and seed) are ordered the same way by their training PSNR in the fourth fifth and in the last
-fifth. A pair whose order flips is not settled at this budget; a table whose pairs all keep their order
-compares tokenizers whose ranking the last fifth of training did not change, even where the runs
-themselves still improve.
+on the same batches are ordered the same way by their training PSNR in the fourth fifth and in the last
+fifth (the gap of a pair is the mean, over the steps, of their PSNR difference on the same batch, with its
+standard error). A pair whose order flips is not settled at this budget; a table whose pairs all keep
+their order compares tokenizers whose ranking the last fifth of training did not change, even where the
+runs themselves still improve.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,24 +77,48 @@ def psnr_rise_last_fifth(curve: list[tuple[int, float]], steps: int) -> tuple[fl
 class TokenizerCurve:
     label: str
     steps: int
-    batch_size: int
-    seed: int
+    batches: tuple        # what decides which images each step sees: runs with equal ones saw the same batches
     curve: list[tuple[int, float]]
 
 
-def order_flips(runs: list[TokenizerCurve]) -> tuple[int, list[tuple[str, str, float, float]]]:
-    """Among runs with the same steps, batch size and seed (the same batches): (number of pairs compared, the pairs whose order by
-    training PSNR differs between the fourth and the last fifth, each with both gaps in dB)."""
+@dataclass(frozen=True)
+class PairGap:
+    """Training PSNR of run ``a`` minus run ``b`` in one fifth: the mean over the steps both logged of
+    10 log10(loss_b / loss_a) (the same batch for both, so batch difficulty cancels), its standard error."""
+    gap: float
+    se: float
+
+    @property
+    def clear(self) -> bool:
+        """Beyond two standard errors: the sign is not the noise of the logged batches."""
+        return abs(self.gap) > 2 * self.se
+
+
+def pair_gap(a: TokenizerCurve, b: TokenizerCurve, index: int) -> PairGap:
+    loss_b = dict(b.curve)
+    lo, hi = index * a.steps / 5, (index + 1) * a.steps / 5
+    diffs = [10 * math.log10(loss_b[s] / v) for s, v in a.curve
+             if lo < s <= hi and s in loss_b and v > 0 and loss_b[s] > 0]
+    if len(diffs) < 2:
+        return PairGap(math.nan, math.nan)
+    mean = sum(diffs) / len(diffs)
+    var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
+    return PairGap(mean, math.sqrt(var / len(diffs)))
+
+
+def order_flips(runs: list[TokenizerCurve]) -> tuple[int, list[tuple[str, str, PairGap, PairGap]]]:
+    """Among runs that saw the same batches (same steps, batch sizes, seed, data, processes): (number of
+    pairs compared, the pairs whose training-PSNR order differs between the fourth and the last fifth,
+    each with both gaps, a minus b)."""
     compared, flips = 0, []
     for a, b in itertools.combinations(runs, 2):
-        if (a.steps, a.batch_size, a.seed) != (b.steps, b.batch_size, b.seed):
+        if (a.steps, a.batches) != (b.steps, b.batches):
             continue
-        gap4 = fifth(a.curve, a.steps, 3).psnr - fifth(b.curve, b.steps, 3).psnr
-        gap5 = fifth(a.curve, a.steps, 4).psnr - fifth(b.curve, b.steps, 4).psnr
-        if math.isnan(gap4) or math.isnan(gap5):
+        gap4, gap5 = pair_gap(a, b, 3), pair_gap(a, b, 4)
+        if math.isnan(gap4.gap) or math.isnan(gap5.gap):
             continue
         compared += 1
-        if (gap4 > 0) != (gap5 > 0):
+        if (gap4.gap > 0) != (gap5.gap > 0):
             flips.append((a.label, b.label, gap4, gap5))
     return compared, flips
 
@@ -106,8 +132,9 @@ def tokenizer_curves(out_dir: str | Path) -> list[TokenizerCurve]:
         if state is None or state.get("kind") != "tokenizer" or state["train_config"].get("pixel_loss") != "l2":
             continue
         tc = state["train_config"]
-        found.append(TokenizerCurve(run_dir.name, int(tc["steps"]), int(tc["batch_size"]), int(tc["seed"]),
-                                    pixel_curve(run_dir)))
+        batches = (tc["batch_size"], tc.get("global_batch_size"), tc["seed"], state.get("world_size"),
+                   json.dumps(state.get("data"), sort_keys=True))
+        found.append(TokenizerCurve(run_dir.name, int(tc["steps"]), batches, pixel_curve(run_dir)))
     return found
 
 
@@ -118,29 +145,36 @@ def convergence_table(out_dir: str | Path) -> str:
     lines = [f"Per run: training PSNR (from the L2 pixel loss) rising by less than {THRESHOLD_DB} dB from the "
              "fourth fifth of training to the last (harness/reporting/convergence.py). Standard error from the "
              "spread of the logged batch losses in each fifth.", "",
-             "| tokenizer run | steps | logged values per fifth | PSNR rise over the last fifth (dB) | "
+             "| tokenizer run | steps | logged values, last fifth | PSNR rise over the last fifth (dB) | "
              "standard error (dB) | converged |", "|---|---:|---:|---:|---:|---|"]
+    rises = {run.label: psnr_rise_last_fifth(run.curve, run.steps) for run in curves}
     for run in curves:
-        rise, se = psnr_rise_last_fifth(run.curve, run.steps)
+        rise, se = rises[run.label]
         verdict = "n/a (no log)" if math.isnan(rise) else ("yes" if rise < THRESHOLD_DB else "no")
         shown = "" if math.isnan(rise) else f"{rise:.2f}"
         shown_se = "" if math.isnan(se) else f"{se:.2f}"
         lines.append(f"| {run.label} | {run.steps} | {fifth(run.curve, run.steps, 4).n} | {shown} | {shown_se} "
                      f"| {verdict} |")
-    met = sum(1 for run in curves if psnr_rise_last_fifth(run.curve, run.steps)[0] < THRESHOLD_DB)
-    lines += ["", f"{met} of {len(curves)} runs meet the per-run criterion."]
+    logged = [rise for rise, _ in rises.values() if not math.isnan(rise)]
+    lines += ["", f"{sum(r < THRESHOLD_DB for r in logged)} of {len(logged)} runs with a log meet the per-run "
+              f"criterion" + (f" ({len(curves) - len(logged)} without one)." if len(logged) < len(curves) else ".")]
     compared, flips = order_flips(curves)
-    lines += ["", "Per comparison: runs with the same steps, batch size and seed ordered by training PSNR in the fourth "
-              "fifth and in the last; a pair whose order flips is not settled at this budget.", ""]
+    lines += ["", "Per comparison: runs that saw the same batches, ordered by training PSNR (mean over the steps "
+              "of the PSNR difference on the same batch) in the fourth fifth and in the last; a pair whose order "
+              "flips is not settled at this budget, clearly so when both gaps exceed two standard errors.", ""]
     if compared == 0:
-        lines.append("No pair of runs with the same steps, batch size and seed to compare.")
+        lines.append("No pair of runs that saw the same batches to compare.")
     else:
-        lines.append(f"{compared - len(flips)} of {compared} pairs keep their order"
-                     + (": the ranking is settled at this budget." if not flips else "; these flip:"))
+        clear = sum(g4.clear and g5.clear for _, _, g4, g5 in flips)
+        lines.append(f"{compared - len(flips)} of {compared} " + ("pairs keep their" if compared > 1 else "pair keeps its")
+                     + " order"
+                     + (": the ranking did not change over the last fifth." if not flips else
+                        f"; {len(flips)} flip, {clear} of them beyond two standard errors in both fifths:"))
         if flips:
-            lines += ["", "| run | run | PSNR gap, fourth fifth (dB) | PSNR gap, last fifth (dB) |",
+            lines += ["", "| run a | run b | PSNR a - b, fourth fifth (dB) | PSNR a - b, last fifth (dB) |",
                       "|---|---|---:|---:|"]
-            lines += [f"| {a} | {b} | {g4:+.2f} | {g5:+.2f} |" for a, b, g4, g5 in flips]
+            lines += [f"| {a} | {b} | {g4.gap:+.2f} ± {g4.se:.2f} | {g5.gap:+.2f} ± {g5.se:.2f} |"
+                      for a, b, g4, g5 in flips]
     return "\n".join(lines) + "\n"
 
 

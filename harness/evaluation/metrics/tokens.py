@@ -23,7 +23,7 @@ import torch
 
 from harness.core.contracts import EvalBatch, Metric, TokenLayout
 from harness.core.errors import VQBenchError
-from harness.core.distributed import all_true, max_over_ranks
+from harness.core.distributed import max_over_ranks
 from harness.core.registry import METRICS
 from harness.evaluation.metrics.bootstrap import SEED as BOOTSTRAP_SEED, PerImageValues, resample_indices
 
@@ -71,7 +71,6 @@ class CodebookUsage(Metric):
         super().__init__()
         self.layout: TokenLayout | None = None
         self.per_image_codes = PerImageValues("metric 'codebook_usage'", torch.int32)
-        self.bootstrap_capped = False
 
     @classmethod
     def outputs(cls, layout: TokenLayout | None) -> tuple[str, ...]:
@@ -97,7 +96,6 @@ class CodebookUsage(Metric):
         self._states, self._defaults, self.layout = {}, {}, None
         self.higher_is_better = type(self).higher_is_better
         self.per_image_codes = PerImageValues("metric 'codebook_usage'", torch.int32)
-        self.bootstrap_capped = False
 
     @property
     def variable(self) -> bool:
@@ -115,10 +113,9 @@ class CodebookUsage(Metric):
         by_factor = idx + torch.arange(k).view(1, 1, k) * kmax
         self.codes = self.codes + torch.bincount(by_factor.flatten(), minlength=k * kmax).view(k, kmax)
         if (self.per_image_codes.seen + n) * n_codes_per_image(self.layout) <= BOOTSTRAP_MAX_CODES:
-            # past the cap no bootstrap happens: stop keeping (and later gathering) every image's codes
+            # past the cap (of this rank's codes, a lower bound of the split's) no bootstrap is drawn:
+            # stop keeping every image's codes
             self.per_image_codes.add(by_factor.reshape(n, -1).to(torch.int32), batch.image_ids)
-        else:
-            self.bootstrap_capped = True
         if self.variable:
             slot = torch.arange(k).view(1, 1, k) * t + torch.arange(t).view(1, t, 1)
             counts = torch.bincount((idx + slot * kmax).flatten(), minlength=k * t * kmax)
@@ -153,10 +150,10 @@ class CodebookUsage(Metric):
         record gives their spread and that offset (``bootstrap_bias``), no interval. Skipped above
         ``BOOTSTRAP_MAX_CODES`` codes (each draw is a histogram of all of them)."""
         skipped = {name: {"bootstrap_resamples": 0} for name in out if name != "codebook_usage_per_position"}
-        if not all_true(not self.bootstrap_capped):    # every rank agrees before the gather (a collective)
+        if int(self.codes.sum()) > BOOTSTRAP_MAX_CODES:  # synced over ranks: all skip the gather together
             return skipped
         codes = self.per_image_codes.gathered()
-        if codes.numel() > BOOTSTRAP_MAX_CODES or len(codes) < 2:
+        if len(codes) < 2:
             return skipped
         size = self.layout.num_factors * self.layout.max_codebook_size
         kmax = self.layout.max_codebook_size
