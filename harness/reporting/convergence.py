@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,20 +48,23 @@ class FifthMean:
     se: float
     n: int
 
-    @property
-    def psnr(self) -> float:
-        return 10 * math.log10(4 / self.mean) if self.mean > 0 else math.nan
+
+def in_fifth(step: int, steps: int, index: int) -> bool:
+    """Whether logged ``step`` falls in the ``index``-th fifth (0-based): index/5 < step/steps <= (index+1)/5."""
+    return index * steps / 5 < step <= (index + 1) * steps / 5
+
+
+def mean_and_se(values: list[float]) -> tuple[float, float]:
+    """The mean and its standard error (NaN without values; the error NaN with one)."""
+    if not values:
+        return math.nan, math.nan
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return statistics.fmean(values), se
 
 
 def fifth(curve: list[tuple[int, float]], steps: int, index: int) -> FifthMean:
-    """The ``index``-th fifth (0-based): logged steps s with index/5 < s/steps <= (index+1)/5."""
-    values = [v for s, v in curve if index * steps / 5 < s <= (index + 1) * steps / 5]
-    n = len(values)
-    if n == 0:
-        return FifthMean(math.nan, math.nan, 0)
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else math.nan
-    return FifthMean(mean, math.sqrt(var / n) if n > 1 else math.nan, n)
+    values = [v for s, v in curve if in_fifth(s, steps, index)]
+    return FifthMean(*mean_and_se(values), len(values))
 
 
 def psnr_rise_last_fifth(curve: list[tuple[int, float]], steps: int) -> tuple[float, float]:
@@ -96,14 +100,9 @@ class PairGap:
 
 def pair_gap(a: TokenizerCurve, b: TokenizerCurve, index: int) -> PairGap:
     loss_b = dict(b.curve)
-    lo, hi = index * a.steps / 5, (index + 1) * a.steps / 5
     diffs = [10 * math.log10(loss_b[s] / v) for s, v in a.curve
-             if lo < s <= hi and s in loss_b and v > 0 and loss_b[s] > 0]
-    if len(diffs) < 2:
-        return PairGap(math.nan, math.nan)
-    mean = sum(diffs) / len(diffs)
-    var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
-    return PairGap(mean, math.sqrt(var / len(diffs)))
+             if in_fifth(s, a.steps, index) and s in loss_b and v > 0 and loss_b[s] > 0]
+    return PairGap(*mean_and_se(diffs)) if len(diffs) > 1 else PairGap(math.nan, math.nan)
 
 
 def order_flips(runs: list[TokenizerCurve]) -> tuple[int, list[tuple[str, str, PairGap, PairGap]]]:
